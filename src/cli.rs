@@ -1,0 +1,433 @@
+//! The command line: argument parsing, prompts, exit codes. Errors become `anyhow` here and
+//! nowhere deeper.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::apply::{ApplyOptions, ApplyReport, Outcome, Status};
+use crate::config::TargetConfig;
+use crate::engine::{stale_reasons, Engine, Observation};
+use crate::manifest::{self, Manifest};
+use crate::plan::render::{render, Format};
+use crate::plan::{Plan, PlanOptions, FORMAT_VERSION};
+use crate::redact::redact;
+
+/// Exit code for "the plan has changes" (Terraform's -detailed-exitcode convention).
+const EXIT_CHANGES: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ofctl",
+    version,
+    about = "Declarative reconcile engine for the OpenFrame control plane"
+)]
+struct Cli {
+    /// Log filter (error, warn, info, debug, trace or a tracing directive).
+    #[arg(long, global = true, env = "OFCTL_LOG", default_value = "warn")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a manifest folder: YAML, schema, placeholders. Exit 0 valid, 1 invalid.
+    Validate(Inputs),
+    /// Show what apply would change. Exit 0 no changes, 2 changes pending, 1 error.
+    Plan(PlanArgs),
+    /// Apply a manifest folder or a saved plan. Exit 0 success, 1 failure.
+    Apply(ApplyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct Inputs {
+    /// Manifest folder.
+    #[arg(short = 'f', long = "file", value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Target config (default: ofctl.toml in the manifest folder).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Set a variable for `${name}` placeholders (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ChangeOptions {
+    /// Delete objects that ofctl manages but the manifest no longer declares.
+    #[arg(long)]
+    prune: bool,
+    /// Allow changes that delete and recreate objects (they lose data).
+    #[arg(long)]
+    allow_replace: bool,
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    #[command(flatten)]
+    inputs: Inputs,
+    #[command(flatten)]
+    changes: ChangeOptions,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Save the plan for `ofctl apply PLANFILE`.
+    #[arg(short = 'o', long = "out", value_name = "PLANFILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ApplyArgs {
+    /// A plan saved by `ofctl plan -o`; applied only if live state has not changed since.
+    #[arg(value_name = "PLANFILE")]
+    plan_file: Option<PathBuf>,
+    #[command(flatten)]
+    inputs: Inputs,
+    #[command(flatten)]
+    changes: ChangeOptions,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    auto_approve: bool,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{}", redact(&format!("error: {e:#}")));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| crate::redact::RedactingWriter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+async fn run(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Validate(inputs) => validate(&inputs),
+        Command::Plan(args) => plan(args).await,
+        Command::Apply(args) => apply(args).await,
+    }
+}
+
+fn manifest_dir(inputs: &Inputs) -> PathBuf {
+    inputs.dir.clone().unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn load_config(inputs: &Inputs, dir: &Path) -> anyhow::Result<TargetConfig> {
+    let mut config = match &inputs.config {
+        Some(path) => TargetConfig::load(path, true)?,
+        None => TargetConfig::load(&dir.join("ofctl.toml"), false)?,
+    };
+    for (k, v) in &inputs.vars {
+        config
+            .variables
+            .insert(k.clone(), serde_json::Value::String(v.clone()));
+    }
+    Ok(config)
+}
+
+/// Loads config and manifest; manifest errors are printed in full and yield `Ok(None)`.
+fn load(inputs: &Inputs) -> anyhow::Result<Option<(TargetConfig, Manifest)>> {
+    let dir = manifest_dir(inputs);
+    let config = load_config(inputs, &dir)?;
+    match manifest::load(&dir, &config.variables) {
+        Ok(m) => Ok(Some((config, m))),
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{}", redact(&format!("error: {e}")));
+            }
+            eprintln!(
+                "{} error(s) in the manifest; nothing was applied.",
+                errors.0.len()
+            );
+            Ok(None)
+        }
+    }
+}
+
+fn validate(inputs: &Inputs) -> anyhow::Result<u8> {
+    Ok(match load(inputs)? {
+        Some((_, m)) => {
+            println!(
+                "{}: {} resources, valid.",
+                m.dir.display(),
+                m.resources.len()
+            );
+            0
+        }
+        None => 1,
+    })
+}
+
+fn stdout_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+async fn observe(
+    engine: &mut Engine,
+    manifest: Manifest,
+    prune: bool,
+) -> anyhow::Result<Observation> {
+    let started = Instant::now();
+    let obs = engine.observe(manifest, prune).await?;
+    tracing::info!(
+        "read live state in {:?}: {}",
+        started.elapsed(),
+        serde_json::to_string(&engine.requests()).unwrap_or_default()
+    );
+    Ok(obs)
+}
+
+async fn plan(args: PlanArgs) -> anyhow::Result<u8> {
+    let Some((config, manifest)) = load(&args.inputs)? else {
+        return Ok(1);
+    };
+    let config_path = config.path.clone();
+    let mut engine = Engine::new(config);
+    let options = PlanOptions {
+        prune: args.changes.prune,
+        allow_replace: args.changes.allow_replace,
+    };
+    let obs = observe(&mut engine, manifest, options.prune).await?;
+    let plan = engine.plan(&obs, &options, config_path)?;
+    print!(
+        "{}",
+        render(
+            &plan,
+            args.format,
+            stdout_color() && args.format == Format::Text
+        )
+    );
+    if let Some(out) = &args.out {
+        let text = serde_json::to_string_pretty(&plan)?;
+        std::fs::write(out, redact(&text).as_bytes())
+            .with_context(|| format!("cannot write plan file {}", out.display()))?;
+        eprintln!(
+            "Saved the plan to {}. Apply it with: ofctl apply {}",
+            out.display(),
+            out.display()
+        );
+    }
+    Ok(if plan.summary.pending() > 0 {
+        EXIT_CHANGES
+    } else {
+        0
+    })
+}
+
+fn confirm() -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "refusing to apply without confirmation: stdin is not a terminal; pass --auto-approve"
+        );
+    }
+    print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// Stops new changes from starting on SIGINT or SIGTERM; running ones finish.
+fn cancel_on_signal() -> Arc<AtomicBool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("interrupted: finishing changes in flight, starting no new ones");
+        flag.store(true, Ordering::SeqCst);
+    });
+    cancel
+}
+
+fn print_outcome(o: &Outcome) {
+    let verb = match o.action {
+        crate::plan::Action::Create => "create",
+        crate::plan::Action::Update => "update",
+        crate::plan::Action::Replace => "replace",
+        crate::plan::Action::Delete => "delete",
+        crate::plan::Action::Noop => "noop",
+    };
+    let line = match &o.status {
+        Status::Done => format!("  ✓ {} {verb}d ({} ms)", o.address, o.elapsed_ms),
+        Status::Failed(e) => format!(
+            "  ✗ {} {verb} FAILED after {} attempt(s): {e}",
+            o.address, o.attempts
+        ),
+        Status::NotAttempted(why) => format!("  - {} {verb} not attempted: {why}", o.address),
+    };
+    eprintln!("{}", redact(&line));
+}
+
+fn summarize(report: &ApplyReport) -> u8 {
+    let done = report.count(|s| *s == Status::Done);
+    let failed = report.count(|s| matches!(s, Status::Failed(_)));
+    let skipped = report.count(|s| matches!(s, Status::NotAttempted(_)));
+    if report.succeeded() {
+        println!("Apply complete: {done} change(s) made.");
+        return 0;
+    }
+    println!("Apply FAILED: {done} change(s) made, {failed} failed, {skipped} not attempted.");
+    for o in &report.outcomes {
+        match &o.status {
+            Status::Done => println!("  made:          {} ({})", o.address, o.action.as_str()),
+            Status::Failed(e) => println!(
+                "  failed:        {} ({}): {}",
+                o.address,
+                o.action.as_str(),
+                redact(e)
+            ),
+            Status::NotAttempted(why) => println!(
+                "  not attempted: {} ({}): {why}",
+                o.address,
+                o.action.as_str()
+            ),
+        }
+    }
+    println!("Fix the cause and re-run: ofctl only plans what is still different, so a re-run converges.");
+    1
+}
+
+async fn apply(args: ApplyArgs) -> anyhow::Result<u8> {
+    let saved: Option<Plan> = match &args.plan_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read plan file {}", path.display()))?;
+            let plan: Plan = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not an ofctl plan file", path.display()))?;
+            if plan.format_version != FORMAT_VERSION {
+                bail!(
+                    "{} has plan format {}, this ofctl reads format {FORMAT_VERSION}; re-run ofctl plan",
+                    path.display(),
+                    plan.format_version
+                );
+            }
+            Some(plan)
+        }
+        None => None,
+    };
+    let mut inputs = args.inputs.clone();
+    let mut options = PlanOptions {
+        prune: args.changes.prune,
+        allow_replace: args.changes.allow_replace,
+    };
+    if let Some(plan) = &saved {
+        inputs.dir.get_or_insert_with(|| plan.manifest_dir.clone());
+        if inputs.config.is_none() {
+            inputs.config = plan.config_path.clone();
+        }
+        options = plan.options.clone();
+    }
+    let Some((config, manifest)) = load(&inputs)? else {
+        return Ok(1);
+    };
+    let engine_config = config.engine().clone();
+    let config_path = config.path.clone();
+    let mut engine = Engine::new(config);
+    let obs = observe(&mut engine, manifest, options.prune).await?;
+    let fresh = engine.plan(&obs, &options, config_path)?;
+    let plan = match saved {
+        Some(saved) => {
+            let reasons = stale_reasons(&saved, &fresh);
+            if !reasons.is_empty() {
+                eprintln!("error: the saved plan is stale; nothing was applied:");
+                for r in &reasons {
+                    eprintln!("  {}", redact(r));
+                }
+                eprintln!("Run ofctl plan again and review the new plan.");
+                return Ok(1);
+            }
+            saved
+        }
+        None => {
+            print!("{}", render(&fresh, Format::Text, stdout_color()));
+            fresh
+        }
+    };
+    if plan.has_blocked() {
+        eprintln!(
+            "error: the plan has {} refused change(s); nothing was applied.",
+            plan.summary.blocked
+        );
+        return Ok(1);
+    }
+    if plan.summary.pending() == 0 {
+        if args.plan_file.is_some() {
+            println!("No changes. Live state matches the manifest.");
+        }
+        return Ok(0);
+    }
+    if args.plan_file.is_none() && !args.auto_approve && !confirm()? {
+        println!("Apply cancelled.");
+        return Ok(1);
+    }
+    let apply_options = ApplyOptions {
+        concurrency: engine_config.concurrency,
+        max_attempts: engine_config.max_attempts,
+        retry_base: Duration::from_millis(engine_config.retry_base_ms),
+        cancel: cancel_on_signal(),
+    };
+    let started = Instant::now();
+    let report = engine
+        .apply(&plan.changes, &obs, &apply_options, &print_outcome)
+        .await?;
+    tracing::info!(
+        "applied in {:?}: {}",
+        started.elapsed(),
+        serde_json::to_string(&engine.requests()).unwrap_or_default()
+    );
+    Ok(summarize(&report))
+}

@@ -1,0 +1,349 @@
+//! The target config (`ofctl.toml`): where each live system is and how to reach it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::kind::System;
+use crate::manifest::interpolate::Variables;
+use crate::redact;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read target config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: `{key}` holds a credential in clear text; reference the environment instead, e.g. `{key} = \"${{env:{hint}}}\"`")]
+    PlaintextCredential {
+        path: PathBuf,
+        key: String,
+        hint: String,
+    },
+    #[error("{path}: `{key}`: {message}")]
+    Value {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("ofctl has no provider for {0} in this build")]
+    Unsupported(System),
+    #[error("the manifest has {kinds} resources but the target config {path} has no `[{section}] {key}`")]
+    Missing {
+        path: String,
+        kinds: String,
+        section: &'static str,
+        key: &'static str,
+    },
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    tenant: Option<String>,
+    environment: Option<String>,
+    #[serde(default)]
+    variables: toml::Table,
+    #[serde(default)]
+    engine: EngineConfig,
+    nats: Option<UrlSection>,
+    redis: Option<UrlSection>,
+    pinot: Option<UrlSection>,
+    connect: Option<UrlSection>,
+    tactical: Option<TacticalSection>,
+    mongo: Option<MongoSection>,
+    kafka: Option<KafkaSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UrlSection {
+    url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TacticalSection {
+    url: String,
+    api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MongoSection {
+    uri: String,
+    database: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaSection {
+    brokers: String,
+}
+
+/// Engine tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Concurrent changes per live system.
+    pub concurrency: usize,
+    /// Attempts per change for transient failures.
+    pub max_attempts: usize,
+    /// First retry delay in milliseconds; doubles each attempt.
+    pub retry_base_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            max_attempts: 5,
+            retry_base_ms: 200,
+        }
+    }
+}
+
+/// A loaded target config. Endpoint values may hold placeholders; they are resolved when a
+/// system is actually used, so a plan touching only NATS needs no Mongo environment.
+#[derive(Debug, Clone, Default)]
+pub struct TargetConfig {
+    pub path: Option<PathBuf>,
+    raw: RawConfig,
+    pub variables: Variables,
+}
+
+impl TargetConfig {
+    /// Loads `path`; a missing file at the default location gives an empty config.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default())
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut config = Self {
+            path: Some(path.to_path_buf()),
+            raw,
+            variables: Variables::new(),
+        };
+        config.check_credentials()?;
+        let env_only = Variables::new();
+        for (name, value) in &config.raw.variables {
+            let json = serde_json::to_value(value).map_err(|e| ConfigError::Value {
+                path: path.to_path_buf(),
+                key: format!("variables.{name}"),
+                message: e.to_string(),
+            })?;
+            let resolved = env_only
+                .resolve_value(&json)
+                .map_err(|(_, e)| ConfigError::Value {
+                    path: path.to_path_buf(),
+                    key: format!("variables.{name}"),
+                    message: e.to_string(),
+                })?;
+            config.variables.insert(name.clone(), resolved);
+        }
+        Ok(config)
+    }
+
+    fn check_credentials(&self) -> Result<(), ConfigError> {
+        let path = self.path.clone().unwrap_or_default();
+        let plaintext = |key: &str, value: &str, hint: &str| -> Result<(), ConfigError> {
+            if value.contains("${env:") {
+                Ok(())
+            } else {
+                Err(ConfigError::PlaintextCredential {
+                    path: path.clone(),
+                    key: key.to_string(),
+                    hint: hint.to_string(),
+                })
+            }
+        };
+        if let Some(api_key) = self
+            .raw
+            .tactical
+            .as_ref()
+            .and_then(|t| t.api_key.as_deref())
+        {
+            plaintext("tactical.api_key", api_key, "OFCTL_TACTICAL_API_KEY")?;
+        }
+        let uris = [
+            ("mongo.uri", self.raw.mongo.as_ref().map(|m| m.uri.as_str())),
+            ("redis.url", self.raw.redis.as_ref().map(|r| r.url.as_str())),
+            ("nats.url", self.raw.nats.as_ref().map(|n| n.url.as_str())),
+        ];
+        for (key, uri) in uris {
+            if let Some(uri) = uri {
+                let has_password = uri
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.split_once('@'))
+                    .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+                if has_password {
+                    let hint = format!("OFCTL_{}", key.replace('.', "_").to_ascii_uppercase());
+                    plaintext(key, uri, &hint)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tenant(&self) -> Result<String, ConfigError> {
+        self.resolve(
+            "tenant",
+            self.raw.tenant.as_deref().unwrap_or("default"),
+            false,
+        )
+    }
+
+    pub fn environment(&self) -> Result<String, ConfigError> {
+        self.resolve(
+            "environment",
+            self.raw.environment.as_deref().unwrap_or("default"),
+            false,
+        )
+    }
+
+    pub fn engine(&self) -> &EngineConfig {
+        &self.raw.engine
+    }
+
+    fn resolve(&self, key: &str, value: &str, secret: bool) -> Result<String, ConfigError> {
+        let resolved = self
+            .variables
+            .resolve_str(value)
+            .map_err(|e| ConfigError::Value {
+                path: self.path.clone().unwrap_or_default(),
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
+        let text = match resolved {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        if secret {
+            redact::register(&text);
+        }
+        redact::register_uri_credentials(&text);
+        Ok(text)
+    }
+
+    fn missing(&self, system: System, section: &'static str, key: &'static str) -> ConfigError {
+        ConfigError::Missing {
+            path: self
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(none)".into()),
+            kinds: system.to_string(),
+            section,
+            key,
+        }
+    }
+
+    /// The endpoint URL (or broker list, or URI) for a system.
+    pub fn endpoint(&self, system: System) -> Result<String, ConfigError> {
+        let (section, key, value) = match system {
+            System::Nats => ("nats", "url", self.raw.nats.as_ref().map(|s| s.url.clone())),
+            System::Pinot => (
+                "pinot",
+                "url",
+                self.raw.pinot.as_ref().map(|s| s.url.clone()),
+            ),
+            System::Connect => (
+                "connect",
+                "url",
+                self.raw.connect.as_ref().map(|s| s.url.clone()),
+            ),
+            System::Tactical => (
+                "tactical",
+                "url",
+                self.raw.tactical.as_ref().map(|s| s.url.clone()),
+            ),
+            System::Mongo => (
+                "mongo",
+                "uri",
+                self.raw.mongo.as_ref().map(|s| s.uri.clone()),
+            ),
+            System::Kafka => (
+                "kafka",
+                "brokers",
+                self.raw.kafka.as_ref().map(|s| s.brokers.clone()),
+            ),
+        };
+        let value = value.ok_or_else(|| self.missing(system, section, key))?;
+        self.resolve(&format!("{section}.{key}"), &value, system == System::Mongo)
+    }
+
+    pub fn redis_url(&self) -> Option<Result<String, ConfigError>> {
+        let url = self.raw.redis.as_ref()?.url.clone();
+        Some(self.resolve("redis.url", &url, false))
+    }
+
+    pub fn tactical_api_key(&self) -> Option<Result<String, ConfigError>> {
+        let key = self.raw.tactical.as_ref()?.api_key.clone()?;
+        Some(self.resolve("tactical.api_key", &key, true))
+    }
+
+    pub fn mongo_database(&self) -> Option<String> {
+        self.raw.mongo.as_ref()?.database.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_plaintext_credentials() {
+        let err = TargetConfig::parse(
+            "[tactical]\nurl = \"http://x\"\napi_key = \"abc\"\n",
+            Path::new("ofctl.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tactical.api_key"), "{err}");
+        let err = TargetConfig::parse(
+            "[mongo]\nuri = \"mongodb://u:p@h/db\"\n",
+            Path::new("ofctl.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("mongo.uri"), "{err}");
+    }
+
+    #[test]
+    fn resolves_endpoints_lazily() {
+        let cfg = TargetConfig::parse(
+            "tenant = \"acme\"\n[nats]\nurl = \"${env:OFCTL_TEST_CFG_NATS:-nats://127.0.0.1:4222}\"\n[variables]\nreplicas = 2\n",
+            Path::new("ofctl.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.tenant().unwrap(), "acme");
+        assert_eq!(cfg.endpoint(System::Nats).unwrap(), "nats://127.0.0.1:4222");
+        assert!(cfg.endpoint(System::Pinot).is_err());
+        assert_eq!(cfg.variables.get("replicas"), Some(&serde_json::json!(2)));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = TargetConfig::parse("[nats]\nurl = \"x\"\nport = 1\n", Path::new("c.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+}

@@ -1,0 +1,299 @@
+//! The one-way flow: manifest + live state → plan → apply. The CLI and watch mode both drive
+//! this; neither has diff or apply logic of its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::future::try_join_all;
+use serde_json::Value;
+
+use crate::apply::{self, ApplyOptions, ApplyReport, Outcome, Work};
+use crate::config::{ConfigError, TargetConfig};
+use crate::kind::System;
+use crate::manifest::Manifest;
+use crate::plan::{self, Action, Change, Declared, Plan, PlanOptions, Summary, FORMAT_VERSION};
+use crate::providers::{self, Provider, ProviderError, ReadScope, RequestReport};
+use crate::resource::{Address, Observed, Span};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read {kind} from {system}: {source}")]
+    Read {
+        kind: String,
+        system: System,
+        source: ProviderError,
+    },
+    #[error("{span}: {address}: {message}")]
+    Desired {
+        address: Address,
+        span: Span,
+        message: String,
+    },
+    #[error("{0}")]
+    StalePlan(String),
+}
+
+/// Desired and live state side by side, everything a plan is computed from.
+pub struct Observation {
+    pub manifest: Manifest,
+    /// Normalized desired specs.
+    pub desired: BTreeMap<Address, Value>,
+    /// Normalized live objects of every kind read.
+    pub live: BTreeMap<Address, Observed>,
+    /// Edges from explicit `dependsOn` and from provider rules, restricted to known objects.
+    pub depends_on: BTreeMap<Address, Vec<Address>>,
+}
+
+pub struct Engine {
+    pub config: TargetConfig,
+    providers: BTreeMap<System, Arc<dyn Provider>>,
+}
+
+impl Engine {
+    pub fn new(config: TargetConfig) -> Self {
+        Self {
+            config,
+            providers: BTreeMap::new(),
+        }
+    }
+
+    /// The provider for `system`, connecting lazily from the target config.
+    fn provider(&mut self, system: System) -> Result<Arc<dyn Provider>, EngineError> {
+        if let Some(p) = self.providers.get(&system) {
+            return Ok(Arc::clone(p));
+        }
+        let p = providers::connect(system, &self.config)?;
+        self.providers.insert(system, Arc::clone(&p));
+        Ok(p)
+    }
+
+    pub fn requests(&self) -> RequestReport {
+        self.providers
+            .iter()
+            .map(|(s, p)| (*s, p.requests()))
+            .collect()
+    }
+
+    /// Reads live state for every kind the manifest uses (and, with `prune`, every kind of
+    /// the systems the target config names) and normalizes both sides.
+    pub async fn observe(
+        &mut self,
+        manifest: Manifest,
+        prune: bool,
+    ) -> Result<Observation, EngineError> {
+        let mut kinds: BTreeSet<&'static str> = BTreeSet::new();
+        for r in &manifest.resources {
+            if let Some(info) = providers::kind_info(&r.address.kind) {
+                kinds.insert(info.kind);
+            }
+        }
+        if prune {
+            for info in providers::all_kinds() {
+                if self.config.endpoint(info.system).is_ok() {
+                    kinds.insert(info.kind);
+                }
+            }
+        }
+        let mut desired = BTreeMap::new();
+        let mut reads = Vec::new();
+        for kind in kinds {
+            let info = providers::kind_info(kind).expect("kind comes from the registry");
+            let provider = self.provider(info.system)?;
+            let names: Vec<String> = manifest
+                .resources
+                .iter()
+                .filter(|r| r.address.kind == kind)
+                .map(|r| r.address.name.clone())
+                .collect();
+            for r in manifest.resources.iter().filter(|r| r.address.kind == kind) {
+                let spec = provider
+                    .normalize_desired(kind, &r.address.name, &r.spec)
+                    .map_err(|message| EngineError::Desired {
+                        address: r.address.clone(),
+                        span: r.source.clone(),
+                        message,
+                    })?;
+                desired.insert(r.address.clone(), spec);
+            }
+            reads.push(async move {
+                let read = || async {
+                    provider
+                        .read(
+                            kind,
+                            ReadScope {
+                                names: &names,
+                                all: prune,
+                            },
+                        )
+                        .await
+                };
+                let observed = read
+                    .retry(
+                        ExponentialBuilder::default()
+                            .with_max_times(3)
+                            .with_jitter(),
+                    )
+                    .when(|e: &ProviderError| e.transient)
+                    .await
+                    .map_err(|source| EngineError::Read {
+                        kind: kind.to_string(),
+                        system: info.system,
+                        source,
+                    })?;
+                Ok::<_, EngineError>((kind, provider, observed))
+            });
+        }
+        let mut live = BTreeMap::new();
+        let mut depends_on: BTreeMap<Address, Vec<Address>> = BTreeMap::new();
+        for (kind, provider, observed) in try_join_all(reads).await? {
+            for o in observed {
+                let address = Address::new(kind, o.name.clone());
+                if !desired.contains_key(&address) {
+                    depends_on.insert(
+                        address.clone(),
+                        provider.dependencies(kind, &o.name, &o.spec),
+                    );
+                }
+                live.insert(address, o);
+            }
+        }
+        for r in &manifest.resources {
+            let spec = &desired[&r.address];
+            let mut deps = r.depends_on.clone();
+            if let Ok(p) = self.provider(
+                providers::kind_info(&r.address.kind)
+                    .map(|k| k.system)
+                    .unwrap_or(System::Nats),
+            ) {
+                for d in p.dependencies(&r.address.kind, &r.address.name, spec) {
+                    if desired.contains_key(&d) && !deps.contains(&d) {
+                        deps.push(d);
+                    }
+                }
+            }
+            depends_on.insert(r.address.clone(), deps);
+        }
+        Ok(Observation {
+            manifest,
+            desired,
+            live,
+            depends_on,
+        })
+    }
+
+    pub fn plan(
+        &mut self,
+        obs: &Observation,
+        options: &PlanOptions,
+        config_path: Option<PathBuf>,
+    ) -> Result<Plan, EngineError> {
+        let mut changes = Vec::new();
+        for r in &obs.manifest.resources {
+            let info = providers::kind_info(&r.address.kind).expect("validated kind");
+            let provider = self.provider(info.system)?;
+            let desired = &obs.desired[&r.address];
+            let live = obs.live.get(&r.address).map(|o| &o.spec);
+            let findings = live
+                .map(|l| provider.findings(&r.address.kind, desired, l))
+                .unwrap_or_default();
+            changes.push(plan::classify(
+                Declared {
+                    resource: r,
+                    info,
+                    desired,
+                    live,
+                    findings,
+                    depends_on: obs.depends_on.get(&r.address).cloned().unwrap_or_default(),
+                },
+                options,
+            ));
+        }
+        if options.prune {
+            for (address, o) in &obs.live {
+                if o.managed && !obs.desired.contains_key(address) {
+                    let deps = obs.depends_on.get(address).cloned().unwrap_or_default();
+                    changes.push(plan::prune_change(address.clone(), &o.spec, deps));
+                }
+            }
+        }
+        changes.sort_by(|a, b| a.address.cmp(&b.address));
+        Ok(Plan {
+            format_version: FORMAT_VERSION.to_string(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+            manifest_dir: obs.manifest.dir.clone(),
+            config_path,
+            options: options.clone(),
+            summary: Summary::of(&changes),
+            changes,
+        })
+    }
+
+    /// Applies `changes` (already checked to be current) using the specs in `obs`.
+    pub async fn apply(
+        &mut self,
+        changes: &[Change],
+        obs: &Observation,
+        options: &ApplyOptions,
+        on_outcome: &(dyn Fn(&Outcome) + Send + Sync),
+    ) -> Result<ApplyReport, EngineError> {
+        let mut work = Vec::new();
+        for c in changes.iter().filter(|c| c.action != Action::Noop) {
+            let info = providers::kind_info(&c.address.kind).expect("planned kind is known");
+            work.push(Work {
+                change: c.clone(),
+                system: info.system,
+                provider: self.provider(info.system)?,
+                desired: obs.desired.get(&c.address).cloned(),
+                live: obs.live.get(&c.address).map(|o| o.spec.clone()),
+            });
+        }
+        Ok(apply::execute(work, options, on_outcome).await)
+    }
+}
+
+/// Compares a saved plan with a fresh one computed from the same manifest and current live
+/// state. Any difference means the saved plan no longer describes what apply would do.
+pub fn stale_reasons(saved: &Plan, fresh: &Plan) -> Vec<String> {
+    let index = |p: &Plan| -> BTreeMap<Address, Change> {
+        p.changes
+            .iter()
+            .map(|c| (c.address.clone(), c.clone()))
+            .collect()
+    };
+    let (old, new) = (index(saved), index(fresh));
+    let mut reasons = Vec::new();
+    for address in old.keys().chain(new.keys()).collect::<BTreeSet<_>>() {
+        match (old.get(address), new.get(address)) {
+            (Some(o), Some(n)) => {
+                if o.live_fingerprint != n.live_fingerprint {
+                    reasons.push(format!(
+                        "{address}: the live object changed since planning ({} → {})",
+                        o.live_fingerprint.as_deref().unwrap_or("absent"),
+                        n.live_fingerprint.as_deref().unwrap_or("absent")
+                    ));
+                } else if o.desired_digest != n.desired_digest {
+                    reasons.push(format!(
+                        "{address}: the manifest or its variables changed since planning"
+                    ));
+                } else if o.action != n.action || o.blocked != n.blocked {
+                    reasons.push(format!(
+                        "{address}: planned as {} but would now be {}",
+                        o.action.as_str(),
+                        n.action.as_str()
+                    ));
+                }
+            }
+            (Some(_), None) => reasons.push(format!("{address}: no longer part of the plan")),
+            (None, Some(n)) => reasons.push(format!(
+                "{address}: not in the saved plan but now needs {}",
+                n.action.as_str()
+            )),
+            (None, None) => {}
+        }
+    }
+    reasons
+}

@@ -1,0 +1,137 @@
+//! Per-kind facts the engine needs, declared as data by each provider.
+
+use serde::{Deserialize, Serialize};
+
+/// The live system a kind belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    Nats,
+    Pinot,
+    Connect,
+    Kafka,
+    Tactical,
+    Mongo,
+}
+
+impl System {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            System::Nats => "nats",
+            System::Pinot => "pinot",
+            System::Connect => "connect",
+            System::Kafka => "kafka",
+            System::Tactical => "tactical",
+            System::Mongo => "mongo",
+        }
+    }
+}
+
+impl std::fmt::Display for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a desired spec is compared with the live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// Every field on either side counts: a live field absent from the manifest is removed.
+    Exact,
+    /// Only fields the manifest sets count: the server may add its own.
+    DesiredSubset,
+}
+
+/// When a field rule fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Any difference, including adding or removing the field.
+    AnyChange,
+    /// A change whose old or new value is this string.
+    ToOrFrom(&'static str),
+    /// A flag the target cannot turn off again.
+    TrueToFalse,
+    /// Setting or changing the field; removing it is allowed.
+    SetOrChanged,
+}
+
+/// What a fired rule does to the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// The target cannot change it in place: delete and recreate, which loses data.
+    Replace,
+    /// The target rejects it unless forced.
+    Block,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FieldRule {
+    /// JSON pointer into `spec`.
+    pub path: &'static str,
+    pub trigger: Trigger,
+    pub effect: Effect,
+    pub reason: &'static str,
+}
+
+#[derive(Debug)]
+pub struct KindInfo {
+    pub kind: &'static str,
+    pub system: System,
+    pub compare: Compare,
+    pub field_rules: &'static [FieldRule],
+    /// JSON pointer patterns into `spec` whose values are secret; `*` matches one segment.
+    pub sensitive: &'static [&'static str],
+    /// Keys whose name marks the value secret wherever they appear (e.g. `database.password`).
+    pub sensitive_keys: &'static [&'static str],
+    /// Whether `${...}` in a `specFile:` body are placeholders (Pinot) or data kept verbatim
+    /// for another program to resolve (agent arguments).
+    pub interpolate_spec_file: bool,
+}
+
+impl KindInfo {
+    /// True when the value at `pointer` (inside `spec`) is secret.
+    pub fn is_sensitive(&self, pointer: &str) -> bool {
+        let segments: Vec<&str> = pointer.split('/').skip(1).collect();
+        if let Some(last) = segments.last() {
+            let key = last.replace("~1", "/").replace("~0", "~");
+            let lower = key.to_ascii_lowercase();
+            if self
+                .sensitive_keys
+                .iter()
+                .any(|k| lower == *k || lower.ends_with(&format!(".{k}")))
+            {
+                return true;
+            }
+        }
+        self.sensitive.iter().any(|pattern| {
+            let pat: Vec<&str> = pattern.split('/').skip(1).collect();
+            pat.len() <= segments.len()
+                && pat.iter().zip(&segments).all(|(p, s)| *p == "*" || p == s)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: KindInfo = KindInfo {
+        kind: "T",
+        system: System::Connect,
+        compare: Compare::Exact,
+        field_rules: &[],
+        sensitive: &["/credentials", "/users/*/password"],
+        sensitive_keys: &["password"],
+        interpolate_spec_file: false,
+    };
+
+    #[test]
+    fn sensitive_patterns() {
+        assert!(INFO.is_sensitive("/credentials"));
+        assert!(INFO.is_sensitive("/credentials/apiKey/key"));
+        assert!(INFO.is_sensitive("/users/3/password"));
+        assert!(INFO.is_sensitive("/config/database.password"));
+        assert!(!INFO.is_sensitive("/config/database.user"));
+        assert!(!INFO.is_sensitive("/users/3/name"));
+    }
+}

@@ -1,0 +1,368 @@
+//! Loading a manifest folder: YAML documents → validated, interpolated [`Resource`]s.
+
+pub mod interpolate;
+pub mod schema;
+pub mod yaml;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::providers;
+use crate::resource::{Address, Resource, Span};
+use interpolate::Variables;
+use yaml::{Document, Position};
+
+pub const API_VERSION: &str = "ofctl.openframe.io/v1";
+
+/// One problem in the manifest, pointing at the file, line and field.
+#[derive(Debug, Clone)]
+pub struct ManifestError {
+    pub file: PathBuf,
+    pub position: Position,
+    /// Human field path, e.g. `spec.subjects[0]`.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: ",
+            self.file.display(),
+            self.position.line,
+            self.position.column
+        )?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found; loading reports them all rather than stopping at the first.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ManifestErrors(pub Vec<ManifestError>);
+
+impl fmt::Display for ManifestErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub dir: PathBuf,
+    pub resources: Vec<Resource>,
+}
+
+impl Manifest {
+    pub fn get(&self, address: &Address) -> Option<&Resource> {
+        self.resources.iter().find(|r| &r.address == address)
+    }
+}
+
+/// The YAML files of a manifest folder, sorted, skipping hidden entries.
+fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| ManifestError {
+            file: d.clone(),
+            position: Position::default(),
+            field: None,
+            message: format!("cannot read manifest folder: {e}"),
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads and validates every resource under `dir`.
+pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestErrors> {
+    if !dir.is_dir() {
+        return Err(ManifestErrors(vec![ManifestError {
+            file: dir.to_path_buf(),
+            position: Position::default(),
+            field: None,
+            message: "manifest folder does not exist (pass the folder with -f DIR)".into(),
+        }]));
+    }
+    let files = manifest_files(dir).map_err(|e| ManifestErrors(vec![e]))?;
+    let mut errors = Vec::new();
+    let mut resources: Vec<Resource> = Vec::new();
+    let mut seen: HashMap<Address, Span> = HashMap::new();
+    for file in &files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(error_at(
+                    file,
+                    Position::default(),
+                    None,
+                    format!("cannot read: {e}"),
+                ));
+                continue;
+            }
+        };
+        let docs = match yaml::parse_documents(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(error_at(
+                    file,
+                    e.position,
+                    None,
+                    format!("invalid YAML: {}", e.message),
+                ));
+                continue;
+            }
+        };
+        for doc in docs {
+            if doc.value.is_null() {
+                continue;
+            }
+            match load_document(file, &doc, variables) {
+                Ok(resource) => {
+                    if let Some(first) = seen.get(&resource.address) {
+                        errors.push(error_at(
+                            file,
+                            doc.position_of("/metadata/name"),
+                            Some("metadata.name".into()),
+                            format!(
+                                "duplicate resource {}: already declared at {first}",
+                                resource.address
+                            ),
+                        ));
+                    } else {
+                        seen.insert(resource.address.clone(), resource.source.clone());
+                        resources.push(resource);
+                    }
+                }
+                Err(mut errs) => errors.append(&mut errs),
+            }
+        }
+    }
+    for r in &resources {
+        for dep in &r.depends_on {
+            if !seen.contains_key(dep) {
+                errors.push(ManifestError {
+                    file: r.source.file.clone(),
+                    position: Position {
+                        line: r.source.line,
+                        column: 1,
+                    },
+                    field: Some("metadata.dependsOn".into()),
+                    message: format!(
+                        "{} depends on {dep}, which the manifest does not declare",
+                        r.address
+                    ),
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(Manifest {
+            dir: dir.to_path_buf(),
+            resources,
+        })
+    } else {
+        Err(ManifestErrors(errors))
+    }
+}
+
+fn error_at(
+    file: &Path,
+    position: Position,
+    field: Option<String>,
+    message: String,
+) -> ManifestError {
+    ManifestError {
+        file: file.to_path_buf(),
+        position,
+        field,
+        message,
+    }
+}
+
+fn load_document(
+    file: &Path,
+    doc: &Document,
+    variables: &Variables,
+) -> Result<Resource, Vec<ManifestError>> {
+    let at = |ptr: &str, message: String| {
+        vec![error_at(
+            file,
+            doc.position_of(ptr),
+            (!ptr.is_empty()).then(|| crate::path::display(ptr)),
+            message,
+        )]
+    };
+    let Some(obj) = doc.value.as_object() else {
+        return Err(at(
+            "",
+            "a manifest document must be a mapping with apiVersion, kind, metadata and spec".into(),
+        ));
+    };
+    let kind = match obj.get("kind") {
+        Some(Value::String(k)) => k.clone(),
+        Some(_) => return Err(at("/kind", "must be a string".into())),
+        None => return Err(at("", "missing `kind`".into())),
+    };
+    let Some(info) = providers::kind_info(&kind) else {
+        let known: Vec<_> = providers::all_kinds().iter().map(|k| k.kind).collect();
+        return Err(at(
+            "/kind",
+            format!("unknown kind `{kind}`; known kinds: {}", known.join(", ")),
+        ));
+    };
+    let envelope_errors = schema::validate_envelope(&doc.value);
+    if !envelope_errors.is_empty() {
+        return Err(envelope_errors
+            .into_iter()
+            .map(|(ptr, msg)| at(&ptr, msg).remove(0))
+            .collect());
+    }
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let metadata = &obj["metadata"];
+    let string_map = |key: &str| -> BTreeMap<String, String> {
+        metadata
+            .get(key)
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let depends_on = metadata
+        .get("dependsOn")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().and_then(Address::parse))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    // The spec: inline (positions from the YAML) or from a raw JSON file next to it.
+    let (raw_spec, spec_doc, spec_file, spec_prefix, interpolate) = match obj.get("specFile") {
+        Some(Value::String(rel)) => {
+            let path = file.parent().unwrap_or(Path::new(".")).join(rel);
+            let (value, positions) = load_spec_file(&path).map_err(|e| vec![e])?;
+            (
+                value,
+                positions,
+                path,
+                String::new(),
+                info.interpolate_spec_file,
+            )
+        }
+        _ => (
+            obj.get("spec").cloned().unwrap_or(Value::Null),
+            doc.clone(),
+            file.to_path_buf(),
+            "/spec".to_string(),
+            true,
+        ),
+    };
+    let spec_at = |ptr: &str, message: String| {
+        let full = format!("{spec_prefix}{ptr}");
+        error_at(
+            &spec_file,
+            spec_doc.position_of(&full),
+            Some(crate::path::display(&format!("/spec{ptr}"))),
+            message,
+        )
+    };
+    let spec = if interpolate {
+        variables
+            .resolve_value(&raw_spec)
+            .map_err(|(ptr, e)| vec![spec_at(&ptr, e.to_string())])?
+    } else {
+        raw_spec
+    };
+    let spec_errors = schema::validate_spec(info.kind, &spec);
+    if !spec_errors.is_empty() {
+        return Err(spec_errors
+            .into_iter()
+            .map(|(ptr, msg)| spec_at(&ptr, msg))
+            .collect());
+    }
+    Ok(Resource {
+        address: Address::new(kind, name),
+        labels: string_map("labels"),
+        annotations: string_map("annotations"),
+        spec,
+        depends_on,
+        source: Span {
+            file: file.to_path_buf(),
+            line: doc.start.line.max(1),
+        },
+    })
+}
+
+/// Reads a raw JSON spec file strictly, keeping positions for later errors.
+fn load_spec_file(path: &Path) -> Result<(Value, Document), ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        error_at(
+            path,
+            Position::default(),
+            Some("specFile".into()),
+            format!("cannot read spec file: {e}"),
+        )
+    })?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        error_at(
+            path,
+            Position {
+                line: e.line(),
+                column: e.column(),
+            },
+            None,
+            format!("invalid JSON: {e}"),
+        )
+    })?;
+    // JSON is YAML, so the YAML loader recovers positions; a file that is valid JSON but trips
+    // the YAML parser still loads, only with coarser positions.
+    let doc = yaml::parse_documents(&text)
+        .ok()
+        .and_then(|mut docs| docs.pop())
+        .map(|d| Document {
+            value: value.clone(),
+            ..d
+        })
+        .unwrap_or(Document {
+            value: value.clone(),
+            positions: HashMap::new(),
+            start: Position { line: 1, column: 1 },
+        });
+    Ok((value, doc))
+}

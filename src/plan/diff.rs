@@ -1,0 +1,160 @@
+//! Field-level differences between a normalized desired spec and a normalized live one.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::kind::{Compare, KindInfo};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiffOp {
+    Add,
+    Remove,
+    Change,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldDiff {
+    /// JSON pointer into `spec`.
+    pub pointer: String,
+    /// The same, readable: `config["database.password"]`.
+    pub path: String,
+    pub op: DiffOp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+    /// The values are secret: `before`/`after` are withheld everywhere.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+}
+
+/// Values equal for diffing: JSON numbers compare by value (`1` == `1.0`).
+pub fn values_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Differences from `live` to `desired`. Lists are compared whole: element-wise diffs of
+/// reordered lists mislead more than they help.
+pub fn diff(desired: &Value, live: &Value, info: &KindInfo) -> Vec<FieldDiff> {
+    let mut out = Vec::new();
+    walk(desired, live, String::new(), info, &mut out);
+    out
+}
+
+fn entry(
+    info: &KindInfo,
+    pointer: String,
+    op: DiffOp,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) -> FieldDiff {
+    let sensitive = info.is_sensitive(&pointer);
+    FieldDiff {
+        path: crate::path::display(&pointer),
+        pointer,
+        op,
+        before: if sensitive { None } else { before.cloned() },
+        after: if sensitive { None } else { after.cloned() },
+        sensitive,
+    }
+}
+
+fn walk(desired: &Value, live: &Value, ptr: String, info: &KindInfo, out: &mut Vec<FieldDiff>) {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => {
+            for (key, dv) in d {
+                let child = format!("{ptr}/{}", crate::path::escape(key));
+                match l.get(key) {
+                    Some(lv) => walk(dv, lv, child, info, out),
+                    None => out.push(entry(info, child, DiffOp::Add, None, Some(dv))),
+                }
+            }
+            if info.compare == Compare::Exact {
+                for (key, lv) in l {
+                    if !d.contains_key(key) {
+                        let child = format!("{ptr}/{}", crate::path::escape(key));
+                        out.push(entry(info, child, DiffOp::Remove, Some(lv), None));
+                    }
+                }
+            }
+        }
+        _ if values_equal(desired, live) => {}
+        _ => out.push(entry(info, ptr, DiffOp::Change, Some(live), Some(desired))),
+    }
+}
+
+/// The value at `pointer` on each side of a diff, for rule evaluation.
+pub fn sides<'a>(
+    desired: &'a Value,
+    live: &'a Value,
+    pointer: &str,
+) -> (Option<&'a Value>, Option<&'a Value>) {
+    (live.pointer(pointer), desired.pointer(pointer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kind::System;
+    use serde_json::json;
+
+    const EXACT: KindInfo = KindInfo {
+        kind: "T",
+        system: System::Nats,
+        compare: Compare::Exact,
+        field_rules: &[],
+        sensitive: &[],
+        sensitive_keys: &["password"],
+        interpolate_spec_file: true,
+    };
+    const SUBSET: KindInfo = KindInfo {
+        compare: Compare::DesiredSubset,
+        ..EXACT
+    };
+
+    #[test]
+    fn exact_reports_adds_changes_and_removals() {
+        let d = json!({"a": 1, "b": {"c": [1, 2]}, "n": 1.0});
+        let l = json!({"b": {"c": [2, 1]}, "x": true, "n": 1});
+        let diffs = diff(&d, &l, &EXACT);
+        let ops: Vec<_> = diffs.iter().map(|f| (f.path.as_str(), f.op)).collect();
+        assert_eq!(
+            ops,
+            vec![
+                ("a", DiffOp::Add),
+                ("b.c", DiffOp::Change),
+                ("x", DiffOp::Remove)
+            ]
+        );
+    }
+
+    #[test]
+    fn subset_ignores_server_added_fields() {
+        let d = json!({"a": {"b": 1}});
+        let l = json!({"a": {"b": 1, "server": 2}, "other": 3});
+        assert!(diff(&d, &l, &SUBSET).is_empty());
+    }
+
+    #[test]
+    fn sensitive_values_are_withheld() {
+        let d = json!({"config": {"database.password": "new"}});
+        let l = json!({"config": {"database.password": "old"}});
+        let diffs = diff(&d, &l, &EXACT);
+        assert_eq!(diffs.len(), 1);
+        assert!(diffs[0].sensitive);
+        assert!(diffs[0].before.is_none() && diffs[0].after.is_none());
+        assert!(!serde_json::to_string(&diffs).unwrap().contains("new"));
+    }
+}

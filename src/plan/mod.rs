@@ -1,0 +1,372 @@
+//! Plans: the ordered, classified changes that take live state to the manifest.
+
+pub mod diff;
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::kind::{Effect, KindInfo, Trigger};
+use crate::providers::Finding;
+use crate::resource::{annotations, Address, Resource, Span};
+pub use diff::{DiffOp, FieldDiff};
+
+/// Version of the saved-plan and `--format json` document (schema/plan.schema.json).
+pub const FORMAT_VERSION: &str = "1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Replace,
+    Delete,
+    Noop,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+            Action::Noop => " ",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+            Action::Noop => "noop",
+        }
+    }
+}
+
+/// What a change can cost, worst first when reports sort by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    /// Deletes data or an object.
+    Destructive,
+    /// Interrupts something running (e.g. a connector restarts on a config write).
+    Restarts,
+    Safe,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub address: Address,
+    pub action: Action,
+    pub risk: Risk,
+    /// Why the change is classified this way (e.g. "storage cannot change in place").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// Set when the change is refused, with how to allow it. A plan with a refused change is
+    /// not applied at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+    /// The target's force flag will be sent (an incompatible change the user allowed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diff: Vec<FieldDiff>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Address>,
+    /// Hash of the desired spec this change was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_digest: Option<String>,
+    /// Hash of the live object as read when planning; `None` when it did not exist.
+    #[serde(default)]
+    pub live_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Span>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub noop: usize,
+    pub blocked: usize,
+}
+
+impl Summary {
+    pub fn of(changes: &[Change]) -> Self {
+        let mut s = Summary::default();
+        for c in changes {
+            match c.action {
+                Action::Create => s.create += 1,
+                Action::Update => s.update += 1,
+                Action::Replace => s.replace += 1,
+                Action::Delete => s.delete += 1,
+                Action::Noop => s.noop += 1,
+            }
+            if c.blocked.is_some() {
+                s.blocked += 1;
+            }
+        }
+        s
+    }
+
+    pub fn pending(&self) -> usize {
+        self.create + self.update + self.replace + self.delete
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanOptions {
+    /// Delete managed objects the manifest no longer declares.
+    pub prune: bool,
+    /// Allow changes that delete and recreate objects.
+    pub allow_replace: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    pub created_at: String,
+    pub manifest_dir: PathBuf,
+    #[serde(default)]
+    pub config_path: Option<PathBuf>,
+    pub options: PlanOptions,
+    pub changes: Vec<Change>,
+    pub summary: Summary,
+}
+
+impl Plan {
+    pub fn has_blocked(&self) -> bool {
+        self.changes.iter().any(|c| c.blocked.is_some())
+    }
+
+    pub fn pending(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.action != Action::Noop)
+    }
+}
+
+/// Hash of a JSON value with object keys sorted, so equal values hash equally whatever order
+/// the server or the manifest used.
+pub fn digest(value: &Value) -> String {
+    fn canonical(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let sorted: BTreeMap<_, _> = map.iter().collect();
+                out.push('{');
+                for (i, (k, v)) in sorted.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(v, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(v, out);
+                }
+                out.push(']');
+            }
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9e15 => {
+                    out.push_str(&(f as i64).to_string())
+                }
+                _ => out.push_str(&n.to_string()),
+            },
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(value, &mut text);
+    hex::encode(&Sha256::digest(text.as_bytes())[..16])
+}
+
+/// Does `rule` fire for this (before, after) pair?
+fn fires(trigger: Trigger, before: Option<&Value>, after: Option<&Value>) -> bool {
+    let differs = match (before, after) {
+        (Some(b), Some(a)) => !diff::values_equal(b, a),
+        (None, None) => false,
+        _ => true,
+    };
+    match trigger {
+        Trigger::AnyChange => differs,
+        Trigger::ToOrFrom(v) => {
+            differs
+                && (before.and_then(Value::as_str) == Some(v)
+                    || after.and_then(Value::as_str) == Some(v))
+        }
+        Trigger::TrueToFalse => {
+            before == Some(&Value::Bool(true)) && after != Some(&Value::Bool(true))
+        }
+        Trigger::SetOrChanged => differs && after.is_some(),
+    }
+}
+
+/// Inputs for classifying one declared resource.
+pub struct Declared<'a> {
+    pub resource: &'a Resource,
+    pub info: &'a KindInfo,
+    pub desired: &'a Value,
+    pub live: Option<&'a Value>,
+    pub findings: Vec<Finding>,
+    pub depends_on: Vec<Address>,
+}
+
+/// Classifies a declared resource against its live object.
+pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
+    let resource = d.resource;
+    let mut change = Change {
+        address: resource.address.clone(),
+        action: Action::Noop,
+        risk: Risk::Safe,
+        reasons: Vec::new(),
+        blocked: None,
+        force: false,
+        diff: Vec::new(),
+        depends_on: d.depends_on,
+        desired_digest: Some(digest(d.desired)),
+        live_fingerprint: d.live.map(digest),
+        source: Some(resource.source.clone()),
+    };
+    let Some(live) = d.live else {
+        change.action = Action::Create;
+        change.diff = diff::diff(d.desired, &Value::Object(Default::default()), d.info);
+        return change;
+    };
+    change.diff = diff::diff(d.desired, live, d.info);
+    if change.diff.is_empty() {
+        return change;
+    }
+    show_written_defaults(&mut change.diff, &resource.spec);
+    let mut replace = Vec::new();
+    let mut block = Vec::new();
+    for rule in d.info.field_rules {
+        let (before, after) = diff::sides(d.desired, live, rule.path);
+        if fires(rule.trigger, before, after) {
+            let reason = format!("{}: {}", crate::path::display(rule.path), rule.reason);
+            match rule.effect {
+                Effect::Replace => replace.push(reason),
+                Effect::Block => block.push(reason),
+            }
+        }
+    }
+    for f in d.findings {
+        match f.effect {
+            Effect::Replace => replace.push(f.reason),
+            Effect::Block => block.push(f.reason),
+        }
+    }
+    if !replace.is_empty() {
+        change.action = Action::Replace;
+        change.risk = Risk::Destructive;
+        change.reasons = replace;
+        let allowed =
+            options.allow_replace || resource.annotation_is_true(annotations::ALLOW_REPLACE);
+        if !allowed {
+            change.blocked = Some(format!(
+                "replacing {} deletes it and its data; re-run with --allow-replace, or annotate it `{}: \"true\"`",
+                resource.address,
+                annotations::ALLOW_REPLACE
+            ));
+        }
+    } else {
+        change.action = Action::Update;
+        if !block.is_empty() {
+            change.reasons = block;
+            if resource.annotation_is_true(annotations::FORCE) {
+                change.force = true;
+                change.risk = Risk::Destructive;
+            } else {
+                change.blocked = Some(format!(
+                    "the target rejects this change as incompatible; to force it anyway annotate {} `{}: \"true\"`",
+                    resource.address,
+                    annotations::FORCE
+                ));
+            }
+        }
+    }
+    change
+}
+
+/// Normalization drops values equal to the server default, so setting a field back to its
+/// default diffs as a removal; when the manifest spells the value out, show it as the target.
+fn show_written_defaults(diffs: &mut [FieldDiff], written: &Value) {
+    for d in diffs.iter_mut().filter(|d| d.op == DiffOp::Remove && !d.sensitive) {
+        if let Some(value) = written.pointer(&d.pointer) {
+            d.op = DiffOp::Change;
+            d.after = Some(value.clone());
+        }
+    }
+}
+
+/// A managed live object the manifest no longer declares (only planned with `--prune`).
+pub fn prune_change(address: Address, live: &Value, depends_on: Vec<Address>) -> Change {
+    Change {
+        address,
+        action: Action::Delete,
+        risk: Risk::Destructive,
+        reasons: vec!["managed by ofctl but no longer in the manifest (--prune)".into()],
+        blocked: None,
+        force: false,
+        diff: Vec::new(),
+        depends_on,
+        desired_digest: None,
+        live_fingerprint: Some(digest(live)),
+        source: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn digest_ignores_key_order_and_number_form() {
+        assert_eq!(
+            digest(&json!({"a": 1, "b": [1, 2]})),
+            digest(&json!({"b": [1, 2], "a": 1.0}))
+        );
+        assert_ne!(digest(&json!({"a": 1})), digest(&json!({"a": 2})));
+    }
+
+    #[test]
+    fn triggers() {
+        let wq = json!("workqueue");
+        let lim = json!("limits");
+        assert!(fires(Trigger::ToOrFrom("workqueue"), Some(&lim), Some(&wq)));
+        assert!(fires(Trigger::ToOrFrom("workqueue"), Some(&wq), None));
+        assert!(!fires(
+            Trigger::ToOrFrom("workqueue"),
+            None,
+            Some(&json!("interest"))
+        ));
+        assert!(fires(Trigger::TrueToFalse, Some(&json!(true)), None));
+        assert!(!fires(Trigger::TrueToFalse, None, Some(&json!(true))));
+        assert!(fires(
+            Trigger::SetOrChanged,
+            None,
+            Some(&json!({"name": "x"}))
+        ));
+        assert!(!fires(
+            Trigger::SetOrChanged,
+            Some(&json!({"name": "x"})),
+            None
+        ));
+        assert!(fires(Trigger::AnyChange, Some(&json!("memory")), None));
+    }
+}

@@ -1,0 +1,275 @@
+//! NATS JetStream streams, through the JetStream JSON API (`$JS.API.STREAM.*`).
+//!
+//! The raw API is used rather than async-nats' typed `Config` so that what is read is exactly
+//! what the server sent: a typed round trip would add the client's own defaults and drop fields
+//! it does not know, and both would show up as phantom diffs.
+
+mod normalize;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Map, Value};
+use tokio::sync::OnceCell;
+
+use super::{
+    OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
+};
+use crate::kind::{Compare, Effect, FieldRule, KindInfo, System, Trigger};
+use crate::resource::Observed;
+
+pub use normalize::{normalize_desired, normalize_live, parse_duration};
+
+/// Stream metadata key marking a stream as managed by ofctl (only these are ever pruned).
+pub const OWNER_KEY: &str = "ofctl.openframe.io/managed-by";
+pub const OWNER_VALUE: &str = "ofctl";
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub static KINDS: [KindInfo; 1] = [KindInfo {
+    kind: "NatsStream",
+    system: System::Nats,
+    compare: Compare::Exact,
+    // apis.md §4.3: what the server refuses to change in place.
+    field_rules: &[
+        FieldRule {
+            path: "/storage",
+            trigger: Trigger::AnyChange,
+            effect: Effect::Replace,
+            reason: "JetStream cannot change the storage type of a stream in place",
+        },
+        FieldRule {
+            path: "/retention",
+            trigger: Trigger::ToOrFrom("workqueue"),
+            effect: Effect::Replace,
+            reason: "JetStream cannot change retention to or from workqueue in place",
+        },
+        FieldRule {
+            path: "/mirror",
+            trigger: Trigger::SetOrChanged,
+            effect: Effect::Replace,
+            reason:
+                "JetStream cannot change a stream's mirror configuration (removing it is allowed)",
+        },
+        FieldRule {
+            path: "/allow_msg_counter",
+            trigger: Trigger::AnyChange,
+            effect: Effect::Replace,
+            reason: "JetStream cannot change the message counter setting in place",
+        },
+        FieldRule {
+            path: "/persist_mode",
+            trigger: Trigger::AnyChange,
+            effect: Effect::Replace,
+            reason: "JetStream cannot change the persist mode in place",
+        },
+        FieldRule {
+            path: "/sealed",
+            trigger: Trigger::TrueToFalse,
+            effect: Effect::Replace,
+            reason: "a sealed stream cannot be unsealed",
+        },
+        FieldRule {
+            path: "/deny_delete",
+            trigger: Trigger::TrueToFalse,
+            effect: Effect::Replace,
+            reason: "deny_delete cannot be turned off in place",
+        },
+        FieldRule {
+            path: "/deny_purge",
+            trigger: Trigger::TrueToFalse,
+            effect: Effect::Replace,
+            reason: "deny_purge cannot be turned off in place",
+        },
+        FieldRule {
+            path: "/allow_msg_ttl",
+            trigger: Trigger::TrueToFalse,
+            effect: Effect::Replace,
+            reason: "message TTLs cannot be disabled in place",
+        },
+        FieldRule {
+            path: "/allow_msg_schedules",
+            trigger: Trigger::TrueToFalse,
+            effect: Effect::Replace,
+            reason: "message schedules cannot be disabled in place",
+        },
+    ],
+    sensitive: &[],
+    sensitive_keys: &[],
+    interpolate_spec_file: true,
+}];
+
+pub struct NatsProvider {
+    url: String,
+    client: OnceCell<async_nats::Client>,
+    counter: RequestCounter,
+}
+
+impl NatsProvider {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            client: OnceCell::new(),
+            counter: RequestCounter::default(),
+        }
+    }
+
+    async fn client(&self) -> Result<&async_nats::Client, ProviderError> {
+        self.client
+            .get_or_try_init(|| async {
+                async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_secs(3))
+                    .request_timeout(Some(REQUEST_TIMEOUT))
+                    .connect(self.url.as_str())
+                    .await
+                    .map_err(|e| {
+                        ProviderError::transient(format!(
+                            "cannot connect to NATS at {}: {e}",
+                            crate::redact::redact(&self.url)
+                        ))
+                    })
+            })
+            .await
+    }
+
+    /// One JetStream API request; JetStream's own error object becomes a [`ProviderError`].
+    async fn api(&self, subject: String, body: Value, write: bool) -> Result<Value, ProviderError> {
+        let client = self.client().await?;
+        if write {
+            self.counter.write();
+        } else {
+            self.counter.read();
+        }
+        let payload = serde_json::to_vec(&body).unwrap_or_default();
+        let msg = client
+            .request(subject.clone(), payload.into())
+            .await
+            .map_err(|e| {
+                use async_nats::RequestErrorKind as K;
+                match e.kind() {
+                    K::NoResponders => ProviderError::transient(format!(
+                        "{subject}: no responders (is JetStream enabled on the server?)"
+                    )),
+                    K::TimedOut => ProviderError::transient(format!("{subject}: timed out")),
+                    K::Other => ProviderError::transient(format!("{subject}: {e}")),
+                }
+            })?;
+        let response: Value = serde_json::from_slice(&msg.payload).map_err(|e| {
+            ProviderError::permanent(format!("{subject}: unreadable response: {e}"))
+        })?;
+        if let Some(err) = response.get("error") {
+            let code = err.get("code").and_then(Value::as_u64).unwrap_or(0);
+            let err_code = err.get("err_code").and_then(Value::as_u64).unwrap_or(0);
+            let description = err
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown error");
+            let message =
+                format!("JetStream rejected {subject}: {description} (err_code {err_code})");
+            // 503: JetStream temporarily unavailable (e.g. no meta leader yet).
+            return Err(if code == 503 {
+                ProviderError::transient(message)
+            } else {
+                ProviderError::permanent(message)
+            });
+        }
+        Ok(response)
+    }
+
+    fn wire_config(name: &str, desired: &Value) -> Value {
+        let mut config = desired.as_object().cloned().unwrap_or_default();
+        let mut metadata: Map<String, Value> = config
+            .remove("metadata")
+            .and_then(|m| m.as_object().cloned())
+            .unwrap_or_default();
+        metadata.insert(OWNER_KEY.into(), json!(OWNER_VALUE));
+        config.insert("name".into(), json!(name));
+        config.insert("metadata".into(), Value::Object(metadata));
+        Value::Object(config)
+    }
+}
+
+#[async_trait]
+impl Provider for NatsProvider {
+    fn system(&self) -> System {
+        System::Nats
+    }
+
+    async fn read(
+        &self,
+        _kind: &str,
+        _scope: ReadScope<'_>,
+    ) -> Result<Vec<Observed>, ProviderError> {
+        // STREAM.LIST returns full stream info in pages, so the whole account is one or a few
+        // requests however many streams the manifest names.
+        let mut observed = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let page = self
+                .api(
+                    "$JS.API.STREAM.LIST".into(),
+                    json!({ "offset": offset }),
+                    false,
+                )
+                .await?;
+            let streams = page
+                .get("streams")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = page.get("total").and_then(Value::as_u64).unwrap_or(0);
+            for info in &streams {
+                let Some(config) = info.get("config") else {
+                    continue;
+                };
+                let Some(name) = config.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                let (spec, managed) = normalize_live(name, config);
+                observed.push(Observed {
+                    name: name.to_string(),
+                    spec,
+                    managed,
+                });
+            }
+            offset += streams.len() as u64;
+            if streams.is_empty() || offset >= total {
+                break;
+            }
+        }
+        Ok(observed)
+    }
+
+    fn normalize_desired(&self, _kind: &str, name: &str, spec: &Value) -> Result<Value, String> {
+        normalize_desired(name, spec)
+    }
+
+    async fn apply(&self, op: Operation<'_>) -> Result<(), ProviderError> {
+        let name = op.name;
+        match op.action {
+            OpAction::Create | OpAction::Update => {
+                let verb = if op.action == OpAction::Create {
+                    "CREATE"
+                } else {
+                    "UPDATE"
+                };
+                let desired = op.desired.cloned().unwrap_or_else(|| json!({}));
+                self.api(
+                    format!("$JS.API.STREAM.{verb}.{name}"),
+                    Self::wire_config(name, &desired),
+                    true,
+                )
+                .await?;
+            }
+            OpAction::Delete => {
+                self.api(format!("$JS.API.STREAM.DELETE.{name}"), json!({}), true)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn requests(&self) -> RequestCount {
+        self.counter.snapshot()
+    }
+}

@@ -1,0 +1,77 @@
+//! Secret hygiene: every secret value ofctl resolves is registered here, and every byte ofctl
+//! prints (plans, reports, logs, errors) passes through [`redact`] first.
+
+use std::borrow::Cow;
+use std::sync::RwLock;
+
+pub const MASK: &str = "(sensitive)";
+
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Remembers a secret so it is masked wherever it would be printed. Very short values are
+/// ignored: masking every `1` or `yes` in the output would make it unreadable and hide nothing.
+pub fn register(secret: &str) {
+    if secret.len() < 4 {
+        return;
+    }
+    let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if !secrets.iter().any(|s| s == secret) {
+        secrets.push(secret.to_string());
+        // Longest first, so a secret containing another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+}
+
+/// Registers the password inside a URI such as `mongodb://user:pass@host/db`.
+pub fn register_uri_credentials(uri: &str) {
+    if let Some((_, rest)) = uri.split_once("://") {
+        if let Some((userinfo, _)) = rest.split_once('@') {
+            if let Some((_, password)) = userinfo.split_once(':') {
+                register(password);
+                register(uri);
+            }
+        }
+    }
+}
+
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    if !secrets.iter().any(|s| text.contains(s.as_str())) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for s in secrets.iter() {
+        out = out.replace(s.as_str(), MASK);
+    }
+    Cow::Owned(out)
+}
+
+/// A `tracing` writer that masks secrets before they reach stderr.
+pub struct RedactingWriter;
+
+impl std::io::Write for RedactingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_registered_secrets_and_uri_passwords() {
+        register("s3cr3t-value-1");
+        register_uri_credentials("mongodb://admin:hunter2-pw@db:27017/x");
+        let out = redact("a s3cr3t-value-1 b mongodb://admin:hunter2-pw@db:27017/x c hunter2-pw");
+        assert!(!out.contains("s3cr3t"));
+        assert!(!out.contains("hunter2"));
+        assert_eq!(redact("nothing here"), "nothing here");
+    }
+}
