@@ -12,7 +12,10 @@ fn check(m: &ManifestDir, expected: &[&str]) {
         let run = ofctl(&[cmd, "-f", m.arg()], &[]);
         assert_eq!(run.code, 1, "{cmd}: {run:?}");
         for e in expected {
-            assert!(run.stderr.contains(e), "{cmd}: expected `{e}` in stderr: {run:?}");
+            assert!(
+                run.stderr.contains(e),
+                "{cmd}: expected `{e}` in stderr: {run:?}"
+            );
         }
     }
     let apply = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
@@ -93,7 +96,14 @@ fn missing_spec_and_bad_api_version() {
 #[test]
 fn valid_manifests_validate() {
     for dir in ["desired-state", "examples/basic"] {
-        let run = ofctl(&["validate", "-f", &format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"))], &[]);
+        let run = ofctl(
+            &[
+                "validate",
+                "-f",
+                &format!("{}/{dir}", env!("CARGO_MANIFEST_DIR")),
+            ],
+            &[],
+        );
         assert_eq!(run.code, 0, "{dir}: {run:?}");
     }
 }

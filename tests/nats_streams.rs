@@ -10,7 +10,9 @@ fn config(url: &str) -> String {
 }
 
 async fn js(url: &str) -> async_nats::jetstream::Context {
-    let client = async_nats::connect(url).await.expect("connect to test nats");
+    let client = async_nats::connect(url)
+        .await
+        .expect("connect to test nats");
     async_nats::jetstream::new(client)
 }
 
@@ -30,7 +32,12 @@ fn actions(plan: &Value) -> Vec<(String, String)> {
         .as_array()
         .expect("changes array")
         .iter()
-        .map(|c| (c["address"].as_str().unwrap().to_string(), c["action"].as_str().unwrap().to_string()))
+        .map(|c| {
+            (
+                c["address"].as_str().unwrap().to_string(),
+                c["action"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -38,20 +45,29 @@ fn actions(plan: &Value) -> Vec<(String, String)> {
 async fn desired_state_creates_then_converges_then_updates_in_place() {
     let (_server, url) = nats();
     let m = ManifestDir::new();
-    m.copy_from("desired-state/nats").write("ofctl.toml", &config(&url));
+    m.copy_from("desired-state/nats")
+        .write("ofctl.toml", &config(&url));
 
     let plan = ofctl(&["plan", "-f", m.arg(), "--format", "json"], &[]);
     assert_eq!(plan.code, 2, "{plan:?}");
     let p = plan.json();
     assert_eq!(p["summary"]["create"], 5, "{plan:?}");
     let created: Vec<_> = actions(&p).into_iter().map(|(a, _)| a).collect();
-    for s in ["TOOL_INSTALLATION", "CLIENT_UPDATE", "TOOL_UPDATE", "TOOL_CONNECTIONS", "INSTALLED_AGENTS"] {
+    for s in [
+        "TOOL_INSTALLATION",
+        "CLIENT_UPDATE",
+        "TOOL_UPDATE",
+        "TOOL_CONNECTIONS",
+        "INSTALLED_AGENTS",
+    ] {
         assert!(created.contains(&format!("NatsStream/{s}")), "{created:?}");
     }
 
     let apply = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
     assert_eq!(apply.code, 0, "{apply:?}");
-    let live = stream_config(&url, "TOOL_UPDATE").await.expect("stream exists");
+    let live = stream_config(&url, "TOOL_UPDATE")
+        .await
+        .expect("stream exists");
     assert_eq!(live["subjects"], json!(["machine.*.tool.*.update"]));
     assert_eq!(live["storage"], "file");
     assert_eq!(live["metadata"]["ofctl.openframe.io/managed-by"], "ofctl");
@@ -62,16 +78,27 @@ async fn desired_state_creates_then_converges_then_updates_in_place() {
 
     // A subject change is an in-place update.
     let text = std::fs::read_to_string(m.path().join("streams.yaml")).unwrap();
-    m.write("streams.yaml", &text.replace("machine.*.client-update", "machine.*.client-update.v2"));
+    m.write(
+        "streams.yaml",
+        &text.replace("machine.*.client-update", "machine.*.client-update.v2"),
+    );
     let plan = ofctl(&["plan", "-f", m.arg(), "--format", "json"], &[]);
     assert_eq!(plan.code, 2, "{plan:?}");
     let p = plan.json();
     assert_eq!(p["summary"]["update"], 1);
     assert_eq!(p["summary"]["noop"], 4);
-    let change = p["changes"].as_array().unwrap().iter().find(|c| c["action"] == "update").unwrap();
+    let change = p["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "update")
+        .unwrap();
     assert_eq!(change["address"], "NatsStream/CLIENT_UPDATE");
     assert_eq!(change["diff"][0]["path"], "subjects");
-    assert_eq!(change["diff"][0]["after"], json!(["machine.*.client-update.v2"]));
+    assert_eq!(
+        change["diff"][0]["after"],
+        json!(["machine.*.client-update.v2"])
+    );
     let apply = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
     assert_eq!(apply.code, 0, "{apply:?}");
     assert_eq!(
@@ -85,13 +112,27 @@ async fn desired_state_creates_then_converges_then_updates_in_place() {
 async fn storage_change_is_a_refused_replace_unless_allowed() {
     let (_server, url) = nats();
     let m = ManifestDir::new();
-    m.write("ofctl.toml", &config(&url))
-        .write("s.yaml", &stream("DATA", "  subjects: [data.>]\n  storage: file"));
-    assert_eq!(ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code, 0);
+    m.write("ofctl.toml", &config(&url)).write(
+        "s.yaml",
+        &stream("DATA", "  subjects: [data.>]\n  storage: file"),
+    );
+    assert_eq!(
+        ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code,
+        0
+    );
     // Put a message in, so the test can see that a refused replace keeps it.
-    js(&url).await.publish("data.x", "payload".into()).await.unwrap().await.unwrap();
+    js(&url)
+        .await
+        .publish("data.x", "payload".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 
-    m.write("s.yaml", &stream("DATA", "  subjects: [data.>]\n  storage: memory"));
+    m.write(
+        "s.yaml",
+        &stream("DATA", "  subjects: [data.>]\n  storage: memory"),
+    );
     let plan = ofctl(&["plan", "-f", m.arg(), "--format", "json"], &[]);
     assert_eq!(plan.code, 2, "{plan:?}");
     let c = &plan.json()["changes"][0];
@@ -103,11 +144,21 @@ async fn storage_change_is_a_refused_replace_unless_allowed() {
     assert_eq!(apply.code, 1, "{apply:?}");
     assert!(apply.stderr.contains("refused"), "{apply:?}");
     let mut info = js(&url).await.get_stream("DATA").await.unwrap();
-    assert_eq!(info.info().await.unwrap().state.messages, 1, "refused replace must not touch data");
+    assert_eq!(
+        info.info().await.unwrap().state.messages,
+        1,
+        "refused replace must not touch data"
+    );
 
-    let apply = ofctl(&["apply", "-f", m.arg(), "--auto-approve", "--allow-replace"], &[]);
+    let apply = ofctl(
+        &["apply", "-f", m.arg(), "--auto-approve", "--allow-replace"],
+        &[],
+    );
     assert_eq!(apply.code, 0, "{apply:?}");
-    assert_eq!(stream_config(&url, "DATA").await.unwrap()["storage"], "memory");
+    assert_eq!(
+        stream_config(&url, "DATA").await.unwrap()["storage"],
+        "memory"
+    );
     assert_eq!(ofctl(&["plan", "-f", m.arg()], &[]).code, 0);
 
     // The per-resource annotation allows it too.
@@ -117,23 +168,37 @@ async fn storage_change_is_a_refused_replace_unless_allowed() {
     );
     let apply = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
     assert_eq!(apply.code, 0, "{apply:?}");
-    assert_eq!(stream_config(&url, "DATA").await.unwrap()["retention"], "workqueue");
+    assert_eq!(
+        stream_config(&url, "DATA").await.unwrap()["retention"],
+        "workqueue"
+    );
 }
 
 #[tokio::test]
 async fn out_of_band_deletion_is_recreated() {
     let (_server, url) = nats();
     let m = ManifestDir::new();
-    m.copy_from("desired-state/nats").write("ofctl.toml", &config(&url));
-    assert_eq!(ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code, 0);
+    m.copy_from("desired-state/nats")
+        .write("ofctl.toml", &config(&url));
+    assert_eq!(
+        ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code,
+        0
+    );
 
-    js(&url).await.delete_stream("TOOL_CONNECTIONS").await.unwrap();
+    js(&url)
+        .await
+        .delete_stream("TOOL_CONNECTIONS")
+        .await
+        .unwrap();
     let plan = ofctl(&["plan", "-f", m.arg(), "--format", "json"], &[]);
     assert_eq!(plan.code, 2, "{plan:?}");
     let p = plan.json();
     assert_eq!(p["summary"]["create"], 1);
     assert!(actions(&p).contains(&("NatsStream/TOOL_CONNECTIONS".into(), "create".into())));
-    assert_eq!(ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code, 0);
+    assert_eq!(
+        ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code,
+        0
+    );
     assert!(stream_config(&url, "TOOL_CONNECTIONS").await.is_some());
 }
 
@@ -141,7 +206,8 @@ async fn out_of_band_deletion_is_recreated() {
 async fn saved_plan_applies_exactly_or_is_refused_when_stale() {
     let (_server, url) = nats();
     let m = ManifestDir::new();
-    m.copy_from("desired-state/nats").write("ofctl.toml", &config(&url));
+    m.copy_from("desired-state/nats")
+        .write("ofctl.toml", &config(&url));
     let planfile = m.path().join("plan.json");
     let planfile = planfile.to_str().unwrap();
 
@@ -153,16 +219,25 @@ async fn saved_plan_applies_exactly_or_is_refused_when_stale() {
 
     // Plan an update, then change the stream out of band before applying.
     let text = std::fs::read_to_string(m.path().join("streams.yaml")).unwrap();
-    m.write("streams.yaml", &text.replace("machine.*.installed-agent", "machine.*.installed-agent.v2"));
+    m.write(
+        "streams.yaml",
+        &text.replace("machine.*.installed-agent", "machine.*.installed-agent.v2"),
+    );
     assert_eq!(ofctl(&["plan", "-f", m.arg(), "-o", planfile], &[]).code, 2);
     let client = async_nats::connect(url.as_str()).await.unwrap();
     let mut cfg = stream_config(&url, "TOOL_UPDATE").await.unwrap();
     cfg["subjects"] = json!(["somebody.else.>"]);
     let resp = client
-        .request("$JS.API.STREAM.UPDATE.TOOL_UPDATE", serde_json::to_vec(&cfg).unwrap().into())
+        .request(
+            "$JS.API.STREAM.UPDATE.TOOL_UPDATE",
+            serde_json::to_vec(&cfg).unwrap().into(),
+        )
         .await
         .unwrap();
-    assert!(serde_json::from_slice::<Value>(&resp.payload).unwrap().get("error").is_none());
+    assert!(serde_json::from_slice::<Value>(&resp.payload)
+        .unwrap()
+        .get("error")
+        .is_none());
 
     let apply = ofctl(&["apply", planfile], &[]);
     assert_eq!(apply.code, 1, "{apply:?}");
@@ -187,7 +262,10 @@ async fn prune_deletes_only_managed_streams_and_only_when_asked() {
     m.write("ofctl.toml", &config(&url))
         .write("a.yaml", &stream("KEEP", "  subjects: [keep.>]"))
         .write("b.yaml", &stream("GONE", "  subjects: [gone.>]"));
-    assert_eq!(ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code, 0);
+    assert_eq!(
+        ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code,
+        0
+    );
     // A stream somebody else created: never ofctl's to delete.
     js(&url)
         .await
@@ -206,10 +284,19 @@ async fn prune_deletes_only_managed_streams_and_only_when_asked() {
     let plan = ofctl(&["plan", "-f", m.arg(), "--format", "json", "--prune"], &[]);
     assert_eq!(plan.code, 2, "{plan:?}");
     let a = actions(&plan.json());
-    assert!(a.contains(&("NatsStream/GONE".into(), "delete".into())), "{a:?}");
-    assert!(!a.iter().any(|(addr, _)| addr == "NatsStream/FOREIGN"), "{a:?}");
+    assert!(
+        a.contains(&("NatsStream/GONE".into(), "delete".into())),
+        "{a:?}"
+    );
+    assert!(
+        !a.iter().any(|(addr, _)| addr == "NatsStream/FOREIGN"),
+        "{a:?}"
+    );
 
-    assert_eq!(ofctl(&["apply", "-f", m.arg(), "--auto-approve", "--prune"], &[]).code, 0);
+    assert_eq!(
+        ofctl(&["apply", "-f", m.arg(), "--auto-approve", "--prune"], &[]).code,
+        0
+    );
     assert!(stream_config(&url, "GONE").await.is_none());
     assert!(stream_config(&url, "FOREIGN").await.is_some());
     assert!(stream_config(&url, "KEEP").await.is_some());
@@ -223,6 +310,12 @@ async fn unreachable_server_is_a_clear_error() {
         .write("a.yaml", &stream("S", "  subjects: [s.>]"));
     let plan = ofctl(&["plan", "-f", m.arg()], &[]);
     assert_eq!(plan.code, 1, "{plan:?}");
-    assert!(plan.stderr.contains("cannot read NatsStream from nats"), "{plan:?}");
-    assert!(plan.stderr.contains(&format!("127.0.0.1:{port}")), "{plan:?}");
+    assert!(
+        plan.stderr.contains("cannot read NatsStream from nats"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{plan:?}"
+    );
 }

@@ -305,7 +305,10 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
 /// Normalization drops values equal to the server default, so setting a field back to its
 /// default diffs as a removal; when the manifest spells the value out, show it as the target.
 fn show_written_defaults(diffs: &mut [FieldDiff], written: &Value) {
-    for d in diffs.iter_mut().filter(|d| d.op == DiffOp::Remove && !d.sensitive) {
+    for d in diffs
+        .iter_mut()
+        .filter(|d| d.op == DiffOp::Remove && !d.sensitive)
+    {
         if let Some(value) = written.pointer(&d.pointer) {
             d.op = DiffOp::Change;
             d.after = Some(value.clone());

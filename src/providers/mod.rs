@@ -3,6 +3,7 @@
 //! A provider reads live objects, normalizes them, and applies one change. Diffing, ordering,
 //! retries, redaction and rendering belong to the engine.
 
+pub mod http;
 pub mod nats;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,150 @@
+//! The JSON-over-HTTP plumbing the REST providers (Pinot, Kafka Connect, Tactical RMM) share:
+//! one client per system with timeouts, request counting and error mapping.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
+use reqwest::Method;
+use serde_json::Value;
+
+use super::{ProviderError, RequestCount, RequestCounter};
+use crate::kind::System;
+use crate::redact::redact;
+
+pub struct HttpClient {
+    system: System,
+    base: String,
+    client: reqwest::Client,
+    counter: RequestCounter,
+}
+
+/// A response of any status; providers decide what each status means for their API.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The error text of the usual envelopes: Pinot `error`, Connect `message`, DRF `detail`,
+    /// a bare JSON string, or the whole body.
+    pub fn message(&self) -> String {
+        match &self.body {
+            Value::String(s) => s.clone(),
+            Value::Object(map) => ["error", "message", "detail"]
+                .iter()
+                .find_map(|k| map.get(*k).and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| self.body.to_string()),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl HttpClient {
+    pub fn new(
+        system: System,
+        base: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<Self, ProviderError> {
+        let mut map = HeaderMap::new();
+        map.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        for (name, value) in headers {
+            let mut v = HeaderValue::from_str(value).map_err(|_| {
+                ProviderError::permanent(format!("{system}: header {name} has an invalid value"))
+            })?;
+            v.set_sensitive(true);
+            map.insert(HeaderName::from_static(name), v);
+        }
+        let client = reqwest::Client::builder()
+            .default_headers(map)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| {
+                ProviderError::permanent(format!("{system}: cannot build HTTP client: {e}"))
+            })?;
+        Ok(Self {
+            system,
+            base: base.trim_end_matches('/').to_string(),
+            client,
+            counter: RequestCounter::default(),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn requests(&self) -> RequestCount {
+        self.counter.snapshot()
+    }
+
+    /// Sends one request. Only transport failures are errors here (and transient: the
+    /// server was unreachable or the connection dropped); every HTTP status is returned.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, ProviderError> {
+        if method == Method::GET {
+            self.counter.read();
+        } else {
+            self.counter.write();
+        }
+        let url = format!("{}{}", self.base, path);
+        let mut request = self.client.request(method.clone(), &url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            let what = if e.is_connect() {
+                "cannot connect"
+            } else if e.is_timeout() {
+                "timed out"
+            } else {
+                "request failed"
+            };
+            ProviderError::transient(format!(
+                "{} {method} {}: {what}: {e}",
+                self.system,
+                redact(&url)
+            ))
+        })?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| {
+            ProviderError::transient(format!(
+                "{} {method} {}: response cut off: {e}",
+                self.system,
+                redact(&url)
+            ))
+        })?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok(Response { status, body })
+    }
+
+    /// An error for an unexpected status, transient for 5xx and 429 unless told otherwise.
+    pub fn status_error(&self, method: &Method, path: &str, response: &Response) -> ProviderError {
+        let message = format!(
+            "{} {method} {path} returned {}: {}",
+            self.system,
+            response.status,
+            response.message()
+        );
+        if response.status >= 500 || response.status == 429 {
+            ProviderError::transient(message)
+        } else {
+            ProviderError::permanent(message)
+        }
+    }
+}
