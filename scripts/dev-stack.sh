@@ -152,7 +152,6 @@ spawn() {
   shift 2
   setsid "$@" </dev/null >"$STACK/logs/$name.log" 2>&1 &
   local pid=$!
-  SPAWNED_AT=$SECONDS
   echo "$pid" >"$STACK/pids/$name.pid"
   echo "$(start_time "$pid") $addr" >"$STACK/pids/$name.meta"
 }
@@ -161,15 +160,14 @@ tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # wait_ready NAME TIMEOUT CHECK...: poll CHECK; fail fast (with the log) if the process died.
 wait_ready() {
-  local name=$1 timeout=$2 t0=${EPOCHREALTIME/./} ms
+  local name=$1 timeout=$2 t0=$SECONDS us0=${EPOCHREALTIME/./}
   shift 2
   until "$@" >/dev/null 2>&1; do
     alive "$name" || fail_start "$name" "process exited"
-    ((SECONDS - SPAWNED_AT < timeout)) || fail_start "$name" "not ready after ${timeout}s"
+    ((SECONDS - t0 < timeout)) || fail_start "$name" "not ready after ${timeout}s"
     sleep 0.1
   done
-  ms=$(((${EPOCHREALTIME/./} - t0) / 1000))
-  log "$name ready in ${ms} ms ($(cut -d' ' -f2- "$STACK/pids/$name.meta"))"
+  log "$name ready in $(((${EPOCHREALTIME/./} - us0) / 1000)) ms ($(cut -d' ' -f2- "$STACK/pids/$name.meta"))"
 }
 
 fail_start() {

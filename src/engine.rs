@@ -46,6 +46,8 @@ pub struct Observation {
     pub live: BTreeMap<Address, Observed>,
     /// Edges from explicit `dependsOn` and from provider rules, restricted to known objects.
     pub depends_on: BTreeMap<Address, Vec<Address>>,
+    /// Notes from [`Provider::merge_live`], shown with each change.
+    pub notes: BTreeMap<Address, Vec<String>>,
 }
 
 pub struct Engine {
@@ -149,14 +151,22 @@ impl Engine {
         }
         let mut live = BTreeMap::new();
         let mut depends_on: BTreeMap<Address, Vec<Address>> = BTreeMap::new();
+        let mut notes = BTreeMap::new();
         for (kind, provider, observed) in try_join_all(reads).await? {
             for o in observed {
                 let address = Address::new(kind, o.name.clone());
-                if !desired.contains_key(&address) {
-                    depends_on.insert(
-                        address.clone(),
-                        provider.dependencies(kind, &o.name, &o.spec),
-                    );
+                match desired.get_mut(&address) {
+                    Some(spec) => {
+                        let (merged, n) = provider.merge_live(kind, spec, &o.spec);
+                        *spec = merged;
+                        if !n.is_empty() {
+                            notes.insert(address.clone(), n);
+                        }
+                    }
+                    None => {
+                        let deps = provider.dependencies(kind, &o.name, &o.spec);
+                        depends_on.insert(address.clone(), deps);
+                    }
                 }
                 live.insert(address, o);
             }
@@ -182,6 +192,7 @@ impl Engine {
             desired,
             live,
             depends_on,
+            notes,
         })
     }
 
@@ -207,6 +218,7 @@ impl Engine {
                     desired,
                     live,
                     findings,
+                    notes: obs.notes.get(&r.address).cloned().unwrap_or_default(),
                     depends_on: obs.depends_on.get(&r.address).cloned().unwrap_or_default(),
                 },
                 options,

@@ -62,6 +62,8 @@ pub enum Effect {
     Replace,
     /// The target rejects it unless forced.
     Block,
+    /// Applying it restarts what runs (e.g. a connector config write restarts its tasks).
+    Restarts,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -1,7 +1,8 @@
 //! `${...}` placeholder resolution.
 //!
 //! Forms: `${name}` (a variable), `${env:NAME}` (the process environment), either with a
-//! `:-default` suffix, and `$${` for a literal `${`. Strings are resolved whole: a value that is
+//! `:-default` suffix; `${file:PATH}` (a file's content, relative to the manifest file, taken
+//! verbatim: a script body); and `$${` for a literal `${`. Strings are resolved whole: a value that is
 //! exactly one placeholder keeps its JSON type when the variable is typed (TOML numbers stay
 //! numbers), otherwise the result is a string.
 
@@ -13,6 +14,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, Default)]
 pub struct Variables {
     values: BTreeMap<String, Value>,
+    /// Folder `${file:...}` paths are relative to.
+    base_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +28,8 @@ pub enum PlaceholderError {
     Unterminated(String),
     #[error("empty placeholder `${{}}`")]
     Empty,
+    #[error("`${{file:{0}}}`: cannot read {1}")]
+    File(String, String),
 }
 
 impl Variables {
@@ -34,6 +39,14 @@ impl Variables {
 
     pub fn insert(&mut self, name: impl Into<String>, value: Value) {
         self.values.insert(name.into(), value);
+    }
+
+    /// The same variables, with `${file:...}` resolved relative to `dir`.
+    pub fn with_base_dir(&self, dir: &std::path::Path) -> Variables {
+        Variables {
+            values: self.values.clone(),
+            base_dir: Some(dir.to_path_buf()),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
@@ -51,6 +64,17 @@ impl Variables {
         };
         if name.is_empty() {
             return Err(PlaceholderError::Empty);
+        }
+        if let Some(rel) = name.strip_prefix("file:") {
+            let path = match &self.base_dir {
+                Some(dir) => dir.join(rel),
+                None => std::path::PathBuf::from(rel),
+            };
+            return std::fs::read_to_string(&path)
+                .map(Value::String)
+                .map_err(|e| {
+                    PlaceholderError::File(rel.to_string(), format!("{}: {e}", path.display()))
+                });
         }
         if let Some(env_name) = name.strip_prefix("env:") {
             return match std::env::var(env_name) {
@@ -156,6 +180,21 @@ mod tests {
         assert_eq!(v.resolve_str("$${literal}").unwrap(), json!("${literal}"));
         assert_eq!(v.resolve_str("cost $5").unwrap(), json!("cost $5"));
         assert_eq!(v.resolve_str("${missing:-dflt}").unwrap(), json!("dflt"));
+    }
+
+    #[test]
+    fn file_placeholders_read_relative_to_the_base_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("body.ps1"), "Write-Host ${x}\n").unwrap();
+        let v = vars().with_base_dir(dir.path());
+        assert_eq!(
+            v.resolve_str("${file:body.ps1}").unwrap(),
+            json!("Write-Host ${x}\n")
+        );
+        assert!(matches!(
+            v.resolve_str("${file:nope.ps1}"),
+            Err(PlaceholderError::File(..))
+        ));
     }
 
     #[test]

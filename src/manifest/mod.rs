@@ -302,8 +302,10 @@ fn load_document(
             message,
         )
     };
+    let base = spec_file.parent().unwrap_or(Path::new("."));
     let spec = if interpolate {
         variables
+            .with_base_dir(base)
             .resolve_value(&raw_spec)
             .map_err(|(ptr, e)| vec![spec_at(&ptr, e.to_string())])?
     } else {

@@ -69,6 +69,9 @@ pub struct Change {
     /// Why the change is classified this way (e.g. "storage cannot change in place").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
+    /// Platform rules that shaped the desired state (e.g. "release agent keeps version 1.2").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Set when the change is refused, with how to allow it. A plan with a refused change is
     /// not applied at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,6 +226,7 @@ pub struct Declared<'a> {
     pub desired: &'a Value,
     pub live: Option<&'a Value>,
     pub findings: Vec<Finding>,
+    pub notes: Vec<String>,
     pub depends_on: Vec<Address>,
 }
 
@@ -234,6 +238,7 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
         action: Action::Noop,
         risk: Risk::Safe,
         reasons: Vec::new(),
+        notes: d.notes,
         blocked: None,
         force: false,
         diff: Vec::new(),
@@ -254,6 +259,7 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
     show_written_defaults(&mut change.diff, &resource.spec);
     let mut replace = Vec::new();
     let mut block = Vec::new();
+    let mut restarts = Vec::new();
     for rule in d.info.field_rules {
         let (before, after) = diff::sides(d.desired, live, rule.path);
         if fires(rule.trigger, before, after) {
@@ -261,6 +267,7 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
             match rule.effect {
                 Effect::Replace => replace.push(reason),
                 Effect::Block => block.push(reason),
+                Effect::Restarts => restarts.push(reason),
             }
         }
     }
@@ -268,6 +275,7 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
         match f.effect {
             Effect::Replace => replace.push(f.reason),
             Effect::Block => block.push(f.reason),
+            Effect::Restarts => restarts.push(f.reason),
         }
     }
     if !replace.is_empty() {
@@ -285,8 +293,12 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
         }
     } else {
         change.action = Action::Update;
+        if !restarts.is_empty() {
+            change.risk = Risk::Restarts;
+            change.reasons = restarts;
+        }
         if !block.is_empty() {
-            change.reasons = block;
+            change.reasons.extend(block);
             if resource.annotation_is_true(annotations::FORCE) {
                 change.force = true;
                 change.risk = Risk::Destructive;
@@ -323,6 +335,7 @@ pub fn prune_change(address: Address, live: &Value, depends_on: Vec<Address>) ->
         action: Action::Delete,
         risk: Risk::Destructive,
         reasons: vec!["managed by ofctl but no longer in the manifest (--prune)".into()],
+        notes: Vec::new(),
         blocked: None,
         force: false,
         diff: Vec::new(),

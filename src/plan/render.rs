@@ -134,7 +134,7 @@ fn text(plan: &Plan, color: bool) -> String {
                 }
             }
         }
-        for r in &c.reasons {
+        for r in c.reasons.iter().chain(&c.notes) {
             let _ = writeln!(out, "      # {r}");
         }
         if let Some(why) = &c.blocked {
@@ -206,7 +206,14 @@ fn markdown(plan: &Plan) -> String {
     let _ = writeln!(out, "| | Resource | Action | Risk | Why |");
     let _ = writeln!(out, "|---|---|---|---|---|");
     for c in &pending {
-        let why = c.blocked.clone().unwrap_or_else(|| c.reasons.join("; "));
+        let why = c.blocked.clone().unwrap_or_else(|| {
+            c.reasons
+                .iter()
+                .chain(&c.notes)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
         let _ = writeln!(
             out,
             "| `{}` | `{}` | {} | {} | {} |",
@@ -257,6 +264,7 @@ mod tests {
                 action: Action::Create,
                 risk: Risk::Safe,
                 reasons: vec![],
+                notes: vec![],
                 blocked: None,
                 force: false,
                 diff: vec![FieldDiff {
@@ -277,6 +285,7 @@ mod tests {
                 action: Action::Replace,
                 risk: Risk::Destructive,
                 reasons: vec!["storage: cannot change".into()],
+                notes: vec![],
                 blocked: Some("pass --allow-replace".into()),
                 force: false,
                 diff: vec![FieldDiff {

@@ -140,6 +140,12 @@ pub trait Provider: Send + Sync {
         Ok(spec.clone())
     }
 
+    /// Applies the platform's rules that keep live values the manifest does not decide (e.g. a
+    /// release agent keeps its stored version), with a note for the plan per rule applied.
+    fn merge_live(&self, _kind: &str, desired: &Value, _live: &Value) -> (Value, Vec<String>) {
+        (desired.clone(), Vec::new())
+    }
+
     /// Verdicts that depend on the values themselves (e.g. a Pinot column removed).
     fn findings(&self, _kind: &str, _desired: &Value, _live: &Value) -> Vec<Finding> {
         Vec::new()
