@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod nats;
+pub mod pinot;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,13 +24,22 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
     let endpoint = config.endpoint(system)?;
     match system {
         System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint))),
+        System::Pinot => {
+            let provider =
+                pinot::PinotProvider::new(&endpoint).map_err(|e| ConfigError::Value {
+                    path: config.path.clone().unwrap_or_default(),
+                    key: "pinot.url".into(),
+                    message: e.message,
+                })?;
+            Ok(Arc::new(provider))
+        }
         other => Err(ConfigError::Unsupported(other)),
     }
 }
 
 /// Every kind ofctl knows, across providers.
 pub fn all_kinds() -> Vec<&'static KindInfo> {
-    nats::KINDS.iter().collect()
+    nats::KINDS.iter().chain(pinot::KINDS.iter()).collect()
 }
 
 pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
