@@ -730,6 +730,35 @@ pub fn kafka_topics(table: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::interpolate::Variables;
+
+    /// The shipped desired-state JSON with its placeholders resolved as ofctl.toml's defaults
+    /// resolve them.
+    fn shipped(file: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("desired-state/pinot")
+            .join(file);
+        let raw: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut vars = Variables::new();
+        for (k, v) in [
+            ("pinot.tables.devices.name", "devices"),
+            ("pinot.tables.logs.name", "logs"),
+            ("pinot.tables.devices.replication", "2"),
+            ("pinot.tables.logs.replication", "2"),
+            (
+                "openframe.oss-tenant.kafka.topics.inbound.devices-topic.name",
+                "devices-topic",
+            ),
+            (
+                "openframe.oss-tenant.kafka.topics.inbound.integrated-tool-events.name",
+                "integrated-tool.events.pinot",
+            ),
+            ("spring.oss-tenant.kafka.bootstrap-servers", "kafka:9092"),
+        ] {
+            vars.insert(k, json!(v));
+        }
+        vars.resolve_value(&raw).unwrap()
+    }
 
     #[test]
     fn table_names_split_on_the_type_suffix() {
@@ -741,5 +770,303 @@ mod tests {
         assert_eq!(split_table_name("logs"), None);
         assert_eq!(split_table_name("_OFFLINE"), None);
         assert_eq!(split_table_name("logs_realtime"), None);
+    }
+
+    #[test]
+    fn shipped_schema_equals_what_get_returns() {
+        let desired = normalize_desired_schema("devices", &shipped("schema-devices.json")).unwrap();
+        // GET /schemas/devices after POSTing the file (apis.md §1.2): fieldType on every column,
+        // singleValueField only when false, enableColumnBasedNullHandling always.
+        let dim =
+            |name: &str| json!({"name": name, "dataType": "STRING", "fieldType": "DIMENSION"});
+        let mv = |name: &str| json!({"name": name, "dataType": "STRING", "fieldType": "DIMENSION", "singleValueField": false});
+        let live = json!({
+            "schemaName": "devices",
+            "enableColumnBasedNullHandling": false,
+            "dimensionFieldSpecs": [
+                dim("tenantId"), dim("machineId"), dim("status"), dim("deviceType"), dim("osType"),
+                dim("organizationId"), mv("tags"), mv("tagKeyValues")
+            ],
+            "dateTimeFieldSpecs": [{
+                "name": "ingestionTime", "dataType": "LONG", "fieldType": "DATE_TIME",
+                "format": "1:MILLISECONDS:EPOCH", "granularity": "1:MILLISECONDS"
+            }],
+            "primaryKeyColumns": ["machineId"]
+        });
+        assert_eq!(canonical_schema(&live), desired);
+        // Idempotent: what is sent normalizes to itself.
+        assert_eq!(canonical_schema(&desired), desired);
+    }
+
+    #[test]
+    fn schema_name_is_filled_or_must_match() {
+        let spec = json!({"dimensionFieldSpecs": [{"name": "a", "dataType": "INT"}]});
+        let n = normalize_desired_schema("x", &spec).unwrap();
+        assert_eq!(n["schemaName"], "x");
+        let err = normalize_desired_schema("x", &json!({"schemaName": "y"})).unwrap_err();
+        assert!(err.contains("does not match metadata.name `x`"), "{err}");
+    }
+
+    #[test]
+    fn default_null_values_and_lengths_are_defaults() {
+        let field = |extra: Value| {
+            let mut f = json!({"name": "c", "dataType": "INT"});
+            f.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            canonical_field(&f, "DIMENSION")
+        };
+        assert!(field(json!({"defaultNullValue": -2147483648i64}))
+            .get("defaultNullValue")
+            .is_none());
+        assert_eq!(field(json!({"defaultNullValue": 0}))["defaultNullValue"], 0);
+        assert!(field(json!({"maxLength": 512, "notNull": false}))
+            .get("maxLength")
+            .is_none());
+        let metric = canonical_field(
+            &json!({"name": "m", "dataType": "DOUBLE", "defaultNullValue": 0.0}),
+            "METRIC",
+        );
+        assert!(metric.get("defaultNullValue").is_none());
+        let s = canonical_field(
+            &json!({"name": "s", "dataType": "STRING", "defaultNullValue": "null", "singleValueField": "true"}),
+            "DIMENSION",
+        );
+        assert_eq!(
+            s,
+            json!({"name": "s", "dataType": "STRING", "fieldType": "DIMENSION"})
+        );
+    }
+
+    #[test]
+    fn schema_incompatibilities_name_the_column() {
+        let v = |extra: &str| -> Value {
+            normalize_desired_schema("devices", &serde_json::from_str(extra).unwrap()).unwrap()
+        };
+        let live = normalize_desired_schema("devices", &shipped("schema-devices.json")).unwrap();
+        // Adding a column is compatible.
+        let mut added = live.clone();
+        added["dimensionFieldSpecs"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "site", "dataType": "STRING", "fieldType": "DIMENSION"}));
+        assert!(schema_incompatibilities(&added, &live).is_empty());
+        // Removing one, changing a type or the shape, or the primary key is not.
+        let mut changed = live.clone();
+        let dims = changed["dimensionFieldSpecs"].as_array_mut().unwrap();
+        dims.retain(|c| c["name"] != "osType");
+        dims[0]["dataType"] = json!("INT");
+        dims.iter_mut()
+            .find(|c| c["name"] == "tags")
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+            .remove("singleValueField");
+        changed["primaryKeyColumns"] = json!(["machineId", "tenantId"]);
+        let reasons = schema_incompatibilities(&changed, &live);
+        assert_eq!(
+            reasons,
+            vec![
+                "column tenantId dataType changed from STRING to INT",
+                "column osType removed (Pinot only allows adding columns)",
+                "column tags changed from multi-value to single-value",
+                r#"primaryKeyColumns changed from ["machineId"] to ["machineId","tenantId"]"#,
+            ]
+        );
+        // Moving a column between sections with the same type passes Pinot's check.
+        let a = v(r#"{"dimensionFieldSpecs": [{"name": "n", "dataType": "LONG"}]}"#);
+        let b = v(r#"{"metricFieldSpecs": [{"name": "n", "dataType": "LONG"}]}"#);
+        assert!(schema_incompatibilities(&b, &a).is_empty());
+        // Adding a primary key where there was none is allowed.
+        let pk = v(
+            r#"{"dimensionFieldSpecs": [{"name": "n", "dataType": "LONG"}], "primaryKeyColumns": ["n"]}"#,
+        );
+        assert!(schema_incompatibilities(&pk, &a).is_empty());
+    }
+
+    #[test]
+    fn legacy_string_columns_stay_string() {
+        let live = json!({"dimensionFieldSpecs": [{"name": "flag", "dataType": "STRING", "fieldType": "DIMENSION"}]});
+        let mut desired = json!({"dimensionFieldSpecs": [{"name": "flag", "dataType": "BOOLEAN", "fieldType": "DIMENSION"}]});
+        assert_eq!(
+            keep_legacy_boolean_columns(&mut desired, &live),
+            vec!["flag"]
+        );
+        assert_eq!(desired, live);
+    }
+
+    /// What GET /tables/devices?type=realtime returns after ofctl POSTed the shipped file
+    /// (apis.md §1.5, Pinot 1.5.1).
+    fn devices_as_served() -> Value {
+        let mut live = shipped("table-config-devices.json");
+        let obj = live.as_object_mut().unwrap();
+        obj.insert("tableName".into(), json!("devices_REALTIME"));
+        obj.insert("isDimTable".into(), json!(false));
+        obj.insert(
+            "metadata".into(),
+            json!({"customConfigs": {OWNER_KEY: super::super::OWNER_VALUE}}),
+        );
+        obj["segmentsConfig"]["minimizeDataMovement"] = json!(false);
+        let index = obj["tableIndexConfig"].as_object_mut().unwrap();
+        for (k, v) in index_defaults() {
+            index.entry(k).or_insert(v);
+        }
+        let rg = &mut obj["instanceAssignmentConfigMap"]["CONSUMING"];
+        rg["replicaGroupPartitionConfig"]["numReplicaGroups"] = json!(2);
+        rg["replicaGroupPartitionConfig"]["minimizeDataMovement"] = json!(false);
+        rg["partitionSelector"] = json!("INSTANCE_REPLICA_GROUP_PARTITION_SELECTOR");
+        let upsert = obj["upsertConfig"].as_object_mut().unwrap();
+        upsert.remove("comparisonColumn");
+        upsert.insert("comparisonColumns".into(), json!(["ingestionTime"]));
+        for (k, v) in upsert_defaults() {
+            upsert.entry(k).or_insert(v);
+        }
+        for f in obj["fieldConfigList"].as_array_mut().unwrap() {
+            f["indexTypes"] = json!([]);
+            f["properties"]["maxMultiValueEntries"] = json!("50");
+        }
+        live
+    }
+
+    #[test]
+    fn shipped_table_equals_what_get_returns() {
+        let desired =
+            normalize_desired_table("devices_REALTIME", &shipped("table-config-devices.json"))
+                .unwrap();
+        let live = devices_as_served();
+        assert!(is_managed(&live));
+        assert_eq!(canonical_table(&live), desired);
+        assert_eq!(canonical_table(&desired), desired);
+        // The canonical form is what the controller stores, spelled its way.
+        assert_eq!(desired["tableName"], "devices_REALTIME");
+        assert_eq!(desired["segmentsConfig"]["replication"], "2");
+        assert_eq!(
+            desired["upsertConfig"],
+            json!({"comparisonColumns": ["ingestionTime"], "snapshot": "ENABLE"})
+        );
+        assert_eq!(
+            desired["instanceAssignmentConfigMap"]["CONSUMING"]["replicaGroupPartitionConfig"],
+            json!({"replicaGroupBased": true, "numReplicaGroups": 2})
+        );
+        assert_eq!(
+            desired["fieldConfigList"][0]["properties"]["maxMultiValueEntries"],
+            "50"
+        );
+        assert!(desired.get("metadata").is_none());
+    }
+
+    #[test]
+    fn table_name_and_type_must_agree_with_metadata_name() {
+        let spec = shipped("table-config-logs-realtime.json");
+        assert!(normalize_desired_table("logs_REALTIME", &spec).is_ok());
+        let err = normalize_desired_table("logs", &spec).unwrap_err();
+        assert!(err.contains("type suffix"), "{err}");
+        let err = normalize_desired_table("logs_OFFLINE", &spec).unwrap_err();
+        assert!(
+            err.contains("spec.tableType \"REALTIME\" does not match"),
+            "{err}"
+        );
+        let err = normalize_desired_table("events_REALTIME", &spec).unwrap_err();
+        assert!(
+            err.contains("spec.tableName \"logs\" does not match"),
+            "{err}"
+        );
+        // Absent name and type are filled from metadata.name; a lower-case type is accepted.
+        let mut bare = spec.clone();
+        bare.as_object_mut().unwrap().remove("tableName");
+        bare["tableType"] = json!("realtime");
+        let n = normalize_desired_table("logs_REALTIME", &bare).unwrap();
+        assert_eq!(
+            (n["tableName"].as_str(), n["tableType"].as_str()),
+            (Some("logs_REALTIME"), Some("REALTIME"))
+        );
+    }
+
+    #[test]
+    fn unknown_zero_defaults_are_adopted_but_removals_are_not() {
+        let desired =
+            normalize_desired_table("devices_REALTIME", &shipped("table-config-devices.json"))
+                .unwrap();
+        let mut live = devices_as_served();
+        live["tableIndexConfig"]["someFutureFlag"] = json!(false);
+        live["ingestionConfig"] = json!({"continueOnError": false, "segmentTimeValueCheck": true});
+        live["tableIndexConfig"]["sortedColumn"] = json!(["machineId"]);
+        let live = canonical_table(&live);
+        let mut merged = desired.clone();
+        adopt_server_zeroes(&mut merged, &live);
+        assert_eq!(merged["tableIndexConfig"]["someFutureFlag"], false);
+        // A section and a list the manifest does not have remain differences.
+        assert!(merged.get("ingestionConfig").is_none());
+        assert!(merged["tableIndexConfig"].get("sortedColumn").is_none());
+    }
+
+    #[test]
+    fn upsert_and_dedup_rules() {
+        let base =
+            normalize_desired_table("devices_REALTIME", &shipped("table-config-devices.json"))
+                .unwrap();
+        let mut changed = base.clone();
+        changed["upsertConfig"]["comparisonColumns"] = json!(["machineId"]);
+        changed["upsertConfig"]["hashFunction"] = json!("MD5");
+        assert_eq!(
+            table_incompatibilities(&changed, &base),
+            vec![
+                "upsertConfig.hashFunction cannot change on an existing table (Pinot: it may lead to data inconsistencies; create a new table instead)",
+                "upsertConfig.comparisonColumns cannot change on an existing table (Pinot: it may lead to data inconsistencies; create a new table instead)",
+            ]
+        );
+        // Other upsert settings, and adding or removing the section, are allowed.
+        let mut snap = base.clone();
+        snap["upsertConfig"]["snapshot"] = json!("DISABLE");
+        assert!(table_incompatibilities(&snap, &base).is_empty());
+        let mut without = base.clone();
+        without.as_object_mut().unwrap().remove("upsertConfig");
+        assert!(table_incompatibilities(&without, &base).is_empty());
+        assert!(table_incompatibilities(&base, &without).is_empty());
+        // The time column is the implicit comparison column when none is named.
+        let logs =
+            normalize_desired_table("logs_REALTIME", &shipped("table-config-logs-realtime.json"))
+                .unwrap();
+        let mut moved = logs.clone();
+        moved["segmentsConfig"]["timeColumnName"] = json!("ingestDay");
+        assert_eq!(
+            table_incompatibilities(&moved, &logs),
+            vec!["segmentsConfig.timeColumnName cannot change while it is the implicit upsertConfig time column"]
+        );
+        let mut dedup_a = logs.clone();
+        dedup_a["dedupConfig"] = json!({"dedupTimeColumn": "eventTimestamp"});
+        let mut dedup_b = logs.clone();
+        dedup_b["dedupConfig"] = json!({"dedupTimeColumn": "ingestDay", "hashFunction": "NONE"});
+        assert_eq!(
+            table_incompatibilities(&canonical_table(&dedup_b), &dedup_a).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn kafka_topics_come_from_stream_configs() {
+        let t =
+            normalize_desired_table("logs_REALTIME", &shipped("table-config-logs-realtime.json"))
+                .unwrap();
+        assert_eq!(kafka_topics(&t), vec!["integrated-tool.events.pinot"]);
+        let multi = json!({"ingestionConfig": {"streamIngestionConfig": {"streamConfigMaps": [
+            {"streamType": "kafka", "stream.kafka.topic.name": "a"},
+            {"streamType": "kinesis", "stream.kinesis.topic.name": "k"}
+        ]}}});
+        assert_eq!(kafka_topics(&multi), vec!["a"]);
+    }
+
+    #[test]
+    fn stream_credentials_are_sensitive() {
+        let info = &super::super::KINDS[1];
+        for key in [
+            "stream.kafka.consumer.prop.sasl.jaas.config",
+            "stream.kafka.sasl.jaas.config",
+            "stream.kafka.ssl.truststore.password",
+        ] {
+            let ptr = format!("/tableIndexConfig/streamConfigs/{key}");
+            assert!(info.is_sensitive(&ptr), "{ptr}");
+        }
+        assert!(!info.is_sensitive("/tableIndexConfig/streamConfigs/stream.kafka.topic.name"));
     }
 }
