@@ -654,8 +654,16 @@ pub fn table_incompatibilities(desired: &Value, live: &Value) -> Vec<String> {
     let time_column = |v: &Value| v.pointer("/segmentsConfig/timeColumnName").cloned();
     let time_changed = time_column(desired) != time_column(live);
     let mut check = |section: &str, keys: &[&str], implicit_time_key: &str| {
-        let (Some(d), Some(l)) = (desired.get(section), live.get(section)) else {
-            // Adding or removing the whole section is allowed (only logged by Pinot).
+        // The rule holds while the feature stays enabled; adding or removing it is allowed
+        // (Pinot only logs it). `mode: NONE` / `dedupEnabled: false` switch it off.
+        let enabled = |v: &Value| {
+            v.get("mode").and_then(Value::as_str) != Some("NONE")
+                && v.get("dedupEnabled").and_then(as_bool) != Some(false)
+        };
+        let (Some(d), Some(l)) = (
+            desired.get(section).filter(|v| enabled(v)),
+            live.get(section).filter(|v| enabled(v)),
+        ) else {
             return;
         };
         for key in keys {
@@ -1035,6 +1043,9 @@ mod tests {
         );
         let mut dedup_a = logs.clone();
         dedup_a["dedupConfig"] = json!({"dedupTimeColumn": "eventTimestamp"});
+        let mut dedup_off = dedup_a.clone();
+        dedup_off["dedupConfig"] = json!({"dedupEnabled": false});
+        assert!(table_incompatibilities(&dedup_off, &dedup_a).is_empty());
         let mut dedup_b = logs.clone();
         dedup_b["dedupConfig"] = json!({"dedupTimeColumn": "ingestDay", "hashFunction": "NONE"});
         assert_eq!(
