@@ -166,8 +166,18 @@ fn canonical_field(field: &Value, field_type: &str) -> Value {
     let Some(obj) = field.as_object() else {
         return field.clone();
     };
-    let mut out = obj.clone();
+    // Key order as GET prints it (name, dataType, fieldType, …), so a column list reads the
+    // same on both sides of a diff.
+    let mut out = Obj::new();
+    for key in ["name", "dataType"] {
+        if let Some(v) = obj.get(key) {
+            out.insert(key.into(), v.clone());
+        }
+    }
     out.insert("fieldType".into(), json!(field_type));
+    for (k, v) in obj {
+        out.entry(k.clone()).or_insert_with(|| v.clone());
+    }
     let data_type = obj
         .get("dataType")
         .and_then(Value::as_str)
@@ -385,7 +395,6 @@ fn index_defaults() -> Vec<(&'static str, Value)> {
 
 fn upsert_defaults() -> Vec<(&'static str, Value)> {
     vec![
-        ("mode", json!("FULL")),
         ("hashFunction", json!("NONE")),
         ("defaultPartialUpsertStrategy", json!("OVERWRITE")),
         ("snapshot", json!("DEFAULT")),
@@ -496,16 +505,18 @@ pub fn canonical_table(spec: &Value) -> Value {
                 .or_insert_with(|| json!([col]));
         }
         strip_defaults(upsert, &upsert_defaults());
+        // `mode` says what the section is for, so it is spelled out rather than stripped: a
+        // plan then shows `{"mode":"FULL"}`, not an empty section.
+        upsert.entry("mode").or_insert_with(|| json!("FULL"));
     }
     if let Some(dedup) = section(&mut out, "dedupConfig") {
         strip_defaults(
             dedup,
-            &[
-                ("dedupEnabled", json!(true)),
-                ("hashFunction", json!("NONE")),
-                ("metadataTTL", json!(0.0)),
-            ],
+            &[("hashFunction", json!("NONE")), ("metadataTTL", json!(0.0))],
         );
+        // Spelled out like upsert `mode`.
+        let enabled = dedup.get("dedupEnabled").and_then(as_bool).unwrap_or(true);
+        dedup.insert("dedupEnabled".into(), json!(enabled));
     }
     if let Some(ingestion) = section(&mut out, "ingestionConfig") {
         strip_defaults(
@@ -926,6 +937,7 @@ mod tests {
         let upsert = obj["upsertConfig"].as_object_mut().unwrap();
         upsert.remove("comparisonColumn");
         upsert.insert("comparisonColumns".into(), json!(["ingestionTime"]));
+        upsert.insert("mode".into(), json!("FULL"));
         for (k, v) in upsert_defaults() {
             upsert.entry(k).or_insert(v);
         }
@@ -950,7 +962,7 @@ mod tests {
         assert_eq!(desired["segmentsConfig"]["replication"], "2");
         assert_eq!(
             desired["upsertConfig"],
-            json!({"comparisonColumns": ["ingestionTime"], "snapshot": "ENABLE"})
+            json!({"mode": "FULL", "comparisonColumns": ["ingestionTime"], "snapshot": "ENABLE"})
         );
         assert_eq!(
             desired["instanceAssignmentConfigMap"]["CONSUMING"]["replicaGroupPartitionConfig"],
