@@ -1,6 +1,7 @@
 //! The target config (`ofctl.toml`): where each live system is and how to reach it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -50,6 +51,8 @@ struct RawConfig {
     variables: toml::Table,
     #[serde(default)]
     engine: EngineConfig,
+    #[serde(default)]
+    watch: WatchConfig,
     nats: Option<UrlSection>,
     redis: Option<UrlSection>,
     pinot: Option<UrlSection>,
@@ -107,11 +110,44 @@ impl Default for EngineConfig {
     }
 }
 
+/// `ofctl watch` behaviour for this target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// Reconcile at least this often, to catch out-of-band drift.
+    #[serde(with = "crate::duration::text")]
+    pub interval: Duration,
+    /// Random spread of the interval (0.1 = ±10 %), so replicas and tenants do not align.
+    pub jitter: f64,
+    /// Quiet time after a file change before reconciling (editors write in bursts).
+    #[serde(with = "crate::duration::text")]
+    pub debounce: Duration,
+    /// Delete managed objects that left the manifest (off: watch never deletes by default).
+    pub prune: bool,
+    /// Longest a reconcile pass may hold its lock, should the replica die.
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_most_for: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            jitter: 0.1,
+            debounce: Duration::from_millis(200),
+            prune: false,
+            lock_at_most_for: Duration::from_secs(600),
+        }
+    }
+}
+
 /// A loaded target config. Endpoint values may hold placeholders; they are resolved when a
 /// system is actually used, so a plan touching only NATS needs no Mongo environment.
 #[derive(Debug, Clone, Default)]
 pub struct TargetConfig {
     pub path: Option<PathBuf>,
+    /// Hash of the file's text, so watch mode rebuilds connections only when it changed.
+    pub source_digest: String,
     raw: RawConfig,
     pub variables: Variables,
 }
@@ -140,6 +176,7 @@ impl TargetConfig {
             message: e.to_string(),
         })?;
         let mut config = Self {
+            source_digest: crate::plan::digest(&Value::String(text.to_string())),
             path: Some(path.to_path_buf()),
             raw,
             variables: Variables::new(),
@@ -223,6 +260,10 @@ impl TargetConfig {
 
     pub fn engine(&self) -> &EngineConfig {
         &self.raw.engine
+    }
+
+    pub fn watch(&self) -> &WatchConfig {
+        &self.raw.watch
     }
 
     fn resolve(&self, key: &str, value: &str, secret: bool) -> Result<String, ConfigError> {

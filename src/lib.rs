@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod duration;
 pub mod engine;
 pub mod kind;
 pub mod manifest;
@@ -15,3 +16,4 @@ pub mod plan;
 pub mod providers;
 pub mod redact;
 pub mod resource;
+pub mod watch;

@@ -165,7 +165,9 @@ enum Fault {
 impl Injector {
     pub(crate) fn new(cfg: FaultConfig, stats: Arc<RequestStats>) -> io::Result<Self> {
         cfg.validate()?;
-        let rng = cfg.seed.map_or_else(StdRng::from_entropy, StdRng::seed_from_u64);
+        let rng = cfg
+            .seed
+            .map_or_else(StdRng::from_entropy, StdRng::seed_from_u64);
         Ok(Self {
             cfg: Arc::new(cfg),
             rng: Arc::new(Mutex::new(rng)),
@@ -242,6 +244,7 @@ fn internal_error(system: System) -> Response {
         // apis.md §2.5: the transient 500 clients are told to retry.
         System::Connect => {
             super::connect::error(StatusCode::INTERNAL_SERVER_ERROR, "Request timed out")
+                .into_response()
         }
         // Django with DEBUG=False renders its stock HTML page for unhandled exceptions.
         System::Tactical => (

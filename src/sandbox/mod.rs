@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -160,7 +159,10 @@ pub async fn run_until_ctrl_c(opts: SandboxOptions) -> Result<(), io::Error> {
     let sandbox = start(opts).await?;
     println!("pinot controller  {}", sandbox.pinot_url);
     println!("kafka connect     {}", sandbox.connect_url);
-    println!("tactical rmm      {}  (X-API-KEY: {api_key})", sandbox.tactical_url);
+    println!(
+        "tactical rmm      {}  (X-API-KEY: {api_key})",
+        sandbox.tactical_url
+    );
     println!("press Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
     sandbox.shutdown().await
