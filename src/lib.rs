@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod engine;
+pub mod jobs;
 pub mod kind;
 pub mod manifest;
 pub mod path;
