@@ -17,4 +17,5 @@ pub mod plan;
 pub mod providers;
 pub mod redact;
 pub mod resource;
+pub mod sandbox;
 pub mod watch;
