@@ -48,6 +48,39 @@ enum Command {
     Drift(DriftArgs),
     /// Reconcile continuously (file changes + interval) and serve the HTTP API.
     Watch(WatchArgs),
+    /// Serve API-faithful emulators of the Pinot controller, Kafka Connect and Tactical RMM.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Args, Debug)]
+struct SandboxArgs {
+    /// Pinot controller listen address.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pinot: std::net::SocketAddr,
+    /// Kafka Connect listen address.
+    #[arg(long, default_value = "127.0.0.1:8083")]
+    connect: std::net::SocketAddr,
+    /// Tactical RMM listen address.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    tactical: std::net::SocketAddr,
+    /// The X-API-KEY the Tactical RMM emulator accepts.
+    #[arg(long, env = "OFCTL_SANDBOX_TACTICAL_API_KEY", hide_env_values = true)]
+    tactical_api_key: String,
+    /// Added to every response (e.g. 5ms), for benchmarks.
+    #[arg(long, value_parser = crate::duration::parse, default_value = "0s")]
+    latency: Duration,
+    /// Fraction of requests answered with the system's 500.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Fraction of Kafka Connect writes answered with a rebalance 409.
+    #[arg(long, default_value_t = 0.0)]
+    rebalance_rate: f64,
+    /// Fraction of connections closed without a response.
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Seed for the fault draws, for reproducible runs.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -172,6 +205,7 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Apply(args) => apply(args).await,
         Command::Drift(args) => drift(args).await,
         Command::Watch(args) => watch(args).await,
+        Command::Sandbox(args) => sandbox(args).await,
     }
 }
 
@@ -340,6 +374,34 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     )
     .await?;
     eprintln!("ofctl watch: stopped");
+    Ok(0)
+}
+
+async fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
+    crate::redact::register(&args.tactical_api_key);
+    let sandbox = crate::sandbox::start(crate::sandbox::SandboxOptions {
+        pinot: args.pinot,
+        connect: args.connect,
+        tactical: args.tactical,
+        tactical_api_key: args.tactical_api_key,
+        faults: crate::sandbox::FaultConfig {
+            latency: args.latency,
+            error_rate: args.error_rate,
+            rebalance_rate: args.rebalance_rate,
+            drop_rate: args.drop_rate,
+            seed: args.seed,
+        },
+    })
+    .await
+    .context("cannot start the sandbox")?;
+    println!("pinot controller  {}", sandbox.pinot_url);
+    println!("kafka connect     {}", sandbox.connect_url);
+    println!("tactical rmm      {}", sandbox.tactical_url);
+    let stop = cancel_on_signal();
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sandbox.shutdown().await?;
     Ok(0)
 }
 

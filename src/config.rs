@@ -53,6 +53,8 @@ struct RawConfig {
     engine: EngineConfig,
     #[serde(default)]
     watch: WatchConfig,
+    #[serde(default)]
+    jobs: JobsConfig,
     nats: Option<UrlSection>,
     redis: Option<UrlSection>,
     pinot: Option<UrlSection>,
@@ -140,6 +142,127 @@ impl Default for WatchConfig {
         }
     }
 }
+
+/// When and how often a scheduled job runs, and its lock (ShedLock semantics).
+#[derive(Debug, Clone, Copy)]
+pub struct JobTiming {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub lock_at_most_for: Duration,
+    pub lock_at_least_for: Duration,
+}
+
+/// The platform's scheduled jobs (openframe.md §10, §14 give the defaults used here).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    pub connector_health: ConnectorHealthConfig,
+    pub api_key_stats: ApiKeyStatsConfig,
+    pub publish_fallback: PublishFallbackConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectorHealthConfig {
+    pub enabled: bool,
+    #[serde(with = "crate::duration::text")]
+    pub interval: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_most_for: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_least_for: Duration,
+    /// Restarts per failure episode before giving up (and saying so, loudly).
+    pub max_restarts: u32,
+    /// The wait after the n-th restart is `backoff × n`.
+    #[serde(with = "crate::duration::text")]
+    pub backoff: Duration,
+    /// Healthy this long and the restart count starts again from zero.
+    #[serde(with = "crate::duration::text")]
+    pub healthy_reset: Duration,
+}
+
+impl Default for ConnectorHealthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            lock_at_most_for: Duration::from_secs(300),
+            lock_at_least_for: Duration::from_secs(60),
+            max_restarts: 5,
+            backoff: Duration::from_secs(120),
+            healthy_reset: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeyStatsConfig {
+    pub enabled: bool,
+    #[serde(with = "crate::duration::text")]
+    pub interval: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_most_for: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_least_for: Duration,
+}
+
+impl Default for ApiKeyStatsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            lock_at_most_for: Duration::from_secs(600),
+            lock_at_least_for: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishFallbackConfig {
+    pub enabled: bool,
+    #[serde(with = "crate::duration::text")]
+    pub interval: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_most_for: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_least_for: Duration,
+    /// Publish attempts per change before the fallback gives up until the next change.
+    pub max_attempts: u32,
+}
+
+impl Default for PublishFallbackConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(30),
+            lock_at_most_for: Duration::from_secs(300),
+            lock_at_least_for: Duration::from_secs(10),
+            max_attempts: 5,
+        }
+    }
+}
+
+macro_rules! job_timing {
+    ($($t:ty),*) => {$(
+        impl $t {
+            pub fn timing(&self) -> JobTiming {
+                JobTiming {
+                    enabled: self.enabled,
+                    interval: self.interval,
+                    lock_at_most_for: self.lock_at_most_for,
+                    lock_at_least_for: self.lock_at_least_for,
+                }
+            }
+        }
+    )*};
+}
+job_timing!(
+    ConnectorHealthConfig,
+    ApiKeyStatsConfig,
+    PublishFallbackConfig
+);
 
 /// A loaded target config. Endpoint values may hold placeholders; they are resolved when a
 /// system is actually used, so a plan touching only NATS needs no Mongo environment.
@@ -264,6 +387,10 @@ impl TargetConfig {
 
     pub fn watch(&self) -> &WatchConfig {
         &self.raw.watch
+    }
+
+    pub fn jobs(&self) -> &JobsConfig {
+        &self.raw.jobs
     }
 
     fn resolve(&self, key: &str, value: &str, secret: bool) -> Result<String, ConfigError> {

@@ -275,7 +275,7 @@ pub(crate) fn admin_router(stats: Arc<RequestStats>) -> Router {
 
 /// Per-connection switch that makes the socket fail all further I/O (used for `drop_rate`).
 #[derive(Debug, Clone)]
-pub struct ConnHandle(Arc<AtomicBool>);
+pub(crate) struct ConnHandle(Arc<AtomicBool>);
 
 impl ConnHandle {
     fn kill(&self) {
@@ -284,9 +284,9 @@ impl ConnHandle {
 }
 
 /// TCP listener whose connections can be killed from inside a request handler.
-pub struct KillableListener(pub TcpListener);
+pub(crate) struct KillableListener(pub(crate) TcpListener);
 
-pub struct KillableStream {
+pub(crate) struct KillableStream {
     inner: TcpStream,
     killed: Arc<AtomicBool>,
 }

@@ -153,21 +153,6 @@ impl Drop for Sandbox {
     }
 }
 
-/// Entry point for `ofctl sandbox`: prints the endpoints and serves until Ctrl-C.
-pub async fn run_until_ctrl_c(opts: SandboxOptions) -> Result<(), io::Error> {
-    let api_key = opts.tactical_api_key.clone();
-    let sandbox = start(opts).await?;
-    println!("pinot controller  {}", sandbox.pinot_url);
-    println!("kafka connect     {}", sandbox.connect_url);
-    println!(
-        "tactical rmm      {}  (X-API-KEY: {api_key})",
-        sandbox.tactical_url
-    );
-    println!("press Ctrl-C to stop");
-    tokio::signal::ctrl_c().await?;
-    sandbox.shutdown().await
-}
-
 /// `a=1&b=2&a=3` → ordered pairs with `+` and `%XX` decoded (repeated keys matter for Connect's
 /// `expand`, which axum's `Query` cannot express).
 pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {

@@ -149,6 +149,10 @@ struct TenantLoop {
     engine: Engine,
     locks: Option<Locks>,
     interval_override: Option<Duration>,
+    /// KafkaConnector names of the last good manifest, for the connector health job.
+    declared_connectors: Arc<std::sync::RwLock<Vec<String>>>,
+    /// A job asks for a reconcile pass now (e.g. a declared connector went missing).
+    reconcile_now: Arc<tokio::sync::Notify>,
 }
 
 impl TenantLoop {
@@ -175,6 +179,15 @@ impl TenantLoop {
         }
         match manifest::load(&self.target.dir, &self.config.variables) {
             Ok(m) => {
+                let connectors = m
+                    .resources
+                    .iter()
+                    .filter(|r| r.address.kind == "KafkaConnector")
+                    .map(|r| r.address.name.clone())
+                    .collect();
+                if let Ok(mut d) = self.declared_connectors.write() {
+                    *d = connectors;
+                }
                 self.manifest = Some(m);
                 Ok(())
             }
@@ -418,12 +431,48 @@ impl TenantLoop {
         Ok(())
     }
 
+    /// Starts the scheduled jobs this target's config enables and has the systems for.
+    async fn start_jobs(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.ensure_locks().await;
+        let mut handles = Vec::new();
+        let jobs = self.config.jobs().clone();
+        let redis = self.config.redis_url().and_then(Result::ok);
+        if jobs.connector_health.enabled {
+            if let Ok(url) = self.config.endpoint(crate::kind::System::Connect) {
+                match crate::jobs::connector_health::ConnectorHealth::new(
+                    &url,
+                    redis.as_deref(),
+                    jobs.connector_health.clone(),
+                    self.id.clone(),
+                    Arc::clone(&self.shared),
+                    Arc::clone(&self.declared_connectors),
+                    Arc::clone(&self.reconcile_now),
+                )
+                .await
+                {
+                    Ok(job) => handles.push(tokio::spawn(crate::jobs::schedule(
+                        Arc::new(job),
+                        jobs.connector_health.timing(),
+                        self.id.clone(),
+                        self.locks.clone(),
+                        Arc::clone(&self.shared),
+                    ))),
+                    Err(e) => {
+                        tracing::error!(tenant = %self.id, "connector health job not started: {e}")
+                    }
+                }
+            }
+        }
+        handles
+    }
+
     async fn run(mut self) {
         let (tx, mut events) = mpsc::channel::<()>(64);
         let _watcher = watch_files(&self.target, tx)
             .map_err(|e| tracing::error!(tenant = %self.id, "file watching is off: {e}"))
             .ok();
         let mut trigger = "startup";
+        let jobs = self.start_jobs().await;
         loop {
             let record = self.pass(trigger).await;
             tracing::info!(
@@ -439,6 +488,7 @@ impl TenantLoop {
             tokio::select! {
                 _ = self.shared.shutdown.cancelled() => break,
                 _ = sleep => trigger = "interval",
+                _ = self.reconcile_now.notified() => trigger = "job",
                 Some(()) = events.recv() => {
                     // Editors save in bursts (temp file, rename, chmod): wait for quiet.
                     let debounce = self.config.watch().debounce;
@@ -451,6 +501,9 @@ impl TenantLoop {
                     trigger = "file";
                 }
             }
+        }
+        for job in jobs {
+            let _ = job.await;
         }
     }
 }
@@ -509,6 +562,8 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
             manifest: None,
             locks: None,
             interval_override: options.interval,
+            declared_connectors: Default::default(),
+            reconcile_now: Default::default(),
         });
     }
     let listener = tokio::net::TcpListener::bind(options.listen)
