@@ -224,13 +224,13 @@ impl PinotProvider {
             .collect())
     }
 
-    /// A write; `conflict` explains a 409 on create.
+    /// A write; `conflict` explains a 409 on create (POST).
     async fn write(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-        conflict: &str,
+        conflict: Option<&str>,
     ) -> Result<Option<Response>, ProviderError> {
         let absent_ok = method == Method::DELETE;
         let response = self.http.send(method.clone(), path, body).await?;
@@ -248,10 +248,13 @@ impl PinotProvider {
                 Ok(Some(response))
             }
             404 if absent_ok => Ok(None),
-            409 if method == Method::POST => Err(ProviderError::permanent(format!(
-                "pinot {method} {path} returned 409: {} ({conflict})",
-                response.message()
-            ))),
+            409 => match conflict {
+                Some(why) => Err(ProviderError::permanent(format!(
+                    "pinot {method} {path} returned 409: {} ({why})",
+                    response.message()
+                ))),
+                None => Err(self.http.status_error(&method, path, &response)),
+            },
             _ => Err(self.http.status_error(&method, path, &response)),
         }
     }
@@ -266,13 +269,13 @@ impl PinotProvider {
                     Method::POST,
                     "/schemas?override=false",
                     Some(body),
-                    "the schema appeared after planning; re-run plan",
+                    Some("the schema appeared after planning; re-run plan"),
                 )
                 .await?;
             }
             OpAction::Update => {
                 let path = format!("/schemas/{name}?force={}", op.force);
-                self.write(Method::PUT, &path, Some(body), "").await?;
+                self.write(Method::PUT, &path, Some(body), None).await?;
             }
             OpAction::Delete => {
                 // Pinot refuses to delete a schema a REALTIME table uses but not one an OFFLINE
@@ -291,7 +294,7 @@ impl PinotProvider {
                         )));
                     }
                 }
-                self.write(Method::DELETE, &format!("/schemas/{name}"), None, "")
+                self.write(Method::DELETE, &format!("/schemas/{name}"), None, None)
                     .await?;
             }
         }
@@ -308,13 +311,13 @@ impl PinotProvider {
                     Method::POST,
                     "/tables",
                     Some(&with_owner(body)),
-                    "the table appeared after planning, or a recent delete has not finished; re-run plan",
+                    Some("the table appeared after planning, or a recent delete has not finished; re-run plan"),
                 )
                 .await?;
             }
             OpAction::Update => {
                 let path = format!("/tables/{}?force={}", segment(op.name), op.force);
-                self.write(Method::PUT, &path, Some(&with_owner(body)), "")
+                self.write(Method::PUT, &path, Some(&with_owner(body)), None)
                     .await?;
             }
             OpAction::Delete => {
@@ -323,7 +326,7 @@ impl PinotProvider {
                     segment(raw),
                     kind.to_ascii_lowercase()
                 );
-                self.write(Method::DELETE, &path, None, "").await?;
+                self.write(Method::DELETE, &path, None, None).await?;
             }
         }
         Ok(())
