@@ -340,6 +340,24 @@ async fn prune_deletes_managed_tables_and_their_schemas_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_of_the_live_objects_plans_as_a_noop() {
+    let sb = start().await;
+    let m = desired_state(&sb.pinot_url);
+    assert_eq!(apply(&m, &[]).code, 0);
+    let out = ManifestDir::new();
+    let config = m.path().join("ofctl.toml");
+    let run = ofctl(
+        &["export", "-c", config.to_str().unwrap(), "-o", out.arg()],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    out.write("ofctl.toml", &target_config(&sb.pinot_url));
+    let (run, plan) = plan_json(&out, &[]);
+    assert_eq!(run.code, 0, "{plan:#}");
+    assert_eq!(plan["summary"]["noop"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_name_that_disagrees_with_its_spec_is_a_manifest_error() {
     let sb = start().await;
     let m = desired_state(&sb.pinot_url);
