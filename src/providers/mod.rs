@@ -4,6 +4,7 @@
 //! retries, redaction and rendering belong to the engine.
 
 pub mod http;
+pub mod kafka;
 pub mod nats;
 pub mod tactical;
 
@@ -24,6 +25,13 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
     let endpoint = config.endpoint(system)?;
     match system {
         System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint))),
+        System::Kafka => kafka::KafkaProvider::new(&endpoint)
+            .map(|p| Arc::new(p) as Arc<dyn Provider>)
+            .map_err(|e| ConfigError::Value {
+                path: config.path.clone().unwrap_or_default(),
+                key: "kafka.brokers".into(),
+                message: e.message,
+            }),
         System::Tactical => {
             let key_error = |message: String| ConfigError::Value {
                 path: config.path.clone().unwrap_or_default(),
@@ -46,7 +54,11 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
 
 /// Every kind ofctl knows, across providers.
 pub fn all_kinds() -> Vec<&'static KindInfo> {
-    nats::KINDS.iter().chain(&tactical::KINDS).collect()
+    nats::KINDS
+        .iter()
+        .chain(&tactical::KINDS)
+        .chain(&kafka::KINDS)
+        .collect()
 }
 
 pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
