@@ -296,10 +296,10 @@ impl Engine {
                     },
                 )
                 .await
-                .map_err(|source| EngineError::Read {
+                .map_err(|error| EngineError::Read {
                     kind: info.kind.to_string(),
                     system: info.system,
-                    source,
+                    error,
                 })?;
             out.extend(
                 observed

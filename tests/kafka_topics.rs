@@ -364,3 +364,38 @@ fn unreachable_brokers_are_a_clear_error() {
         "{plan:?}"
     );
 }
+
+#[tokio::test]
+async fn export_then_plan_is_a_no_op() {
+    let (_server, brokers) = kafka();
+    let m = ManifestDir::new();
+    m.copy_from("desired-state/kafka")
+        .write("ofctl.toml", &config(&brokers));
+    assert_eq!(
+        ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code,
+        0
+    );
+
+    let out = ManifestDir::new();
+    let cfg = m.path().join("ofctl.toml");
+    let export = ofctl(
+        &[
+            "export",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--kind",
+            "KafkaTopic",
+            "-o",
+            out.arg(),
+        ],
+        &[],
+    );
+    assert_eq!(export.code, 0, "{export:?}");
+    let text = std::fs::read_to_string(out.path().join("kafkatopic.yaml")).unwrap();
+    assert!(text.contains("name: meshcentral.mongodb.events"), "{text}");
+    assert!(!text.contains("__consumer_offsets"), "{text}");
+    out.write("ofctl.toml", &config(&brokers));
+    let plan = ofctl(&["plan", "-f", out.arg(), "--format", "json"], &[]);
+    assert_eq!(plan.code, 0, "{plan:?}\n{text}");
+    assert_eq!(plan.json()["summary"]["noop"], 9);
+}

@@ -424,3 +424,53 @@ async fn a_wrong_api_key_is_a_clear_401_and_no_key_is_ever_printed() {
         "the env_vars change is shown, without its value"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_plan_is_a_no_op_and_exports_no_secret() {
+    let sandbox = emulator().await;
+    let trmm = Trmm::new(&sandbox);
+    let m = desired_state(&sandbox);
+    assert_eq!(run(&["apply", "-f", m.arg(), "--auto-approve"]).code, 0);
+    trmm.add(json!({
+        "name": "Made in the UI", "shell": "python", "script_body": "import os\n\n  print(os.environ['T'])  \n",
+        "env_vars": ["T=ui-secret-9917"], "supported_platforms": ["linux", "darwin"], "category": ""
+    }))
+    .await;
+
+    let out = ManifestDir::new();
+    let cfg = m.path().join("ofctl.toml");
+    let export = run(&[
+        "export",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--kind",
+        "TacticalScript",
+        "-o",
+        out.arg(),
+    ]);
+    assert_eq!(export.code, 0, "{export:?}");
+    let text = std::fs::read_to_string(out.path().join("tacticalscript.yaml")).unwrap();
+    assert!(
+        text.contains(NAME) && text.contains("Made in the UI"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Community") && !text.contains("ui-secret-9917"),
+        "{text}"
+    );
+    // The one secret became an env placeholder; provide it as an operator would.
+    let secret_env = export
+        .stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("OFCTL_SECRET_"))
+        .unwrap_or_else(|| panic!("{export:?}"))
+        .to_string();
+
+    out.write("ofctl.toml", &config(&sandbox.tactical_url));
+    let plan = ofctl(
+        &["plan", "-f", out.arg()],
+        &[ENV[0], (secret_env.as_str(), "T=ui-secret-9917")],
+    );
+    assert_eq!(plan.code, 0, "{plan:?}\n{text}");
+}

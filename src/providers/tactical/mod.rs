@@ -188,7 +188,7 @@ impl Provider for TacticalProvider {
     }
 
     /// One list request, then one detail request per declared script that exists (the list
-    /// has no `script_body`). Undeclared scripts (for `--prune`) are reported from the list.
+    /// has no `script_body`); with `scope.all` (`--prune`, export) one per userdefined script.
     async fn read(
         &self,
         _kind: &str,
@@ -205,7 +205,19 @@ impl Provider for TacticalProvider {
         for name in scope.names {
             let rows = by_name.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
             if let Some(l) = resolve_declared(name, rows)? {
-                wanted.push((name.clone(), l.id));
+                wanted.push((name.to_string(), l.id));
+            }
+        }
+        if scope.all {
+            // Undeclared userdefined scripts with a unique name, complete with their bodies
+            // (export writes them out, prune fingerprints them). A name shared by several
+            // cannot be addressed, so those are left alone (never pruned).
+            for (name, rows) in &by_name {
+                if let [l] = rows.as_slice() {
+                    if !l.builtin && !scope.names.iter().any(|n| n == name) {
+                        wanted.push((name.to_string(), l.id));
+                    }
+                }
             }
         }
         let details: Vec<(String, u64, Option<Value>)> = stream::iter(wanted)
@@ -225,26 +237,6 @@ impl Provider for TacticalProvider {
                 spec,
                 managed,
             });
-        }
-        if scope.all {
-            // Undeclared userdefined scripts with a unique name; a name shared by several
-            // cannot be addressed, so those are left alone (never pruned).
-            for (name, rows) in &by_name {
-                if scope.names.iter().any(|n| n == name) {
-                    continue;
-                }
-                if let [l] = rows.as_slice() {
-                    if !l.builtin {
-                        let (spec, managed) = normalize_live(&l.row);
-                        known.insert(name.to_string(), Known { id: l.id, managed });
-                        observed.push(Observed {
-                            name: name.to_string(),
-                            spec,
-                            managed,
-                        });
-                    }
-                }
-            }
         }
         *self.known.lock().unwrap_or_else(|e| e.into_inner()) = known;
         Ok(observed)
