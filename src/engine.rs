@@ -21,11 +21,13 @@ use crate::resource::{Address, Observed, Span};
 pub enum EngineError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot read {kind} from {system}: {source}")]
+    // Not named `source`: thiserror would make it the error's cause as well, and the CLI's
+    // `{:#}` would then print the provider's message twice.
+    #[error("cannot read {kind} from {system}: {error}")]
     Read {
         kind: String,
         system: System,
-        source: ProviderError,
+        error: ProviderError,
     },
     #[error("{span}: {address}: {message}")]
     Desired {
@@ -141,10 +143,10 @@ impl Engine {
                     )
                     .when(|e: &ProviderError| e.transient)
                     .await
-                    .map_err(|source| EngineError::Read {
+                    .map_err(|error| EngineError::Read {
                         kind: kind.to_string(),
                         system: info.system,
-                        source,
+                        error,
                     })?;
                 Ok::<_, EngineError>((kind, provider, observed))
             });
@@ -294,10 +296,10 @@ impl Engine {
                     },
                 )
                 .await
-                .map_err(|source| EngineError::Read {
+                .map_err(|error| EngineError::Read {
                     kind: info.kind.to_string(),
                     system: info.system,
-                    source,
+                    error,
                 })?;
             out.extend(
                 observed

@@ -39,8 +39,10 @@ fn mask(
     address: &Address,
     env: &mut Vec<String>,
 ) {
-    if !pointer.is_empty() && info.is_sensitive(&pointer) && !value.is_object() && !value.is_null()
-    {
+    // Containers are walked so that each secret leaf gets its own placeholder and the shape
+    // (e.g. a list of `KEY=VALUE` env vars) stays valid for the schema.
+    let leaf = !value.is_object() && !value.is_array() && !value.is_null();
+    if !pointer.is_empty() && info.is_sensitive(&pointer) && leaf {
         let name = env_name(address, &pointer);
         *value = Value::String(format!("${{env:{name}}}"));
         env.push(name);
@@ -144,5 +146,24 @@ mod tests {
         assert_eq!(back["metadata"]["name"], "pg-cdc");
         assert_eq!(back["spec"]["config"]["n"], 3);
         assert_eq!(back["spec"]["config"]["x"], "a $${b}");
+    }
+
+    #[test]
+    fn a_secret_list_keeps_its_shape() {
+        let info = KindInfo {
+            sensitive: &["/env_vars"],
+            sensitive_keys: &[],
+            ..INFO
+        };
+        let address = Address::new("TacticalScript", "s");
+        let e = document(
+            &address,
+            &info,
+            &json!({"env_vars": ["T=x1y2z3"], "args": []}),
+        );
+        assert!(!e.yaml.contains("x1y2z3"), "{}", e.yaml);
+        assert_eq!(e.env, vec!["OFCTL_SECRET_TACTICALSCRIPT_S__ENV_VARS_0"]);
+        let empty = document(&address, &info, &json!({"env_vars": []}));
+        assert!(empty.env.is_empty(), "{}", empty.yaml);
     }
 }

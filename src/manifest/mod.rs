@@ -246,10 +246,13 @@ fn load_document(
             .map(|(ptr, msg)| at(&ptr, msg).remove(0))
             .collect());
     }
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    // Names may be placeholders too: the platform made some object names configurable
+    // (Kafka topics that Pinot tables read), and a dependency must name the resolved object.
+    let name = match variables.resolve_str(obj["metadata"]["name"].as_str().unwrap_or_default()) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(e) => return Err(at("/metadata/name", e.to_string())),
+    };
     let metadata = &obj["metadata"];
     let string_map = |key: &str| -> BTreeMap<String, String> {
         metadata

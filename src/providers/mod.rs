@@ -4,8 +4,10 @@
 //! retries, redaction and rendering belong to the engine.
 
 pub mod http;
+pub mod kafka;
 pub mod nats;
 pub mod pinot;
+pub mod tactical;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,13 +35,41 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
                 })?;
             Ok(Arc::new(provider))
         }
+        System::Kafka => kafka::KafkaProvider::new(&endpoint)
+            .map(|p| Arc::new(p) as Arc<dyn Provider>)
+            .map_err(|e| ConfigError::Value {
+                path: config.path.clone().unwrap_or_default(),
+                key: "kafka.brokers".into(),
+                message: e.message,
+            }),
+        System::Tactical => {
+            let key_error = |message: String| ConfigError::Value {
+                path: config.path.clone().unwrap_or_default(),
+                key: "tactical.api_key".into(),
+                message,
+            };
+            let api_key = config.tactical_api_key().ok_or_else(|| {
+                key_error(
+                    "is required for Tactical RMM (sent as X-API-KEY); set `api_key = \"${env:OFCTL_TACTICAL_API_KEY}\"`"
+                        .into(),
+                )
+            })??;
+            let provider = tactical::TacticalProvider::new(&endpoint, &api_key)
+                .map_err(|e| key_error(e.message))?;
+            Ok(Arc::new(provider))
+        }
         other => Err(ConfigError::Unsupported(other)),
     }
 }
 
 /// Every kind ofctl knows, across providers.
 pub fn all_kinds() -> Vec<&'static KindInfo> {
-    nats::KINDS.iter().chain(pinot::KINDS.iter()).collect()
+    nats::KINDS
+        .iter()
+        .chain(&pinot::KINDS)
+        .chain(&tactical::KINDS)
+        .chain(&kafka::KINDS)
+        .collect()
 }
 
 pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {

@@ -135,6 +135,22 @@ pub fn nats() -> (Server, String) {
     (server, format!("nats://127.0.0.1:{port}"))
 }
 
+/// noida-db speaking the Kafka protocol, storing in a temporary folder. The native binary is
+/// started directly (scripts/dev-stack.sh links it): the pip wrapper would leave the broker
+/// running when killed. Returns the bootstrap address.
+pub fn kafka() -> (Server, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut cmd = Command::new(tool("noida-db"));
+    cmd.arg("start")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--host", "127.0.0.1", "--only", "kafka", "--kafka-port"])
+        .arg(port.to_string());
+    let server = Server::start("noida-db (kafka)", cmd, port, dir);
+    (server, format!("127.0.0.1:{port}"))
+}
+
 /// Result of one `ofctl` invocation.
 pub struct Run {
     pub code: i32,
@@ -143,6 +159,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// Requests per system for reading live state, from the `read live state` log line
+    /// (run with `--log-level info`), e.g. `{"kafka": {"reads": 2, "writes": 0}}`.
+    pub fn read_requests(&self) -> serde_json::Value {
+        self.stderr
+            .lines()
+            .find_map(|l| l.split_once("read live state in ")?.1.split_once(": "))
+            .and_then(|(_, json)| serde_json::from_str(json).ok())
+            .unwrap_or_else(|| panic!("no request counts in stderr:\n{}", self.stderr))
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
