@@ -3,6 +3,7 @@
 //! A provider reads live objects, normalizes them, and applies one change. Diffing, ordering,
 //! retries, redaction and rendering belong to the engine.
 
+pub mod connect;
 pub mod http;
 pub mod nats;
 
@@ -23,17 +24,36 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
     let endpoint = config.endpoint(system)?;
     match system {
         System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint))),
+        System::Connect => {
+            let provider =
+                connect::ConnectProvider::new(&endpoint).map_err(|e| ConfigError::Value {
+                    path: config.path.clone().unwrap_or_default(),
+                    key: "connect.url".into(),
+                    message: e.message,
+                })?;
+            Ok(Arc::new(provider))
+        }
         other => Err(ConfigError::Unsupported(other)),
     }
 }
 
 /// Every kind ofctl knows, across providers.
 pub fn all_kinds() -> Vec<&'static KindInfo> {
-    nats::KINDS.iter().collect()
+    nats::KINDS.iter().chain(connect::KINDS.iter()).collect()
 }
 
 pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
     all_kinds().into_iter().find(|k| k.kind == kind)
+}
+
+/// Checks a loaded spec for what its JSON Schema cannot express (e.g. a name repeated inside
+/// a spec file must equal `metadata.name`), as (JSON pointer into the spec, message) pairs.
+/// Runs at load time, so `ofctl validate` reports these with the file and line.
+pub fn check_spec(kind: &str, name: &str, spec: &Value) -> Vec<(String, String)> {
+    match kind {
+        connect::KIND => connect::check_spec(name, spec),
+        _ => Vec::new(),
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
