@@ -62,7 +62,10 @@ pub fn router(state: PinotState) -> Router {
         // Jersey's own NotFound/NotAllowed exceptions also go through the mapper (§1.1).
         .fallback(|| async { error(StatusCode::NOT_FOUND, "HTTP 404 Not Found") })
         .method_not_allowed_fallback(|| async {
-            error(StatusCode::METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed")
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "HTTP 405 Method Not Allowed",
+            )
         })
         .with_state(state)
 }
@@ -137,6 +140,11 @@ fn payload(headers: &HeaderMap, body: &Bytes) -> Result<String, PinotError> {
         // Guess: upstream rejects other part counts with a 400; exact wording not in apis.md.
         _ => Err(bad("Exactly one file is expected in the multipart request")),
     }
+}
+
+/// `obj[key]` without the panic `Map`'s `Index` has for missing keys.
+fn field<'a>(obj: &'a Obj, key: &str) -> &'a Value {
+    obj.get(key).unwrap_or(&Value::Null)
 }
 
 /// Keys a config model knows; anything else is echoed back as `$.key` (apis.md §1.1).
@@ -225,7 +233,10 @@ fn parse_schema(text: &str) -> Result<ParsedSchema, PinotError> {
         )),
     })?;
     Ok(ParsedSchema {
-        name: schema["schemaName"].as_str().unwrap_or_default().to_owned(),
+        name: field(&schema, "schemaName")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         unrecognized: unrecognized(&raw, SCHEMA_KEYS),
         schema,
     })
@@ -285,7 +296,10 @@ fn normalize_schema(raw: &Obj) -> Result<Obj, SchemaError> {
     match raw.get("primaryKeyColumns") {
         None | Some(Value::Null) => {}
         Some(Value::Array(cols)) if cols.iter().all(Value::is_string) => {
-            if let Some(missing) = cols.iter().find(|c| !seen.contains(c.as_str().unwrap_or(""))) {
+            if let Some(missing) = cols
+                .iter()
+                .find(|c| !seen.contains(c.as_str().unwrap_or("")))
+            {
                 // Guess at the wording; apis.md only says invalid schemas get a 400.
                 return Err(SchemaError::Invalid(format!(
                     "Primary key column: {} is not present in the schema",
@@ -471,11 +485,7 @@ fn keep_legacy_boolean_columns(old: &Obj, new: &mut Obj) {
         .filter(|(_, t, _)| *t == "STRING")
         .map(|(n, _, _)| n.to_owned())
         .collect();
-    for spec in new
-        .values_mut()
-        .filter_map(Value::as_array_mut)
-        .flatten()
-    {
+    for spec in new.values_mut().filter_map(Value::as_array_mut).flatten() {
         let is_legacy = spec["dataType"] == "BOOLEAN"
             && spec["name"].as_str().is_some_and(|n| strings.contains(n));
         if let (true, Some(spec)) = (is_legacy, spec.as_object_mut()) {
@@ -500,9 +510,8 @@ fn schema_incompatibilities(old: &Obj, new: &Obj) -> Vec<String> {
         .iter()
         .filter_map(|(n, t, sv)| {
             let (_, t2, sv2) = new_cols.iter().find(|(m, _, _)| m == n)?;
-            (t != t2 || sv != sv2).then(|| {
-                format!("{n} (dataType: {t} -> {t2}, singleValueField: {sv} -> {sv2})")
-            })
+            (t != t2 || sv != sv2)
+                .then(|| format!("{n} (dataType: {t} -> {t2}, singleValueField: {sv} -> {sv2})"))
         })
         .collect();
     if !changed.is_empty() {
@@ -525,7 +534,10 @@ fn schema_incompatibilities(old: &Obj, new: &Obj) -> Vec<String> {
 
 /// Shared update path of `POST /schemas` (override) and `PUT /schemas/{name}`.
 fn update_schema_in(store: &mut Store, mut schema: Obj, force: bool) -> Result<(), PinotError> {
-    let name = schema["schemaName"].as_str().unwrap_or_default().to_owned();
+    let name = field(&schema, "schemaName")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let Some(old) = store.schemas.get(&name) else {
         return Err(fail(
             StatusCode::NOT_FOUND,
@@ -1051,7 +1063,7 @@ fn schema_columns(schema: &Obj) -> HashSet<String> {
 fn check_table(t: &ParsedTable, schema: &Obj) -> Result<(), String> {
     let cfg = &t.config;
     let cols = schema_columns(schema);
-    let time_column = cfg["segmentsConfig"]
+    let time_column = field(cfg, "segmentsConfig")
         .get("timeColumnName")
         .and_then(Value::as_str);
     match time_column {
@@ -1062,13 +1074,13 @@ fn check_table(t: &ParsedTable, schema: &Obj) -> Result<(), String> {
             return Err(format!(
                 "Cannot find valid fieldSpec for timeColumn: {tc} from the table config: {}, in the schema: {}",
                 t.name,
-                schema["schemaName"].as_str().unwrap_or_default()
+                field(schema, "schemaName").as_str().unwrap_or_default()
             ))
         }
         _ => {}
     }
     if t.kind == REALTIME {
-        let in_index = cfg["tableIndexConfig"]
+        let in_index = field(cfg, "tableIndexConfig")
             .get("streamConfigs")
             .and_then(Value::as_object)
             .is_some_and(|m| !m.is_empty());
@@ -1079,10 +1091,13 @@ fn check_table(t: &ParsedTable, schema: &Obj) -> Result<(), String> {
             .and_then(Value::as_array)
             .is_some_and(|l| !l.is_empty());
         if !in_index && !in_ingestion {
-            return Err(format!("Could not find streamConfigs for REALTIME table: {}", t.name));
+            return Err(format!(
+                "Could not find streamConfigs for REALTIME table: {}",
+                t.name
+            ));
         }
     }
-    let index = &cfg["tableIndexConfig"];
+    let index = field(cfg, "tableIndexConfig");
     for list in [
         "invertedIndexColumns",
         "noDictionaryColumns",
@@ -1092,16 +1107,18 @@ fn check_table(t: &ParsedTable, schema: &Obj) -> Result<(), String> {
         "textIndexColumns",
         "jsonIndexColumns",
     ] {
-        let names = index.get(list).and_then(Value::as_array).into_iter().flatten();
+        let names = index
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
         if let Some(c) = names.filter_map(Value::as_str).find(|c| !cols.contains(*c)) {
             return Err(format!(
                 "Column Name {c} defined in {list} must be a valid column defined in the schema"
             ));
         }
     }
-    let upsert = cfg
-        .get("upsertConfig")
-        .is_some_and(|u| u["mode"] != "NONE");
+    let upsert = cfg.get("upsertConfig").is_some_and(|u| u["mode"] != "NONE");
     let dedup = cfg
         .get("dedupConfig")
         .is_some_and(|d| d["dedupEnabled"] == true);
@@ -1128,7 +1145,7 @@ fn check_table(t: &ParsedTable, schema: &Obj) -> Result<(), String> {
 
 /// `TableConfigUtils.validateBackwardCompatibility` as of 1.5.1 (§1.3).
 fn table_incompatibilities(old: &Obj, new: &Obj) -> Vec<String> {
-    let time = |c: &Obj| c["segmentsConfig"].get("timeColumnName").cloned();
+    let time = |c: &Obj| field(c, "segmentsConfig").get("timeColumnName").cloned();
     let mut out = Vec::new();
     let enabled = |c: &Obj| {
         c.get("upsertConfig")
@@ -1177,7 +1194,11 @@ async fn list_tables(State(s): State<PinotState>, RawQuery(query): RawQuery) -> 
     let pairs = query_pairs(query.as_deref());
     let store = s.lock();
     let mut names: Vec<String> = match query_get(&pairs, "type").map(str::to_ascii_lowercase) {
-        None => store.tables.keys().map(|n| raw_name(n).to_owned()).collect(),
+        None => store
+            .tables
+            .keys()
+            .map(|n| raw_name(n).to_owned())
+            .collect(),
         Some(t) if t == "offline" || t == "realtime" => store
             .tables
             .keys()
@@ -1187,7 +1208,7 @@ async fn list_tables(State(s): State<PinotState>, RawQuery(query): RawQuery) -> 
         Some(t) if t == "dimension" => store
             .tables
             .iter()
-            .filter(|(_, c)| c["isDimTable"] == true)
+            .filter(|(_, c)| field(c, "isDimTable") == true)
             .map(|(n, _)| n.clone())
             .collect(),
         Some(t) => return Err(bad(format!("Illegal table type '{t}'"))),
@@ -1278,11 +1299,7 @@ async fn update_table(
     }
     let mut store = s.lock();
     // Validation (schema included) runs before the existence check, apis.md §1.3.
-    let invalid = |e: String| {
-        bad(format!(
-            "Invalid table config: {name} with error: {e}"
-        ))
-    };
+    let invalid = |e: String| bad(format!("Invalid table config: {name} with error: {e}"));
     let schema = store
         .schemas
         .get(&parsed.raw_name)
@@ -1362,8 +1379,11 @@ async fn validate_table(State(s): State<PinotState>, body: Bytes) -> Res {
 
 async fn list_table_configs(State(s): State<PinotState>) -> Json<Vec<String>> {
     let store = s.lock();
-    let names: std::collections::BTreeSet<String> =
-        store.tables.keys().map(|n| raw_name(n).to_owned()).collect();
+    let names: std::collections::BTreeSet<String> = store
+        .tables
+        .keys()
+        .map(|n| raw_name(n).to_owned())
+        .collect();
     Json(names.into_iter().collect())
 }
 
