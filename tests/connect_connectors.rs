@@ -7,7 +7,8 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use ofctl::sandbox::{Sandbox, SandboxOptions};
+use serde_json::{json, Value};
 use support::{ofctl, tools_dir, DevStack, ManifestDir, Run};
 
 const NAME: &str = "e2e-pg";
@@ -182,7 +183,7 @@ async fn scenario(t: &Target) {
     assert!(noop.stdout.contains("No changes"), "{noop:?}");
     assert_eq!(
         noop.logged_requests("read live state in")["connect"],
-        serde_json::json!({"reads": 1, "writes": 0}),
+        json!({"reads": 1, "writes": 0}),
         "{noop:?}"
     );
 
@@ -196,7 +197,7 @@ async fn scenario(t: &Target) {
     assert_eq!(update["risk"], "restarts", "{update:#}");
     assert_eq!(
         update["diff"],
-        serde_json::json!([{"pointer": "/config/poll.interval.ms", "path": "config[\"poll.interval.ms\"]",
+        json!([{"pointer": "/config/poll.interval.ms", "path": "config[\"poll.interval.ms\"]",
                             "op": "change", "before": "500", "after": "1000"}])
     );
     let before = server_writes();
@@ -251,7 +252,7 @@ async fn scenario(t: &Target) {
     assert_eq!(prune.code, 0, "{prune:?}");
     assert_eq!(writes(&prune), 1, "{prune:?}");
     let names = get(&format!("{url}/connectors")).await;
-    assert_eq!(names, serde_json::json!([]), "{prune:?}");
+    assert_eq!(names, json!([]), "{prune:?}");
 }
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -321,4 +322,309 @@ async fn real_kafka_connect_with_debezium_postgres() {
     assert_eq!(worker["version"], "3.9.0", "{worker}");
     scenario(&target).await;
     eprintln!("real connect: whole test {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The in-process emulator (ofctl::sandbox). The tests run on a multi-threaded runtime: the
+// emulator serves from one worker while the test blocks another waiting for `ofctl`.
+
+async fn sandbox() -> Sandbox {
+    ofctl::sandbox::start(SandboxOptions::default())
+        .await
+        .expect("start the sandbox emulators")
+}
+
+fn emulated(sb: &Sandbox, password: &str) -> Target {
+    let stats = sb.stats.clone();
+    Target {
+        what: "emulator",
+        connect_url: sb.connect_url.clone(),
+        pg: Pg {
+            host: "127.0.0.1".into(),
+            port: "5432".into(),
+            user: "ofctl_cdc".into(),
+            password: password.into(),
+            db: "postgres".into(),
+        },
+        server_writes: Some(Box::new(move || stats.snapshot().connect.writes)),
+    }
+}
+
+async fn post(url: &str) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    assert!(
+        response.status().is_success(),
+        "POST {url}: {}",
+        response.status()
+    );
+}
+
+/// Creates the scenario's connector in `state` through ofctl.
+fn create(t: &Target, m: &ManifestDir, state: &str) -> Run {
+    m.write("ofctl.toml", &t.config())
+        .write("connector.yaml", &connector(state, 500));
+    let apply = t.ofctl(&["apply", "-f", m.arg(), "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    apply
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulated_kafka_connect() {
+    let sb = sandbox().await;
+    scenario(&emulated(&sb, "emulator-secret-pw-1")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_conflicts_are_retried_until_the_write_lands() {
+    let sb = sandbox().await;
+    let t = emulated(&sb, "emulator-secret-pw-2");
+    let url = t.connect_url.as_str();
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", &t.config())
+        .write("connector.yaml", &connector("running", 500));
+
+    // apis.md §2.5: the next forwarded writes answer 409 "stale configuration".
+    post(&format!("{url}/__sandbox/rebalance?count=2")).await;
+    let apply = t.ofctl(&["apply", "-f", m.arg(), "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert_eq!(apply.stderr.matches("retrying in").count(), 2, "{apply:?}");
+    assert!(
+        apply
+            .stderr
+            .contains("returned 409: Cannot complete request momentarily"),
+        "{apply:?}"
+    );
+    assert_eq!(
+        writes(&apply),
+        3,
+        "two refused POSTs and the one that landed: {apply:?}"
+    );
+    wait_for(url, "RUNNING").await;
+
+    post(&format!("{url}/__sandbox/rebalance?count=1")).await;
+    m.write("connector.yaml", &connector("running", 1000));
+    let before = sb.stats.snapshot().connect.writes;
+    let apply = t.ofctl(&["apply", "-f", m.arg(), "--auto-approve"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert_eq!(apply.stderr.matches("retrying in").count(), 1, "{apply:?}");
+    assert_eq!(sb.stats.snapshot().connect.writes - before, 2, "{apply:?}");
+    let live = get(&format!("{url}/connectors/{NAME}/config")).await;
+    assert_eq!(live["poll.interval.ms"], "1000");
+    assert_eq!(t.ofctl(&["plan", "-f", m.arg()]).code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_are_compared_but_never_printed() {
+    let sb = sandbox().await;
+    let (old, new) = ("emulator-old-secret-pw", "emulator-new-secret-pw");
+    let mut t = emulated(&sb, old);
+    let url = t.connect_url.clone();
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", &t.config())
+        .write("connector.yaml", &connector("running", 500));
+    let clean = |what: &str, text: &str| {
+        for secret in [old, new] {
+            assert!(
+                !text.contains(secret),
+                "{what} contains a password:\n{text}"
+            );
+        }
+    };
+    let saved = m.path().join("create.plan.json");
+    let saved_arg = saved.to_str().unwrap();
+    for format in ["text", "json", "markdown"] {
+        let plan = t.ofctl(&["plan", "-f", m.arg(), "--format", format, "-o", saved_arg]);
+        assert_eq!(plan.code, 2, "{plan:?}");
+        assert!(plan.stdout.contains("(sensitive)"), "{format}: {plan:?}");
+        clean(format, &plan.stdout);
+        clean("saved plan", &std::fs::read_to_string(&saved).unwrap());
+    }
+    let apply = t.ofctl(&["apply", saved_arg]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    // It was sent, of course: Connect stores it (and returns it in clear text, apis.md §2.7).
+    let live = get(&format!("{url}/connectors/{NAME}/config")).await;
+    assert_eq!(live["database.password"], old);
+
+    // A new password is an update of that one field, shown without either value.
+    t.pg.password = new.into();
+    let plan = t.ofctl(&["plan", "-f", m.arg(), "--format", "json"]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    clean("json", &plan.stdout);
+    let p = plan.json();
+    let change = single_change(&p);
+    assert_eq!(change["action"], "update");
+    assert_eq!(change["risk"], "restarts");
+    assert_eq!(
+        change["diff"],
+        json!([{"pointer": "/config/database.password", "path": "config[\"database.password\"]",
+                "op": "change", "sensitive": true}])
+    );
+    let text = t.ofctl(&["plan", "-f", m.arg()]);
+    clean("text", &text.stdout);
+    assert!(
+        text.stdout
+            .contains("~ config[\"database.password\"] = (sensitive) (value changed)"),
+        "{text:?}"
+    );
+    let md = t.ofctl(&["plan", "-f", m.arg(), "--format", "markdown"]);
+    clean("markdown", &md.stdout);
+    assert!(md.stdout.contains("🟠 restarts"), "{md:?}");
+    let saved = m.path().join("update.plan.json");
+    let saved_arg = saved.to_str().unwrap();
+    let plan = t.ofctl(&["plan", "-f", m.arg(), "-o", saved_arg]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    clean("saved plan", &std::fs::read_to_string(&saved).unwrap());
+
+    let apply = t.ofctl(&["apply", saved_arg]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    clean("apply", &(apply.stdout.clone() + &apply.stderr));
+    let live = get(&format!("{url}/connectors/{NAME}/config")).await;
+    assert_eq!(live["database.password"], new);
+    assert_eq!(t.ofctl(&["plan", "-f", m.arg()]).code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_instances_are_noted_without_planning_a_change() {
+    let sb = sandbox().await;
+    let t = emulated(&sb, "emulator-secret-pw-3");
+    let url = t.connect_url.as_str();
+    let m = ManifestDir::new();
+    create(&t, &m, "running");
+    post(&format!("{url}/__sandbox/connectors/{NAME}/tasks/0/fail")).await;
+
+    let plan = t.ofctl(&["plan", "-f", m.arg()]);
+    assert_eq!(plan.code, 0, "a failure is not a change: {plan:?}");
+    assert!(
+        plan.stdout.contains("Notes on unchanged resources:"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout.contains(&format!(
+            "# KafkaConnector/{NAME}: task 0 is FAILED: org.apache.kafka.connect.errors.ConnectException: An exception occurred in the change event producer."
+        )),
+        "{plan:?}"
+    );
+    assert!(
+        !plan.stdout.contains("\tat io.debezium"),
+        "only the first trace line: {plan:?}"
+    );
+
+    post(&format!("{url}/__sandbox/connectors/{NAME}/fail")).await;
+    let p = t.ofctl(&["plan", "-f", m.arg(), "--format", "json"]).json();
+    let notes = p["changes"][0]["notes"].as_array().expect("notes");
+    assert_eq!(p["changes"][0]["action"], "noop", "{p:#}");
+    assert!(notes[0].as_str().unwrap().starts_with("the connector is FAILED: org.apache.kafka.connect.errors.ConnectException: sandbox: injected connector failure"), "{p:#}");
+    assert!(
+        notes[1].as_str().unwrap().starts_with("task 0 is FAILED"),
+        "{p:#}"
+    );
+    assert!(
+        notes[2]
+            .as_str()
+            .unwrap()
+            .contains("restart?includeTasks=true&onlyFailed=true"),
+        "{p:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_prefix_change_is_a_replace_refused_unless_allowed() {
+    let sb = sandbox().await;
+    let t = emulated(&sb, "emulator-secret-pw-4");
+    let url = t.connect_url.as_str();
+    let m = ManifestDir::new();
+    create(&t, &m, "running");
+    m.write(
+        "connector.yaml",
+        &connector("running", 500).replace("topic.prefix: e2e", "topic.prefix: e2e2"),
+    );
+
+    let p = t.ofctl(&["plan", "-f", m.arg(), "--format", "json"]).json();
+    let change = single_change(&p);
+    assert_eq!(change["action"], "replace", "{change:#}");
+    assert_eq!(change["risk"], "destructive");
+    let reason = change["reasons"][0].as_str().unwrap();
+    assert!(
+        reason.contains("config[\"topic.prefix\"] \"e2e\" -> \"e2e2\""),
+        "{reason}"
+    );
+    assert!(reason.contains("offsets"), "{reason}");
+    assert!(change["blocked"].is_string(), "{change:#}");
+
+    let refused = t.ofctl(&["apply", "-f", m.arg(), "--auto-approve"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("nothing was applied"),
+        "{refused:?}"
+    );
+    let apply = t.ofctl(&["apply", "-f", m.arg(), "--auto-approve", "--allow-replace"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert_eq!(writes(&apply), 2, "DELETE then POST: {apply:?}");
+    let live = get(&format!("{url}/connectors/{NAME}/config")).await;
+    assert_eq!(live["topic.prefix"], "e2e2");
+    assert_eq!(t.ofctl(&["plan", "-f", m.arg()]).code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_in_its_target_state() {
+    let sb = sandbox().await;
+    let t = emulated(&sb, "emulator-secret-pw-5");
+    for (state, live) in [("paused", "PAUSED"), ("stopped", "STOPPED")] {
+        let m = ManifestDir::new();
+        // One POST with KIP-980 `initial_state`: it never runs in between.
+        assert_eq!(writes(&create(&t, &m, state)), 1);
+        wait_for(&t.connect_url, live).await;
+        assert_eq!(t.ofctl(&["plan", "-f", m.arg()]).code, 0);
+        let deleted = reqwest::Client::new()
+            .delete(format!("{}/connectors/{NAME}", t.connect_url))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(deleted.status(), 204);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platforms_connectors_converge() {
+    let sb = sandbox().await;
+    let m = ManifestDir::new();
+    m.copy_from("desired-state/connect");
+    std::fs::copy(
+        support::repo_root().join("desired-state/ofctl.toml"),
+        m.path().join("ofctl.toml"),
+    )
+    .expect("copy ofctl.toml");
+    let env = [
+        ("OFCTL_CONNECT_URL", sb.connect_url.as_str()),
+        ("OFCTL_LOG", "info"),
+    ];
+
+    let plan = ofctl(&["plan", "-f", m.arg(), "--format", "json"], &env);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    assert_eq!(plan.json()["summary"]["create"], 4, "{plan:?}");
+    let apply = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &env);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert_eq!(writes(&apply), 4, "{apply:?}");
+    let again = ofctl(&["plan", "-f", m.arg()], &env);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(
+        again.logged_requests("read live state in")["connect"],
+        json!({"reads": 1, "writes": 0})
+    );
+    for run in [&plan, &apply, &again] {
+        assert!(!run.stdout.contains("dev-only-password"), "{run:?}");
+        assert!(!run.stderr.contains("dev-only-password"), "{run:?}");
+    }
+    // The numbers of the platform's files are stored as strings; a re-plan still matches.
+    let live = get(&format!(
+        "{}/connectors/fleet-mysql-connector/config",
+        sb.connect_url
+    ))
+    .await;
+    assert_eq!(live["topic.creation.default.partitions"], "1");
+    assert_eq!(live["database.include.list"], "fleet");
 }
