@@ -16,6 +16,7 @@ const NAME: &str = "e2e-pg";
 const PASSWORD_ENV: &str = "OFCTL_E2E_PG_PASSWORD";
 
 /// PostgreSQL as Debezium reaches it.
+#[derive(Clone)]
 struct Pg {
     host: String,
     port: String,
@@ -320,6 +321,41 @@ async fn real_kafka_connect_with_debezium_postgres() {
     };
     let worker = get(&target.connect_url).await;
     assert_eq!(worker["version"], "3.9.0", "{worker}");
+    let plugins = get(&format!("{}/connector-plugins", target.connect_url)).await;
+    assert!(
+        plugins.as_array().unwrap().iter().any(|p| p["class"]
+            == "io.debezium.connector.postgresql.PostgresConnector"
+            && p["version"] == "3.0.7.Final"),
+        "{plugins}"
+    );
+
+    // Debezium checks the database login when Connect validates a create: a wrong password is
+    // refused up front (what desired-state/ofctl.toml relies on), and not printed either.
+    let wrong = Target {
+        what: "real connect, wrong password",
+        connect_url: target.connect_url.clone(),
+        pg: Pg {
+            password: format!("{}-wrong", target.pg.password),
+            ..target.pg.clone()
+        },
+        server_writes: None,
+    };
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", &wrong.config())
+        .write("connector.yaml", &connector("running", 500));
+    let refused = wrong.ofctl(&["apply", "-f", m.arg(), "--auto-approve"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stdout
+            .contains("returned 400: Connector configuration is invalid")
+            && refused
+                .stdout
+                .contains("password authentication failed for user \"ofctl_cdc\""),
+        "{refused:?}"
+    );
+    assert_eq!(writes(&refused), 1, "a 400 is not retried: {refused:?}");
+
     scenario(&target).await;
     eprintln!("real connect: whole test {:?}", started.elapsed());
 }
