@@ -31,7 +31,7 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
         path: "/config",
         trigger: Trigger::AnyChange,
         effect: Effect::Restarts,
-        reason: "Kafka Connect restarts the connector and its tasks on every config write (apis.md §2.7)",
+        reason: "every config write restarts the connector and its tasks",
     }],
     sensitive: &[],
     // apis.md §2.8: Debezium's PASSWORD-typed keys (`database.password`, `mongodb.password`,
