@@ -272,6 +272,48 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Every live object of `kinds` (all kinds with an endpoint configured when empty),
+    /// normalized, for `ofctl export`.
+    pub async fn read_all(
+        &mut self,
+        kinds: &[String],
+    ) -> Result<Vec<(Address, Value)>, EngineError> {
+        let mut out = Vec::new();
+        for info in providers::all_kinds() {
+            let wanted = if kinds.is_empty() {
+                self.config.endpoint(info.system).is_ok()
+            } else {
+                kinds.iter().any(|k| k == info.kind)
+            };
+            if !wanted {
+                continue;
+            }
+            let provider = self.provider(info.system)?;
+            let observed = provider
+                .read(
+                    info.kind,
+                    ReadScope {
+                        names: &[],
+                        all: true,
+                    },
+                )
+                .await
+                .map_err(|source| EngineError::Read {
+                    kind: info.kind.to_string(),
+                    system: info.system,
+                    source,
+                })?;
+            out.extend(
+                observed
+                    .into_iter()
+                    .map(|o| (Address::new(info.kind, o.name), o.spec)),
+            );
+        }
+        Ok(out)
+    }
+}
+
 /// Compares a saved plan with a fresh one computed from the same manifest and current live
 /// state. Any difference means the saved plan no longer describes what apply would do.
 pub fn stale_reasons(saved: &Plan, fresh: &Plan) -> Vec<String> {

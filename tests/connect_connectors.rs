@@ -664,3 +664,74 @@ async fn the_platforms_connectors_converge() {
     assert_eq!(live["topic.creation.default.partitions"], "1");
     assert_eq!(live["database.include.list"], "fleet");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_of_live_connectors_plans_as_a_noop() {
+    let sb = sandbox().await;
+    let m = ManifestDir::new();
+    m.copy_from("desired-state/connect");
+    std::fs::copy(
+        support::repo_root().join("desired-state/ofctl.toml"),
+        m.path().join("ofctl.toml"),
+    )
+    .expect("copy ofctl.toml");
+    let url = [("OFCTL_CONNECT_URL", sb.connect_url.as_str())];
+    assert_eq!(
+        ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &url).code,
+        0
+    );
+
+    let out = ManifestDir::new();
+    let config = m.path().join("ofctl.toml");
+    let export = ofctl(
+        &[
+            "export",
+            "-c",
+            config.to_str().unwrap(),
+            "--kind",
+            "KafkaConnector",
+            "-o",
+            out.arg(),
+        ],
+        &url,
+    );
+    assert_eq!(export.code, 0, "{export:?}");
+    let yaml = std::fs::read_to_string(out.path().join("kafkaconnector.yaml")).expect("export");
+    assert!(!yaml.contains("dev-only-password"), "{yaml}");
+
+    // Secrets come back as `${env:...}`: give each the live value, as an operator would.
+    let mut env: Vec<(String, String)> = Vec::new();
+    for doc in yaml_rust2::YamlLoader::load_from_str(&yaml).expect("exported YAML") {
+        // The file opens with a comment and `---`: an empty first document.
+        let Some(name) = doc["metadata"]["name"].as_str() else {
+            continue;
+        };
+        let live = get(&format!("{}/connectors/{name}/config", sb.connect_url)).await;
+        for (key, value) in doc["spec"]["config"].as_hash().expect("config") {
+            let value = value.as_str().unwrap_or_default();
+            if let Some(var) = value
+                .strip_prefix("${env:")
+                .and_then(|v| v.strip_suffix('}'))
+            {
+                let key = key.as_str().expect("key");
+                env.push((
+                    var.to_string(),
+                    live[key].as_str().expect("live").to_string(),
+                ));
+            }
+        }
+    }
+    assert_eq!(
+        env.len(),
+        4,
+        "three passwords and a connection string: {env:?}"
+    );
+    out.write(
+        "ofctl.toml",
+        &format!("[connect]\nurl = \"{}\"\n", sb.connect_url),
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let plan = ofctl(&["plan", "-f", out.arg(), "--format", "json"], &env);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert_eq!(plan.json()["summary"]["noop"], 4, "{plan:?}");
+}

@@ -6,6 +6,7 @@
 pub mod connect;
 pub mod http;
 pub mod nats;
+pub mod pinot;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,13 +34,26 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
                 })?;
             Ok(Arc::new(provider))
         }
+        System::Pinot => {
+            let provider =
+                pinot::PinotProvider::new(&endpoint).map_err(|e| ConfigError::Value {
+                    path: config.path.clone().unwrap_or_default(),
+                    key: "pinot.url".into(),
+                    message: e.message,
+                })?;
+            Ok(Arc::new(provider))
+        }
         other => Err(ConfigError::Unsupported(other)),
     }
 }
 
 /// Every kind ofctl knows, across providers.
 pub fn all_kinds() -> Vec<&'static KindInfo> {
-    nats::KINDS.iter().chain(connect::KINDS.iter()).collect()
+    nats::KINDS
+        .iter()
+        .chain(pinot::KINDS.iter())
+        .chain(connect::KINDS.iter())
+        .collect()
 }
 
 pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
