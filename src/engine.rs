@@ -48,7 +48,7 @@ pub struct Observation {
     pub live: BTreeMap<Address, Observed>,
     /// Edges from explicit `dependsOn` and from provider rules, restricted to known objects.
     pub depends_on: BTreeMap<Address, Vec<Address>>,
-    /// Notes from [`Provider::merge_live`], shown with each change.
+    /// Notes from [`Provider::merge_live`] and [`Observed::notes`], shown with each change.
     pub notes: BTreeMap<Address, Vec<String>>,
 }
 
@@ -155,12 +155,17 @@ impl Engine {
         let mut depends_on: BTreeMap<Address, Vec<Address>> = BTreeMap::new();
         let mut notes = BTreeMap::new();
         for (kind, provider, observed) in try_join_all(reads).await? {
+            let info = providers::kind_info(kind).expect("kind comes from the registry");
             for o in observed {
                 let address = Address::new(kind, o.name.clone());
+                // Live secrets (Connect returns passwords in clear text, apis.md §2.7) must be
+                // masked wherever an error message or log line might echo them.
+                crate::redact::register_sensitive(&o.spec, &|ptr| info.is_sensitive(ptr));
                 match desired.get_mut(&address) {
                     Some(spec) => {
-                        let (merged, n) = provider.merge_live(kind, spec, &o.spec);
+                        let (merged, mut n) = provider.merge_live(kind, spec, &o.spec);
                         *spec = merged;
+                        n.extend(o.notes.iter().cloned());
                         if !n.is_empty() {
                             notes.insert(address.clone(), n);
                         }

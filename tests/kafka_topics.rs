@@ -115,7 +115,7 @@ async fn desired_state_creates_then_converges_with_two_reads() {
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stdout.contains("No changes"), "{again:?}");
     assert_eq!(
-        again.read_requests()["kafka"],
+        again.logged_requests("read live state in")["kafka"],
         json!({"reads": 2, "writes": 0}),
         "{again:?}"
     );

@@ -168,7 +168,7 @@ async fn desired_state_creates_once_then_a_noop_plan_reads_twice_and_writes_noth
     let stats = sandbox.stats.snapshot().tactical;
     assert_eq!((stats.reads, stats.writes), (2, 0), "{stats:?}");
     assert_eq!(
-        again.read_requests()["tactical"],
+        again.logged_requests("read live state in")["tactical"],
         json!({"reads": 2, "writes": 0})
     );
 

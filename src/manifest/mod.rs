@@ -314,7 +314,12 @@ fn load_document(
     } else {
         raw_spec
     };
-    let spec_errors = schema::validate_spec(info.kind, &spec);
+    // Secrets resolved from `${env:...}` are registered before anything can print them.
+    crate::redact::register_sensitive(&spec, &|ptr| info.is_sensitive(ptr));
+    let mut spec_errors = schema::validate_spec(info.kind, &spec);
+    if spec_errors.is_empty() {
+        spec_errors = providers::check_spec(info.kind, &name, &spec);
+    }
     if !spec_errors.is_empty() {
         return Err(spec_errors
             .into_iter()

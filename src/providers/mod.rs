@@ -3,6 +3,7 @@
 //! A provider reads live objects, normalizes them, and applies one change. Diffing, ordering,
 //! retries, redaction and rendering belong to the engine.
 
+pub mod connect;
 pub mod http;
 pub mod kafka;
 pub mod nats;
@@ -26,6 +27,15 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
     let endpoint = config.endpoint(system)?;
     match system {
         System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint))),
+        System::Connect => {
+            let provider =
+                connect::ConnectProvider::new(&endpoint).map_err(|e| ConfigError::Value {
+                    path: config.path.clone().unwrap_or_default(),
+                    key: "connect.url".into(),
+                    message: e.message,
+                })?;
+            Ok(Arc::new(provider))
+        }
         System::Pinot => {
             let provider =
                 pinot::PinotProvider::new(&endpoint).map_err(|e| ConfigError::Value {
@@ -67,6 +77,7 @@ pub fn all_kinds() -> Vec<&'static KindInfo> {
     nats::KINDS
         .iter()
         .chain(&pinot::KINDS)
+        .chain(&connect::KINDS)
         .chain(&tactical::KINDS)
         .chain(&kafka::KINDS)
         .collect()
@@ -74,6 +85,16 @@ pub fn all_kinds() -> Vec<&'static KindInfo> {
 
 pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
     all_kinds().into_iter().find(|k| k.kind == kind)
+}
+
+/// Checks a loaded spec for what its JSON Schema cannot express (e.g. a name repeated inside
+/// a spec file must equal `metadata.name`), as (JSON pointer into the spec, message) pairs.
+/// Runs at load time, so `ofctl validate` reports these with the file and line.
+pub fn check_spec(kind: &str, name: &str, spec: &Value) -> Vec<(String, String)> {
+    match kind {
+        connect::KIND => connect::check_spec(name, spec),
+        _ => Vec::new(),
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -14,12 +14,33 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `$OFCTL_TOOLS_DIR`, else `<repo>/.tools` (where `scripts/dev-stack.sh install` puts things).
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("OFCTL_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools"))
+}
+
+/// The shared fixtures folder (`$OFCTL_SHARED_DIR`, else `<repo>/../shared`), or `None` with a
+/// printed note: a user's clone has no shared folder, and tests that need it skip.
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("OFCTL_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "note: shared fixtures not found at {} (set OFCTL_SHARED_DIR); skipping",
+            dir.display()
+        );
+        None
+    }
+}
+
 /// Path of a server binary: `$OFCTL_TOOLS_DIR/bin`, `.tools/bin`, then PATH.
 pub fn tool(name: &str) -> PathBuf {
-    let tools = std::env::var_os("OFCTL_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".tools"));
-    let local = tools.join("bin").join(name);
+    let local = tools_dir().join("bin").join(name);
     if local.exists() {
         return local;
     }
@@ -159,14 +180,20 @@ pub struct Run {
 }
 
 impl Run {
-    /// Requests per system for reading live state, from the `read live state` log line
-    /// (run with `--log-level info`), e.g. `{"kafka": {"reads": 2, "writes": 0}}`.
-    pub fn read_requests(&self) -> serde_json::Value {
-        self.stderr
+    /// The request counts ofctl logs at `OFCTL_LOG=info` after `marker` ("read live state in"
+    /// or "applied in"), e.g. `{"connect": {"reads": 1, "writes": 0}}`.
+    pub fn logged_requests(&self, marker: &str) -> serde_json::Value {
+        let line = self
+            .stderr
             .lines()
-            .find_map(|l| l.split_once("read live state in ")?.1.split_once(": "))
-            .and_then(|(_, json)| serde_json::from_str(json).ok())
-            .unwrap_or_else(|| panic!("no request counts in stderr:\n{}", self.stderr))
+            .find(|l| l.contains(marker))
+            .unwrap_or_else(|| {
+                panic!("no `{marker}` log line (run with OFCTL_LOG=info): {self:?}")
+            });
+        let json = &line[line
+            .find('{')
+            .unwrap_or_else(|| panic!("no counts in `{line}`"))..];
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("bad counts in `{line}`: {e}"))
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -262,6 +289,75 @@ fn copy_tree(from: &Path, to: &Path) {
 /// A NATS stream document.
 pub fn stream(name: &str, spec: &str) -> String {
     format!("apiVersion: ofctl.openframe.io/v1\nkind: NatsStream\nmetadata:\n  name: {name}\nspec:\n{spec}\n---\n")
+}
+
+/// The local stack started by `scripts/dev-stack.sh up` in a private stack folder, stopped
+/// (and its data removed) when dropped.
+pub struct DevStack {
+    dir: tempfile::TempDir,
+    /// The variables of the stack's env file (`OFCTL_CONNECT_URL`, `OFCTL_POSTGRES_PORT`, ...).
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl DevStack {
+    /// Runs `dev-stack.sh up ARGS`; the error carries the script's output.
+    pub fn up(args: &[&str]) -> Result<DevStack, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let out = Command::new(repo_root().join("scripts/dev-stack.sh"))
+            .arg("up")
+            .args(args)
+            .env("OFCTL_STACK_DIR", dir.path())
+            .env("OFCTL_TOOLS_DIR", tools_dir())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run dev-stack.sh: {e}"))?;
+        // From here on, dropping the value runs `down`, also on the error paths below.
+        let mut stack = DevStack {
+            dir,
+            env: Default::default(),
+        };
+        if !out.status.success() {
+            return Err(format!(
+                "dev-stack.sh up {} failed ({}):\n{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let env_file = stack.dir.path().join("env");
+        let text = std::fs::read_to_string(&env_file)
+            .map_err(|e| format!("{}: {e}", env_file.display()))?;
+        // Lines are `export NAME='value'`.
+        for line in text.lines() {
+            if let Some((name, value)) =
+                line.strip_prefix("export ").and_then(|l| l.split_once('='))
+            {
+                stack
+                    .env
+                    .insert(name.to_string(), value.trim_matches('\'').to_string());
+            }
+        }
+        Ok(stack)
+    }
+
+    pub fn var(&self, name: &str) -> &str {
+        self.env
+            .get(name)
+            .unwrap_or_else(|| panic!("the dev stack's env file has no {name}: {:?}", self.env))
+    }
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/dev-stack.sh"))
+            .args(["down", "--purge"])
+            .env("OFCTL_STACK_DIR", self.dir.path())
+            .env("OFCTL_TOOLS_DIR", tools_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// redis-server without persistence.

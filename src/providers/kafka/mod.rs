@@ -296,6 +296,7 @@ impl Provider for KafkaProvider {
                     name: name.to_string(),
                     spec: live_spec(info.partitions, info.replication_factor, &config),
                     managed: false,
+                    notes: Vec::new(),
                 }
             })
             .collect())

@@ -150,6 +150,7 @@ impl PinotProvider {
                         spec: canonical_schema(&schema),
                         name,
                         managed,
+                        notes: Vec::new(),
                     }))
                 }
             })
@@ -180,6 +181,7 @@ impl PinotProvider {
                 name: format!("{raw}_{k}"),
                 managed: normalize::is_managed(&config),
                 spec: canonical_table(&config),
+                notes: Vec::new(),
             })
             .collect())
     }

@@ -236,6 +236,7 @@ impl Provider for TacticalProvider {
                 name,
                 spec,
                 managed,
+                notes: Vec::new(),
             });
         }
         *self.known.lock().unwrap_or_else(|e| e.into_inner()) = known;
