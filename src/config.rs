@@ -94,7 +94,7 @@ struct KafkaSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
-    /// Concurrent changes per live system.
+    /// Requests in flight per live system (reads and writes), and changes applied at once.
     pub concurrency: usize,
     /// Attempts per change for transient failures.
     pub max_attempts: usize,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use backon::{ExponentialBuilder, Retryable};
-use futures::future::try_join_all;
 use serde_json::Value;
+use tokio::task::JoinSet;
 
 use crate::apply::{self, ApplyOptions, ApplyReport, Outcome, Work};
 use crate::config::{ConfigError, TargetConfig};
@@ -102,9 +102,10 @@ impl Engine {
                 }
             }
         }
-        let mut desired = BTreeMap::new();
-        let mut reads = Vec::new();
-        for kind in kinds {
+        // Every read starts first, on its own task: the desired specs are normalized, and each
+        // kind's live objects processed, while the slower reads are still in flight.
+        let mut reads = JoinSet::new();
+        for &kind in &kinds {
             let info = providers::kind_info(kind).expect("kind comes from the registry");
             let provider = self.provider(info.system)?;
             let names: Vec<String> = manifest
@@ -113,17 +114,7 @@ impl Engine {
                 .filter(|r| r.address.kind == kind)
                 .map(|r| r.address.name.clone())
                 .collect();
-            for r in manifest.resources.iter().filter(|r| r.address.kind == kind) {
-                let spec = provider
-                    .normalize_desired(kind, &r.address.name, &r.spec)
-                    .map_err(|message| EngineError::Desired {
-                        address: r.address.clone(),
-                        span: r.source.clone(),
-                        message,
-                    })?;
-                desired.insert(r.address.clone(), spec);
-            }
-            reads.push(async move {
+            reads.spawn(async move {
                 let read = || async {
                     provider
                         .read(
@@ -151,10 +142,29 @@ impl Engine {
                 Ok::<_, EngineError>((kind, provider, observed))
             });
         }
+        let mut desired = BTreeMap::new();
+        for r in &manifest.resources {
+            let info = providers::kind_info(&r.address.kind).expect("validated kind");
+            let spec = self
+                .provider(info.system)?
+                .normalize_desired(info.kind, &r.address.name, &r.spec)
+                .map_err(|message| EngineError::Desired {
+                    address: r.address.clone(),
+                    span: r.source.clone(),
+                    message,
+                })?;
+            desired.insert(r.address.clone(), spec);
+        }
         let mut live = BTreeMap::new();
         let mut depends_on: BTreeMap<Address, Vec<Address>> = BTreeMap::new();
         let mut notes = BTreeMap::new();
-        for (kind, provider, observed) in try_join_all(reads).await? {
+        // In the order reads finish; an error ends the observation (dropping the set aborts the
+        // other reads).
+        while let Some(joined) = reads.join_next().await {
+            let (kind, provider, observed) = match joined {
+                Ok(result) => result?,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
             let info = providers::kind_info(kind).expect("kind comes from the registry");
             for o in observed {
                 let address = Address::new(kind, o.name.clone());

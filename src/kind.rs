@@ -92,23 +92,35 @@ pub struct KindInfo {
 
 impl KindInfo {
     /// True when the value at `pointer` (inside `spec`) is secret.
+    /// Allocation-free: redaction and diffing ask this for every node of every spec.
     pub fn is_sensitive(&self, pointer: &str) -> bool {
-        let segments: Vec<&str> = pointer.split('/').skip(1).collect();
-        if let Some(last) = segments.last() {
-            let key = last.replace("~1", "/").replace("~0", "~");
-            let lower = key.to_ascii_lowercase();
-            if self
-                .sensitive_keys
-                .iter()
-                .any(|k| lower == *k || lower.ends_with(&format!(".{k}")))
-            {
+        if let Some(i) = pointer.rfind('/') {
+            let raw = &pointer[i + 1..];
+            let key: std::borrow::Cow<'_, str> = if raw.contains('~') {
+                raw.replace("~1", "/").replace("~0", "~").into()
+            } else {
+                raw.into()
+            };
+            let key = key.as_bytes();
+            // `sensitive_keys` are lower case: the key itself, or its last dotted part.
+            let names_secret = |k: &&str| {
+                let k = k.as_bytes();
+                key.eq_ignore_ascii_case(k)
+                    || (key.len() > k.len()
+                        && key[key.len() - k.len() - 1] == b'.'
+                        && key[key.len() - k.len()..].eq_ignore_ascii_case(k))
+            };
+            if self.sensitive_keys.iter().any(names_secret) {
                 return true;
             }
         }
+        // A pattern matches the pointer's first segments (`*` matching any one).
         self.sensitive.iter().any(|pattern| {
-            let pat: Vec<&str> = pattern.split('/').skip(1).collect();
-            pat.len() <= segments.len()
-                && pat.iter().zip(&segments).all(|(p, s)| *p == "*" || p == s)
+            let mut segments = pointer.split('/').skip(1);
+            pattern
+                .split('/')
+                .skip(1)
+                .all(|p| segments.next().is_some_and(|s| p == "*" || p == s))
         })
     }
 }
@@ -135,5 +147,10 @@ mod tests {
         assert!(INFO.is_sensitive("/config/database.password"));
         assert!(!INFO.is_sensitive("/config/database.user"));
         assert!(!INFO.is_sensitive("/users/3/name"));
+        assert!(INFO.is_sensitive("/config/Database.PASSWORD"));
+        assert!(INFO.is_sensitive("/x~1y.password"));
+        assert!(!INFO.is_sensitive("/config/nopassword"));
+        assert!(!INFO.is_sensitive("/users"));
+        assert!(!INFO.is_sensitive(""));
     }
 }

@@ -111,8 +111,9 @@ impl ConnectorHealth {
         declared: Arc<RwLock<Vec<String>>>,
         reconcile_now: Arc<Notify>,
     ) -> Result<Self, JobError> {
-        let http =
-            HttpClient::new(System::Connect, connect_url, &[]).map_err(|e| JobError(e.message))?;
+        // The job sends its requests one after another.
+        let http = HttpClient::new(System::Connect, connect_url, &[], 1)
+            .map_err(|e| JobError(e.message))?;
         let store = match redis_url {
             Some(url) => {
                 let client = redis::Client::open(url).map_err(|e| JobError(e.to_string()))?;

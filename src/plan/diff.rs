@@ -49,7 +49,7 @@ pub fn values_equal(a: &Value, b: &Value) -> bool {
 /// reordered lists mislead more than they help.
 pub fn diff(desired: &Value, live: &Value, info: &KindInfo) -> Vec<FieldDiff> {
     let mut out = Vec::new();
-    walk(desired, live, String::new(), info, &mut out);
+    walk(desired, live, &mut String::new(), info, &mut out);
     out
 }
 
@@ -104,27 +104,55 @@ fn scrub(value: &Value, pointer: &str, info: &KindInfo) -> Value {
     }
 }
 
-fn walk(desired: &Value, live: &Value, ptr: String, info: &KindInfo, out: &mut Vec<FieldDiff>) {
+/// Appends one key to a JSON pointer.
+fn push_key(ptr: &mut String, key: &str) {
+    ptr.push('/');
+    if key.contains(['~', '/']) {
+        ptr.push_str(&crate::path::escape(key));
+    } else {
+        ptr.push_str(key);
+    }
+}
+
+/// `ptr` is one buffer for the whole walk (extended and cut back per key): a plan walks every
+/// field of every spec, and most of them are equal.
+fn walk(
+    desired: &Value,
+    live: &Value,
+    ptr: &mut String,
+    info: &KindInfo,
+    out: &mut Vec<FieldDiff>,
+) {
     match (desired, live) {
         (Value::Object(d), Value::Object(l)) => {
             for (key, dv) in d {
-                let child = format!("{ptr}/{}", crate::path::escape(key));
+                let len = ptr.len();
+                push_key(ptr, key);
                 match l.get(key) {
-                    Some(lv) => walk(dv, lv, child, info, out),
-                    None => out.push(entry(info, child, DiffOp::Add, None, Some(dv))),
+                    Some(lv) => walk(dv, lv, ptr, info, out),
+                    None => out.push(entry(info, ptr.clone(), DiffOp::Add, None, Some(dv))),
                 }
+                ptr.truncate(len);
             }
             if info.compare == Compare::Exact {
                 for (key, lv) in l {
                     if !d.contains_key(key) {
-                        let child = format!("{ptr}/{}", crate::path::escape(key));
-                        out.push(entry(info, child, DiffOp::Remove, Some(lv), None));
+                        let len = ptr.len();
+                        push_key(ptr, key);
+                        out.push(entry(info, ptr.clone(), DiffOp::Remove, Some(lv), None));
+                        ptr.truncate(len);
                     }
                 }
             }
         }
         _ if values_equal(desired, live) => {}
-        _ => out.push(entry(info, ptr, DiffOp::Change, Some(live), Some(desired))),
+        _ => out.push(entry(
+            info,
+            ptr.clone(),
+            DiffOp::Change,
+            Some(live),
+            Some(desired),
+        )),
     }
 }
 

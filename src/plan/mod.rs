@@ -3,7 +3,6 @@
 pub mod diff;
 pub mod render;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -158,45 +157,52 @@ impl Plan {
 }
 
 /// Hash of a JSON value with object keys sorted, so equal values hash equally whatever order
-/// the server or the manifest used.
+/// the server or the manifest used. The canonical text (compact JSON, sorted keys, integral
+/// numbers without a fraction) is streamed into the hash rather than built first: a plan
+/// hashes every desired and live spec.
 pub fn digest(value: &Value) -> String {
-    fn canonical(value: &Value, out: &mut String) {
+    fn canonical(value: &Value, out: &mut Sha256) {
         match value {
             Value::Object(map) => {
-                let sorted: BTreeMap<_, _> = map.iter().collect();
-                out.push('{');
+                let mut sorted: Vec<_> = map.iter().collect();
+                sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.update(b"{");
                 for (i, (k, v)) in sorted.into_iter().enumerate() {
                     if i > 0 {
-                        out.push(',');
+                        out.update(b",");
                     }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
+                    json_text(k, out);
+                    out.update(b":");
                     canonical(v, out);
                 }
-                out.push('}');
+                out.update(b"}");
             }
             Value::Array(items) => {
-                out.push('[');
+                out.update(b"[");
                 for (i, v) in items.iter().enumerate() {
                     if i > 0 {
-                        out.push(',');
+                        out.update(b",");
                     }
                     canonical(v, out);
                 }
-                out.push(']');
+                out.update(b"]");
             }
             Value::Number(n) => match n.as_f64() {
                 Some(f) if f.fract() == 0.0 && f.abs() < 9e15 => {
-                    out.push_str(&(f as i64).to_string())
+                    out.update((f as i64).to_string().as_bytes())
                 }
-                _ => out.push_str(&n.to_string()),
+                _ => out.update(n.to_string().as_bytes()),
             },
-            other => out.push_str(&other.to_string()),
+            other => json_text(other, out),
         }
     }
-    let mut text = String::new();
-    canonical(value, &mut text);
-    hex::encode(&Sha256::digest(text.as_bytes())[..16])
+    /// Serializes straight into the hash (writing to a hasher cannot fail).
+    fn json_text<T: Serialize + ?Sized>(value: &T, out: &mut Sha256) {
+        let _ = serde_json::to_writer(out, value);
+    }
+    let mut hasher = Sha256::new();
+    canonical(value, &mut hasher);
+    hex::encode(&hasher.finalize()[..16])
 }
 
 /// Does `rule` fire for this (before, after) pair?
@@ -359,6 +365,14 @@ mod tests {
             digest(&json!({"b": [1, 2], "a": 1.0}))
         );
         assert_ne!(digest(&json!({"a": 1})), digest(&json!({"a": 2})));
+    }
+
+    #[test]
+    fn digest_is_stable() {
+        // Saved plans carry digests: the canonical text must never change. Reference: SHA-256
+        // of `{"a":{"k":-3,"z":null,"é":true},"b":[1,2,2.5,"x\"y\\z\nw"]}`, first 16 bytes.
+        let value = json!({"b": [1, 2.0, 2.5, "x\"y\\z\nw"], "a": {"z": null, "é": true, "k": -3}});
+        assert_eq!(digest(&value), "f3870688b64037b28a028f727d12571d");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The JSON-over-HTTP plumbing the REST providers (Pinot, Kafka Connect, Tactical RMM) share:
-//! one client per system with timeouts, request counting and error mapping.
+//! one client per system with timeouts, a limit on requests in flight, request counting and
+//! error mapping.
 
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
 use reqwest::Method;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use super::{ProviderError, RequestCount, RequestCounter};
 use crate::kind::System;
@@ -16,6 +18,10 @@ pub struct HttpClient {
     base: String,
     client: reqwest::Client,
     counter: RequestCounter,
+    /// Requests in flight to this system, whichever kind or operation sends them: the
+    /// `[engine] concurrency` of the target config.
+    in_flight: Semaphore,
+    concurrency: usize,
 }
 
 /// A response of any status; providers decide what each status means for their API.
@@ -46,11 +52,14 @@ impl Response {
 }
 
 impl HttpClient {
+    /// A client sending at most `concurrency` (at least 1) requests at a time.
     pub fn new(
         system: System,
         base: &str,
         headers: &[(&'static str, String)],
+        concurrency: usize,
     ) -> Result<Self, ProviderError> {
+        let concurrency = concurrency.max(1);
         let mut map = HeaderMap::new();
         map.insert(ACCEPT, HeaderValue::from_static("application/json"));
         for (name, value) in headers {
@@ -73,7 +82,14 @@ impl HttpClient {
             base: base.trim_end_matches('/').to_string(),
             client,
             counter: RequestCounter::default(),
+            in_flight: Semaphore::new(concurrency),
+            concurrency,
         })
+    }
+
+    /// How many requests may be in flight at once: providers fan reads out this wide.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
     }
 
     pub fn base(&self) -> &str {
@@ -92,6 +108,8 @@ impl HttpClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Response, ProviderError> {
+        // Never closed, so acquiring only waits for a free slot.
+        let _permit = self.in_flight.acquire().await.ok();
         if method == Method::GET {
             self.counter.read();
         } else {
@@ -146,5 +164,50 @@ impl HttpClient {
         } else {
             ProviderError::permanent(message)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Requests in flight now and at most, as the server saw them.
+    #[derive(Default)]
+    struct InFlight {
+        now: AtomicUsize,
+        max: AtomicUsize,
+    }
+
+    #[tokio::test]
+    async fn at_most_concurrency_requests_are_in_flight() {
+        let seen = Arc::new(InFlight::default());
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(
+                    |axum::extract::State(s): axum::extract::State<Arc<InFlight>>| async move {
+                        let now = s.now.fetch_add(1, Ordering::SeqCst) + 1;
+                        s.max.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        s.now.fetch_sub(1, Ordering::SeqCst);
+                        "{}"
+                    },
+                ),
+            )
+            .with_state(Arc::clone(&seen));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let client = HttpClient::new(System::Pinot, &url, &[], 3).unwrap();
+        assert_eq!(client.concurrency(), 3);
+        let responses =
+            futures::future::join_all((0..12).map(|_| client.send(Method::GET, "/slow", None)))
+                .await;
+        assert!(responses.iter().all(|r| r.as_ref().unwrap().status == 200));
+        assert_eq!(seen.max.load(Ordering::SeqCst), 3);
+        assert_eq!(client.requests().reads, 12);
     }
 }

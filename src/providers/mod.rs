@@ -25,24 +25,28 @@ use crate::resource::{Address, Observed};
 /// Builds the provider for `system` from the target config (connections open lazily).
 pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider>, ConfigError> {
     let endpoint = config.endpoint(system)?;
+    // Requests in flight per system, for reads as for changes (apply holds the same limit).
+    let concurrency = config.engine().concurrency;
     match system {
         System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint))),
         System::Connect => {
-            let provider =
-                connect::ConnectProvider::new(&endpoint).map_err(|e| ConfigError::Value {
+            let provider = connect::ConnectProvider::new(&endpoint, concurrency).map_err(|e| {
+                ConfigError::Value {
                     path: config.path.clone().unwrap_or_default(),
                     key: "connect.url".into(),
                     message: e.message,
-                })?;
+                }
+            })?;
             Ok(Arc::new(provider))
         }
         System::Pinot => {
-            let provider =
-                pinot::PinotProvider::new(&endpoint).map_err(|e| ConfigError::Value {
+            let provider = pinot::PinotProvider::new(&endpoint, concurrency).map_err(|e| {
+                ConfigError::Value {
                     path: config.path.clone().unwrap_or_default(),
                     key: "pinot.url".into(),
                     message: e.message,
-                })?;
+                }
+            })?;
             Ok(Arc::new(provider))
         }
         System::Kafka => kafka::KafkaProvider::new(&endpoint)
@@ -64,7 +68,7 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
                         .into(),
                 )
             })??;
-            let provider = tactical::TacticalProvider::new(&endpoint, &api_key)
+            let provider = tactical::TacticalProvider::new(&endpoint, &api_key, concurrency)
                 .map_err(|e| key_error(e.message))?;
             Ok(Arc::new(provider))
         }

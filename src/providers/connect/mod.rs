@@ -88,9 +88,10 @@ pub struct ConnectProvider {
 }
 
 impl ConnectProvider {
-    pub fn new(url: &str) -> Result<Self, ProviderError> {
+    /// A provider sending at most `concurrency` requests at a time.
+    pub fn new(url: &str, concurrency: usize) -> Result<Self, ProviderError> {
         Ok(Self {
-            http: HttpClient::new(System::Connect, url, &[])?,
+            http: HttpClient::new(System::Connect, url, &[], concurrency)?,
         })
     }
 
@@ -338,7 +339,7 @@ mod tests {
 
     #[test]
     fn topic_prefix_change_is_a_replace_finding() {
-        let p = ConnectProvider::new("http://127.0.0.1:1").unwrap();
+        let p = ConnectProvider::new("http://127.0.0.1:1", 1).unwrap();
         let live = json!({"config": {"topic.prefix": "trmm", "a": "1"}, "state": "running"});
         let same = json!({"config": {"topic.prefix": "trmm", "a": "2"}, "state": "running"});
         assert!(p.findings(KIND, &same, &live).is_empty());

@@ -32,9 +32,6 @@ pub const TABLE: &str = "PinotTable";
 pub const OWNER_KEY: &str = "ofctl.openframe.io/managed-by";
 pub const OWNER_VALUE: &str = "ofctl";
 
-/// GETs in flight at once during a read.
-const READ_CONCURRENCY: usize = 8;
-
 pub static KINDS: [KindInfo; 2] = [
     KindInfo {
         kind: SCHEMA,
@@ -79,9 +76,11 @@ fn segment(name: &str) -> String {
 }
 
 impl PinotProvider {
-    pub fn new(url: &str) -> Result<Self, ProviderError> {
+    /// A provider sending at most `concurrency` requests at a time (schema and table reads
+    /// share the limit).
+    pub fn new(url: &str, concurrency: usize) -> Result<Self, ProviderError> {
         Ok(Self {
-            http: HttpClient::new(System::Pinot, url, &[])?,
+            http: HttpClient::new(System::Pinot, url, &[], concurrency)?,
         })
     }
 
@@ -154,7 +153,7 @@ impl PinotProvider {
                     }))
                 }
             })
-            .buffer_unordered(READ_CONCURRENCY)
+            .buffer_unordered(self.http.concurrency())
             .try_collect()
             .await?;
         Ok(schemas.into_iter().flatten().collect())
@@ -216,7 +215,7 @@ impl PinotProvider {
         }
         let tables: Vec<Vec<Observed>> = futures::stream::iter(wanted)
             .map(|(raw, kind)| async move { self.read_table(&raw, kind.as_deref()).await })
-            .buffer_unordered(READ_CONCURRENCY)
+            .buffer_unordered(self.http.concurrency())
             .try_collect()
             .await?;
         Ok(tables

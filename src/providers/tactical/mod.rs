@@ -40,8 +40,6 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
 /// The list query: community scripts so a declared builtin name is caught, hidden ones so a
 /// managed script someone hid is found rather than created twice (apis.md §3 [EMU]).
 const LIST_PATH: &str = "/scripts/?showCommunityScripts=true&showHiddenScripts=true";
-/// Concurrent `GET /scripts/{id}/` while reading bodies.
-const DETAIL_CONCURRENCY: usize = 8;
 
 /// What the last read learned about a live script that apply needs and the spec leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -65,9 +63,15 @@ struct Listed {
 }
 
 impl TacticalProvider {
-    pub fn new(url: &str, api_key: &str) -> Result<Self, ProviderError> {
+    /// A provider sending at most `concurrency` requests at a time.
+    pub fn new(url: &str, api_key: &str, concurrency: usize) -> Result<Self, ProviderError> {
         Ok(Self {
-            http: HttpClient::new(System::Tactical, url, &[("x-api-key", api_key.to_string())])?,
+            http: HttpClient::new(
+                System::Tactical,
+                url,
+                &[("x-api-key", api_key.to_string())],
+                concurrency,
+            )?,
             known: Mutex::new(HashMap::new()),
         })
     }
@@ -222,7 +226,7 @@ impl Provider for TacticalProvider {
         }
         let details: Vec<(String, u64, Option<Value>)> = stream::iter(wanted)
             .map(|(name, id)| async move { Ok((name, id, self.detail(id).await?)) })
-            .buffer_unordered(DETAIL_CONCURRENCY)
+            .buffer_unordered(self.http.concurrency())
             .try_collect()
             .await?;
 
