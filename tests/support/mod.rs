@@ -172,6 +172,37 @@ pub fn kafka() -> (Server, String) {
     (server, format!("127.0.0.1:{port}"))
 }
 
+/// The emulators' URLs of a [`sandbox_process`].
+pub struct SandboxUrls {
+    pub pinot: String,
+    pub connect: String,
+    pub tactical: String,
+}
+
+/// `ofctl sandbox` in its own process, adding `latency` (e.g. `5ms`) to every request: the
+/// emulators' memory and CPU then stay out of the caller's figures (the scale benchmark).
+pub fn sandbox_process(latency: &str, tactical_api_key: &str) -> (Server, SandboxUrls) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [pinot, connect, tactical] = [free_port(), free_port(), free_port()];
+    let addr = |port: u16| format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ofctl"));
+    cmd.arg("sandbox")
+        .args(["--pinot", &addr(pinot)])
+        .args(["--connect", &addr(connect)])
+        .args(["--tactical", &addr(tactical)])
+        .args(["--latency", latency])
+        .env("OFCTL_SANDBOX_TACTICAL_API_KEY", tactical_api_key);
+    // All three listeners are bound before any is served, so one answering means all are.
+    let server = Server::start("ofctl sandbox", cmd, tactical, dir);
+    let url = |port: u16| format!("http://127.0.0.1:{port}");
+    let urls = SandboxUrls {
+        pinot: url(pinot),
+        connect: url(connect),
+        tactical: url(tactical),
+    };
+    (server, urls)
+}
+
 /// Result of one `ofctl` invocation.
 pub struct Run {
     pub code: i32,
