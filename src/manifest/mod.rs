@@ -117,15 +117,19 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
     let mut resources: Vec<Resource> = Vec::new();
     let mut seen: HashMap<Address, Span> = HashMap::new();
     for file in &files {
-        let text = match std::fs::read_to_string(file) {
+        let text = match read_text(file) {
             Ok(t) => t,
-            Err(e) => {
+            Err(ReadError::Io(e)) => {
                 errors.push(error_at(
                     file,
-                    Position::default(),
+                    FILE_START,
                     None,
                     format!("cannot read: {e}"),
                 ));
+                continue;
+            }
+            Err(ReadError::NotUtf8(position)) => {
+                errors.push(error_at(file, position, None, NOT_UTF8.into()));
                 continue;
             }
         };
@@ -184,6 +188,14 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
             }
         }
     }
+    // In file and line order, as an editor lists them (validation reports by field).
+    errors.sort_by(|a, b| {
+        (&a.file, a.position.line, a.position.column).cmp(&(
+            &b.file,
+            b.position.line,
+            b.position.column,
+        ))
+    });
     if errors.is_empty() {
         Ok(Manifest {
             dir: dir.to_path_buf(),
@@ -192,6 +204,31 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
     } else {
         Err(ManifestErrors(errors))
     }
+}
+
+/// Where errors about a whole file point.
+const FILE_START: Position = Position { line: 1, column: 1 };
+
+const NOT_UTF8: &str = "not UTF-8 text (invalid byte here); save the file as UTF-8";
+
+enum ReadError {
+    Io(std::io::Error),
+    /// Where the first invalid byte is.
+    NotUtf8(Position),
+}
+
+/// Reads a manifest or spec file as text.
+fn read_text(path: &Path) -> Result<String, ReadError> {
+    let bytes = std::fs::read(path).map_err(ReadError::Io)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let before = String::from_utf8_lossy(valid);
+        let last_line = before.rsplit('\n').next().unwrap_or_default();
+        ReadError::NotUtf8(Position {
+            line: before.matches('\n').count() + 1,
+            column: last_line.chars().count() + 1,
+        })
+    })
 }
 
 fn error_at(
@@ -279,7 +316,23 @@ fn load_document(
     let (raw_spec, spec_doc, spec_file, spec_prefix, interpolate) = match obj.get("specFile") {
         Some(Value::String(rel)) => {
             let path = file.parent().unwrap_or(Path::new(".")).join(rel);
-            let (value, positions) = load_spec_file(&path).map_err(|e| vec![e])?;
+            // A missing file is the YAML's mistake, so that is where the error points.
+            let text = match read_text(&path) {
+                Ok(text) => text,
+                Err(ReadError::Io(e)) => {
+                    return Err(at(
+                        "/specFile",
+                        format!(
+                            "cannot read spec file {}: {e}; the path is relative to this YAML file",
+                            path.display()
+                        ),
+                    ))
+                }
+                Err(ReadError::NotUtf8(position)) => {
+                    return Err(vec![error_at(&path, position, None, NOT_UTF8.into())])
+                }
+            };
+            let (value, positions) = parse_spec_file(&path, &text).map_err(|e| vec![e])?;
             (
                 value,
                 positions,
@@ -339,22 +392,14 @@ fn load_document(
     })
 }
 
-/// Reads a raw JSON spec file strictly, keeping positions for later errors.
-fn load_spec_file(path: &Path) -> Result<(Value, Document), ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        error_at(
-            path,
-            Position::default(),
-            Some("specFile".into()),
-            format!("cannot read spec file: {e}"),
-        )
-    })?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| {
+/// Parses a raw JSON spec file strictly, keeping positions for later errors.
+fn parse_spec_file(path: &Path, text: &str) -> Result<(Value, Document), ManifestError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
         error_at(
             path,
             Position {
-                line: e.line(),
-                column: e.column(),
+                line: e.line().max(1),
+                column: e.column().max(1),
             },
             None,
             format!("invalid JSON: {e}"),
@@ -362,7 +407,7 @@ fn load_spec_file(path: &Path) -> Result<(Value, Document), ManifestError> {
     })?;
     // JSON is YAML, so the YAML loader recovers positions; a file that is valid JSON but trips
     // the YAML parser still loads, only with coarser positions.
-    let doc = yaml::parse_documents(&text)
+    let doc = yaml::parse_documents(text)
         .ok()
         .and_then(|mut docs| docs.pop())
         .map(|d| Document {
@@ -375,4 +420,62 @@ fn load_spec_file(path: &Path) -> Result<(Value, Document), ManifestError> {
             start: Position { line: 1, column: 1 },
         });
     Ok((value, doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "apiVersion: ofctl.openframe.io/v1\nkind: NatsStream\nmetadata: {name: A}\n";
+
+    fn load_errors(files: &[(&str, &[u8])]) -> (tempfile::TempDir, Vec<ManifestError>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let errors = load(dir.path(), &Variables::new()).unwrap_err().0;
+        (dir, errors)
+    }
+
+    #[test]
+    fn a_missing_spec_file_is_reported_where_it_is_named() {
+        let doc = format!("{DOC}specFile: specs/a.json\n");
+        let (dir, errors) = load_errors(&[("a.yaml", doc.as_bytes())]);
+        assert_eq!(errors.len(), 1);
+        let e = &errors[0];
+        assert_eq!(e.file, dir.path().join("a.yaml"));
+        assert_eq!((e.position.line, e.field.as_deref()), (4, Some("specFile")));
+        assert!(e.message.contains("specs/a.json"), "{e}");
+        assert!(e.message.contains("relative to this YAML file"), "{e}");
+    }
+
+    #[test]
+    fn non_utf8_files_point_at_the_first_bad_byte() {
+        let (dir, errors) = load_errors(&[
+            ("a.yaml", b"a: 1\nb: \"caf\xe9\"\n"),
+            ("b.yaml", format!("{DOC}specFile: b.json\n").as_bytes()),
+            ("b.json", b"{\"subjects\": [\"\xff\"]}"),
+        ]);
+        let at: Vec<_> = errors
+            .iter()
+            .map(|e| (e.file.clone(), e.position.line, e.position.column))
+            .collect();
+        assert_eq!(
+            at,
+            vec![
+                (dir.path().join("a.yaml"), 2, 8),
+                (dir.path().join("b.json"), 1, 16)
+            ]
+        );
+        assert!(errors[0].message.contains("save the file as UTF-8"));
+    }
+
+    #[test]
+    fn json_errors_at_a_line_start_have_a_column() {
+        let (_dir, errors) = load_errors(&[
+            ("b.yaml", format!("{DOC}specFile: b.json\n").as_bytes()),
+            ("b.json", b"{\"subjects\": [\"a\"]\n"),
+        ]);
+        assert_eq!(errors[0].position, Position { line: 2, column: 1 });
+    }
 }
