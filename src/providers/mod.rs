@@ -4,6 +4,7 @@
 //! retries, redaction and rendering belong to the engine.
 
 pub mod http;
+pub mod mongo;
 pub mod nats;
 
 use std::collections::BTreeMap;
@@ -23,13 +24,23 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
     let endpoint = config.endpoint(system)?;
     match system {
         System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint))),
+        System::Mongo => Ok(Arc::new(mongo::MongoProvider::new(endpoint, config))),
         other => Err(ConfigError::Unsupported(other)),
     }
 }
 
 /// Every kind ofctl knows, across providers.
 pub fn all_kinds() -> Vec<&'static KindInfo> {
-    nats::KINDS.iter().collect()
+    nats::KINDS.iter().chain(mongo::KINDS.iter()).collect()
+}
+
+/// Resources a declared resource stands for besides itself (a tool's Kafka Connect
+/// connectors), as (pointer into its spec, message) on error. The loader adds them to the
+/// manifest like any other, so they are planned, ordered and shown.
+pub fn expand(
+    resource: &crate::resource::Resource,
+) -> Result<Vec<crate::resource::Resource>, (String, String)> {
+    mongo::expand(resource)
 }
 
 pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
