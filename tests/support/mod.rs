@@ -14,12 +14,16 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `$OFCTL_TOOLS_DIR`, else `<repo>/.tools` (where `scripts/dev-stack.sh install` puts things).
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("OFCTL_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools"))
+}
+
 /// Path of a server binary: `$OFCTL_TOOLS_DIR/bin`, `.tools/bin`, then PATH.
 pub fn tool(name: &str) -> PathBuf {
-    let tools = std::env::var_os("OFCTL_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".tools"));
-    let local = tools.join("bin").join(name);
+    let local = tools_dir().join("bin").join(name);
     if local.exists() {
         return local;
     }
@@ -99,6 +103,55 @@ pub fn nats() -> (Server, String) {
         .arg(dir.path().join("js"));
     let server = Server::start("nats-server", cmd, port, dir);
     (server, format!("nats://127.0.0.1:{port}"))
+}
+
+/// SecantusDB (a MongoDB wire-protocol server) in memory; the URI names database `openframe`.
+pub fn mongo() -> (Server, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut cmd = Command::new(tool("secantusd-py"));
+    cmd.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--storage-path",
+        ":memory:",
+    ]);
+    let server = Server::start("secantusd-py", cmd, port, dir);
+    (
+        server,
+        format!("mongodb://127.0.0.1:{port}/openframe?directConnection=true"),
+    )
+}
+
+/// The Python of the tools venv (with `cryptography`, from `scripts/dev-stack.sh install`).
+pub fn python() -> PathBuf {
+    let p = tools_dir().join("venv").join("bin").join("python");
+    assert!(
+        p.exists(),
+        "{} not found: run `scripts/dev-stack.sh install` first",
+        p.display()
+    );
+    p
+}
+
+/// The shared fixtures folder (`$OFCTL_SHARED_DIR`, else `<repo>/../shared`), or `None` with a
+/// note when it is absent (a user's clone has none): tests that need it then skip.
+pub fn shared_fixtures(sub: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("OFCTL_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("..").join("shared"));
+    let dir = base.join("fixtures").join(sub);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "note: {} is absent; skipping the part of this test that replays shared fixtures",
+            dir.display()
+        );
+        None
+    }
 }
 
 /// Result of one `ofctl` invocation.
@@ -203,3 +256,26 @@ fn copy_tree(from: &Path, to: &Path) {
 pub fn stream(name: &str, spec: &str) -> String {
     format!("apiVersion: ofctl.openframe.io/v1\nkind: NatsStream\nmetadata:\n  name: {name}\nspec:\n{spec}\n---\n")
 }
+
+/// Credentials that `desired-state/` takes from the environment (test values): loading the
+/// integrated tools resolves them.
+pub const DESIRED_STATE_SECRETS: &[(&str, &str)] = &[
+    (
+        "OFCTL_ENCRYPTION_PASSWORD",
+        "test-encryption-password-0123456789abcdef",
+    ),
+    ("OFCTL_ENCRYPTION_SALT", "5c0744940b5c369b"),
+    ("OFCTL_TRMM_USER", "trmm-admin"),
+    ("OFCTL_TRMM_PASSWORD", "trmm-Secret-Pw-1"),
+    ("OFCTL_TACTICAL_API_KEY", "tactical-Api-Key-2"),
+    ("OFCTL_TACTICAL_POSTGRES_USER", "tactical"),
+    ("OFCTL_TACTICAL_POSTGRES_PASSWORD", "pg-Secret-Pw-3"),
+    ("OFCTL_FLEET_ADMIN_EMAIL", "admin@example.test"),
+    ("OFCTL_FLEET_ADMIN_PASSWORD", "fleet-Secret-Pw-4"),
+    ("OFCTL_FLEET_MYSQL_USER", "fleet"),
+    ("OFCTL_FLEET_MYSQL_PASSWORD", "mysql-Secret-Pw-5"),
+    ("OFCTL_MESH_USER", "mesh-admin"),
+    ("OFCTL_MESH_PASSWORD", "mesh-Secret-Pw-6"),
+    ("OFCTL_MESH_MONGO_USER", "root"),
+    ("OFCTL_MESH_MONGO_PASSWORD", "mongo-Secret-Pw-7"),
+];
