@@ -291,7 +291,7 @@ cmd_up() {
   local ofctl
   if ofctl=$(find_ofctl); then
     local key
-    key=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    key=$(rand_hex 16)
     spawn sandbox "pinot ${P[7]}, connect ${P[8]}, tactical ${P[9]}" \
       env OFCTL_SANDBOX_TACTICAL_API_KEY="$key" "$ofctl" sandbox \
       --pinot "127.0.0.1:${P[7]}" --connect "127.0.0.1:${P[8]}" --tactical "127.0.0.1:${P[9]}"
@@ -314,12 +314,28 @@ cmd_up() {
     toml+=('' '[connect]' "url = \"$connect_url\"")
   fi
 
+  # Dev credentials that desired-state/ reads from the environment, random per stack: the
+  # registration secret's encryption settings (the platform's security.encryption.*) and the
+  # integrated tools' credentials (stored in Mongo as the platform expects, never printed).
+  envs+=("OFCTL_ENCRYPTION_PASSWORD=$(rand_hex 24)" "OFCTL_ENCRYPTION_SALT=$(rand_hex 8)")
+  local v
+  for v in TRMM_PASSWORD TACTICAL_POSTGRES_PASSWORD FLEET_ADMIN_PASSWORD FLEET_MYSQL_PASSWORD \
+    MESH_PASSWORD MESH_MONGO_PASSWORD; do
+    envs+=("OFCTL_$v=$(rand_hex 12)")
+  done
+  envs+=(OFCTL_TRMM_USER=tactical OFCTL_TACTICAL_POSTGRES_USER=tactical OFCTL_FLEET_MYSQL_USER=fleet
+    OFCTL_FLEET_ADMIN_EMAIL=admin@openframe.local OFCTL_MESH_USER=admin OFCTL_MESH_MONGO_USER=root)
+  # Without the sandbox there is no Tactical key yet; the tactical-rmm tool still needs one.
+  [[ " ${envs[*]} " == *" OFCTL_TACTICAL_API_KEY="* ]] || envs+=("OFCTL_TACTICAL_API_KEY=$(rand_hex 16)")
+
   local e
   for e in "${envs[@]}"; do printf "export %s='%s'\n" "${e%%=*}" "${e#*=}"; done >"$STACK/env"
   printf '%s\n' "${toml[@]}" >"$STACK/ofctl.toml"
   trap - EXIT
   log "stack up in $((SECONDS - t0)) s; load it with: eval \"\$($0 env)\""
 }
+
+rand_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }  # rand_hex BYTES
 
 sandbox_ready() { tcp_open "$1" && tcp_open "$2" && tcp_open "$3"; }
 

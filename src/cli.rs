@@ -15,7 +15,7 @@ use crate::apply::{ApplyOptions, ApplyReport, Outcome, Status};
 use crate::config::TargetConfig;
 use crate::engine::{stale_reasons, Engine, Observation};
 use crate::manifest::{self, Manifest};
-use crate::plan::render::{render, Format};
+use crate::plan::render::{render, render_drift, Format};
 use crate::plan::{Plan, PlanOptions, FORMAT_VERSION};
 use crate::redact::redact;
 
@@ -44,6 +44,67 @@ enum Command {
     Plan(PlanArgs),
     /// Apply a manifest folder or a saved plan. Exit 0 success, 1 failure.
     Apply(ApplyArgs),
+    /// Report where live state differs from the manifest. Exit 0 none, 2 drift, 1 error.
+    Drift(DriftArgs),
+    /// Reconcile continuously (file changes + interval) and serve the HTTP API.
+    Watch(WatchArgs),
+    /// Serve API-faithful emulators of the Pinot controller, Kafka Connect and Tactical RMM.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Args, Debug)]
+struct SandboxArgs {
+    /// Pinot controller listen address.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pinot: std::net::SocketAddr,
+    /// Kafka Connect listen address.
+    #[arg(long, default_value = "127.0.0.1:8083")]
+    connect: std::net::SocketAddr,
+    /// Tactical RMM listen address.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    tactical: std::net::SocketAddr,
+    /// The X-API-KEY the Tactical RMM emulator accepts.
+    #[arg(long, env = "OFCTL_SANDBOX_TACTICAL_API_KEY", hide_env_values = true)]
+    tactical_api_key: String,
+    /// Added to every response (e.g. 5ms), for benchmarks.
+    #[arg(long, value_parser = crate::duration::parse, default_value = "0s")]
+    latency: Duration,
+    /// Fraction of requests answered with the system's 500.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Fraction of Kafka Connect writes answered with a rebalance 409.
+    #[arg(long, default_value_t = 0.0)]
+    rebalance_rate: f64,
+    /// Fraction of connections closed without a response.
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Seed for the fault draws, for reproducible runs.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct DriftArgs {
+    #[command(flatten)]
+    inputs: Inputs,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Args, Debug)]
+struct WatchArgs {
+    /// Manifest folder; repeat for several tenants, each with the ofctl.toml in its folder.
+    #[arg(short = 'f', long = "file", value_name = "DIR", required = true)]
+    dirs: Vec<PathBuf>,
+    /// Target config (only with a single -f).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Reconcile interval for every tenant (default: each config's [watch] interval, 60s).
+    #[arg(long, value_parser = crate::duration::parse)]
+    interval: Option<Duration>,
+    /// Address of the HTTP API (health, readiness, metrics, drift, tools).
+    #[arg(long, default_value = "127.0.0.1:8095")]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -126,7 +187,8 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    // The NATS client logs every (re)connect at info; that is noise in ofctl's own info log.
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("async_nats=warn,{filter}"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -141,6 +203,9 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Validate(inputs) => validate(&inputs),
         Command::Plan(args) => plan(args).await,
         Command::Apply(args) => apply(args).await,
+        Command::Drift(args) => drift(args).await,
+        Command::Watch(args) => watch(args).await,
+        Command::Sandbox(args) => sandbox(args).await,
     }
 }
 
@@ -250,6 +315,96 @@ async fn plan(args: PlanArgs) -> anyhow::Result<u8> {
     })
 }
 
+async fn drift(args: DriftArgs) -> anyhow::Result<u8> {
+    let Some((config, manifest)) = load(&args.inputs)? else {
+        return Ok(1);
+    };
+    let config_path = config.path.clone();
+    let mut engine = Engine::new(config);
+    let obs = observe(&mut engine, manifest, false).await?;
+    let plan = engine.plan(&obs, &PlanOptions::default(), config_path)?;
+    print!(
+        "{}",
+        render_drift(
+            &plan,
+            args.format,
+            stdout_color() && args.format == Format::Text
+        )
+    );
+    Ok(if plan.summary.pending() > 0 {
+        EXIT_CHANGES
+    } else {
+        0
+    })
+}
+
+async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+    if args.config.is_some() && args.dirs.len() > 1 {
+        bail!("-c applies to one manifest folder; with several -f, each folder needs its own ofctl.toml");
+    }
+    let targets = args
+        .dirs
+        .iter()
+        .map(|dir| crate::watch::Target {
+            dir: dir.clone(),
+            config: args.config.clone(),
+        })
+        .collect();
+    let shared = Arc::new(crate::watch::Shared {
+        metrics: Default::default(),
+        tenants: Default::default(),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    });
+    let token = shared.shutdown.clone();
+    let cancel = cancel_on_signal();
+    tokio::spawn(async move {
+        while !cancel.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        token.cancel();
+    });
+    eprintln!("ofctl watch: serving on http://{}", args.listen);
+    crate::watch::run(
+        crate::watch::WatchOptions {
+            targets,
+            listen: args.listen,
+            interval: args.interval,
+        },
+        shared,
+    )
+    .await?;
+    eprintln!("ofctl watch: stopped");
+    Ok(0)
+}
+
+async fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
+    crate::redact::register(&args.tactical_api_key);
+    let sandbox = crate::sandbox::start(crate::sandbox::SandboxOptions {
+        pinot: args.pinot,
+        connect: args.connect,
+        tactical: args.tactical,
+        tactical_api_key: args.tactical_api_key,
+        faults: crate::sandbox::FaultConfig {
+            latency: args.latency,
+            error_rate: args.error_rate,
+            rebalance_rate: args.rebalance_rate,
+            drop_rate: args.drop_rate,
+            seed: args.seed,
+        },
+    })
+    .await
+    .context("cannot start the sandbox")?;
+    println!("pinot controller  {}", sandbox.pinot_url);
+    println!("kafka connect     {}", sandbox.connect_url);
+    println!("tactical rmm      {}", sandbox.tactical_url);
+    let stop = cancel_on_signal();
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sandbox.shutdown().await?;
+    Ok(0)
+}
+
 fn confirm() -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!(
@@ -287,7 +442,7 @@ fn cancel_on_signal() -> Arc<AtomicBool> {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("interrupted: finishing changes in flight, starting no new ones");
+        eprintln!("interrupted: finishing work in flight, starting nothing new");
         flag.store(true, Ordering::SeqCst);
     });
     cancel

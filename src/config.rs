@@ -1,6 +1,7 @@
 //! The target config (`ofctl.toml`): where each live system is and how to reach it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -50,6 +51,10 @@ struct RawConfig {
     variables: toml::Table,
     #[serde(default)]
     engine: EngineConfig,
+    #[serde(default)]
+    watch: WatchConfig,
+    #[serde(default)]
+    jobs: JobsConfig,
     nats: Option<UrlSection>,
     redis: Option<UrlSection>,
     pinot: Option<UrlSection>,
@@ -111,11 +116,165 @@ impl Default for EngineConfig {
     }
 }
 
+/// `ofctl watch` behaviour for this target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// Reconcile at least this often, to catch out-of-band drift.
+    #[serde(with = "crate::duration::text")]
+    pub interval: Duration,
+    /// Random spread of the interval (0.1 = ±10 %), so replicas and tenants do not align.
+    pub jitter: f64,
+    /// Quiet time after a file change before reconciling (editors write in bursts).
+    #[serde(with = "crate::duration::text")]
+    pub debounce: Duration,
+    /// Delete managed objects that left the manifest (off: watch never deletes by default).
+    pub prune: bool,
+    /// Longest a reconcile pass may hold its lock, should the replica die.
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_most_for: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            jitter: 0.1,
+            debounce: Duration::from_millis(200),
+            prune: false,
+            lock_at_most_for: Duration::from_secs(600),
+        }
+    }
+}
+
+/// When and how often a scheduled job runs, and its lock (ShedLock semantics).
+#[derive(Debug, Clone, Copy)]
+pub struct JobTiming {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub lock_at_most_for: Duration,
+    pub lock_at_least_for: Duration,
+}
+
+/// The platform's scheduled jobs (openframe.md §10, §14 give the defaults used here).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    pub connector_health: ConnectorHealthConfig,
+    pub api_key_stats: ApiKeyStatsConfig,
+    pub publish_fallback: PublishFallbackConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectorHealthConfig {
+    pub enabled: bool,
+    #[serde(with = "crate::duration::text")]
+    pub interval: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_most_for: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_least_for: Duration,
+    /// Restarts per failure episode before giving up (and saying so, loudly).
+    pub max_restarts: u32,
+    /// The wait after the n-th restart is `backoff × n`.
+    #[serde(with = "crate::duration::text")]
+    pub backoff: Duration,
+    /// Healthy this long and the restart count starts again from zero.
+    #[serde(with = "crate::duration::text")]
+    pub healthy_reset: Duration,
+}
+
+impl Default for ConnectorHealthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            lock_at_most_for: Duration::from_secs(300),
+            lock_at_least_for: Duration::from_secs(60),
+            max_restarts: 5,
+            backoff: Duration::from_secs(120),
+            healthy_reset: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeyStatsConfig {
+    pub enabled: bool,
+    #[serde(with = "crate::duration::text")]
+    pub interval: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_most_for: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_least_for: Duration,
+}
+
+impl Default for ApiKeyStatsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            lock_at_most_for: Duration::from_secs(600),
+            lock_at_least_for: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishFallbackConfig {
+    pub enabled: bool,
+    #[serde(with = "crate::duration::text")]
+    pub interval: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_most_for: Duration,
+    #[serde(with = "crate::duration::text")]
+    pub lock_at_least_for: Duration,
+    /// Publish attempts per change before the fallback gives up until the next change.
+    pub max_attempts: u32,
+}
+
+impl Default for PublishFallbackConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(30),
+            lock_at_most_for: Duration::from_secs(300),
+            lock_at_least_for: Duration::from_secs(10),
+            max_attempts: 5,
+        }
+    }
+}
+
+macro_rules! job_timing {
+    ($($t:ty),*) => {$(
+        impl $t {
+            pub fn timing(&self) -> JobTiming {
+                JobTiming {
+                    enabled: self.enabled,
+                    interval: self.interval,
+                    lock_at_most_for: self.lock_at_most_for,
+                    lock_at_least_for: self.lock_at_least_for,
+                }
+            }
+        }
+    )*};
+}
+job_timing!(
+    ConnectorHealthConfig,
+    ApiKeyStatsConfig,
+    PublishFallbackConfig
+);
+
 /// A loaded target config. Endpoint values may hold placeholders; they are resolved when a
 /// system is actually used, so a plan touching only NATS needs no Mongo environment.
 #[derive(Debug, Clone, Default)]
 pub struct TargetConfig {
     pub path: Option<PathBuf>,
+    /// Hash of the file's text, so watch mode rebuilds connections only when it changed.
+    pub source_digest: String,
     raw: RawConfig,
     pub variables: Variables,
 }
@@ -144,6 +303,7 @@ impl TargetConfig {
             message: e.to_string(),
         })?;
         let mut config = Self {
+            source_digest: crate::plan::digest(&Value::String(text.to_string())),
             path: Some(path.to_path_buf()),
             raw,
             variables: Variables::new(),
@@ -246,6 +406,14 @@ impl TargetConfig {
 
     pub fn engine(&self) -> &EngineConfig {
         &self.raw.engine
+    }
+
+    pub fn watch(&self) -> &WatchConfig {
+        &self.raw.watch
+    }
+
+    pub fn jobs(&self) -> &JobsConfig {
+        &self.raw.jobs
     }
 
     fn resolve(&self, key: &str, value: &str, secret: bool) -> Result<String, ConfigError> {

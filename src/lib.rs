@@ -7,7 +7,9 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod duration;
 pub mod engine;
+pub mod jobs;
 pub mod kind;
 pub mod manifest;
 pub mod path;
@@ -15,3 +17,5 @@ pub mod plan;
 pub mod providers;
 pub mod redact;
 pub mod resource;
+pub mod sandbox;
+pub mod watch;

@@ -319,3 +319,28 @@ async fn unreachable_server_is_a_clear_error() {
         "{plan:?}"
     );
 }
+
+#[tokio::test]
+async fn json_plan_matches_its_published_schema() {
+    let (_server, url) = nats();
+    let m = ManifestDir::new();
+    m.copy_from("desired-state/nats")
+        .write("ofctl.toml", &config(&url));
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(support::repo_root().join("schema/plan.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("plan schema compiles");
+    for step in 0..2 {
+        let plan = ofctl(&["plan", "-f", m.arg(), "--format", "json"], &[]);
+        let doc = plan.json();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "step {step}: {errors:?}\n{plan:?}");
+        if step == 0 {
+            assert_eq!(
+                ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code,
+                0
+            );
+        }
+    }
+}

@@ -27,6 +27,26 @@ pub fn render(plan: &Plan, format: Format, color: bool) -> String {
     redact(&out).into_owned()
 }
 
+/// The same content framed as a drift report: what differs between live state and manifest.
+pub fn render_drift(plan: &Plan, format: Format, color: bool) -> String {
+    let out = match format {
+        Format::Json => return render(plan, format, color),
+        Format::Text if plan.summary.pending() == 0 => {
+            format!(
+                "No drift: live state matches the manifest ({} resources checked).\n",
+                plan.summary.noop
+            )
+        }
+        Format::Text => text(plan, color).replacen(
+            "ofctl will perform the following actions:",
+            "Live state differs from the manifest; ofctl apply would:",
+            1,
+        ),
+        Format::Markdown => markdown(plan).replacen("### ofctl plan", "### ofctl drift report", 1),
+    };
+    redact(&out).into_owned()
+}
+
 fn short(value: &Value) -> String {
     match value {
         Value::String(s) if s.contains('\n') => format!("<<{} lines>>", s.lines().count()),

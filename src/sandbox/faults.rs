@@ -165,7 +165,9 @@ enum Fault {
 impl Injector {
     pub(crate) fn new(cfg: FaultConfig, stats: Arc<RequestStats>) -> io::Result<Self> {
         cfg.validate()?;
-        let rng = cfg.seed.map_or_else(StdRng::from_entropy, StdRng::seed_from_u64);
+        let rng = cfg
+            .seed
+            .map_or_else(StdRng::from_entropy, StdRng::seed_from_u64);
         Ok(Self {
             cfg: Arc::new(cfg),
             rng: Arc::new(Mutex::new(rng)),
@@ -242,6 +244,7 @@ fn internal_error(system: System) -> Response {
         // apis.md §2.5: the transient 500 clients are told to retry.
         System::Connect => {
             super::connect::error(StatusCode::INTERNAL_SERVER_ERROR, "Request timed out")
+                .into_response()
         }
         // Django with DEBUG=False renders its stock HTML page for unhandled exceptions.
         System::Tactical => (
@@ -272,7 +275,7 @@ pub(crate) fn admin_router(stats: Arc<RequestStats>) -> Router {
 
 /// Per-connection switch that makes the socket fail all further I/O (used for `drop_rate`).
 #[derive(Debug, Clone)]
-pub struct ConnHandle(Arc<AtomicBool>);
+pub(crate) struct ConnHandle(Arc<AtomicBool>);
 
 impl ConnHandle {
     fn kill(&self) {
@@ -281,9 +284,9 @@ impl ConnHandle {
 }
 
 /// TCP listener whose connections can be killed from inside a request handler.
-pub struct KillableListener(pub TcpListener);
+pub(crate) struct KillableListener(pub(crate) TcpListener);
 
-pub struct KillableStream {
+pub(crate) struct KillableStream {
     inner: TcpStream,
     killed: Arc<AtomicBool>,
 }

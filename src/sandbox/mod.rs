@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -152,18 +151,6 @@ impl Drop for Sandbox {
             task.abort();
         }
     }
-}
-
-/// Entry point for `ofctl sandbox`: prints the endpoints and serves until Ctrl-C.
-pub async fn run_until_ctrl_c(opts: SandboxOptions) -> Result<(), io::Error> {
-    let api_key = opts.tactical_api_key.clone();
-    let sandbox = start(opts).await?;
-    println!("pinot controller  {}", sandbox.pinot_url);
-    println!("kafka connect     {}", sandbox.connect_url);
-    println!("tactical rmm      {}  (X-API-KEY: {api_key})", sandbox.tactical_url);
-    println!("press Ctrl-C to stop");
-    tokio::signal::ctrl_c().await?;
-    sandbox.shutdown().await
 }
 
 /// `a=1&b=2&a=3` → ordered pairs with `+` and `%XX` decoded (repeated keys matter for Connect's

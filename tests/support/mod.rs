@@ -61,6 +61,24 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
     panic!("{what} did not listen on {port} within 30 s");
 }
 
+/// A plain HTTP/1.0 GET on loopback; true on status 200.
+fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
+}
+
 /// A server process that is killed (and its data removed) when dropped.
 pub struct Server {
     child: Child,
@@ -98,10 +116,26 @@ impl Drop for Server {
 pub fn nats() -> (Server, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
+    let monitor = free_port();
     let mut cmd = Command::new(tool("nats-server"));
-    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(dir.path().join("js"));
+    cmd.args([
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        &monitor.to_string(),
+        "-js",
+        "-sd",
+    ])
+    .arg(dir.path().join("js"));
     let server = Server::start("nats-server", cmd, port, dir);
+    // The client port opens before JetStream is ready; wait for the server to say it is.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_ok(monitor, "/healthz?js-enabled-only=true") {
+        assert!(Instant::now() < deadline, "JetStream not ready within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     (server, format!("nats://127.0.0.1:{port}"))
 }
 
@@ -279,3 +313,115 @@ pub const DESIRED_STATE_SECRETS: &[(&str, &str)] = &[
     ("OFCTL_MESH_MONGO_USER", "root"),
     ("OFCTL_MESH_MONGO_PASSWORD", "mongo-Secret-Pw-7"),
 ];
+
+/// redis-server without persistence.
+pub fn redis() -> (Server, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut cmd = Command::new(tool("redis-server"));
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+    ])
+    .arg(dir.path());
+    let server = Server::start("redis-server", cmd, port, dir);
+    (server, format!("redis://127.0.0.1:{port}"))
+}
+
+/// A running `ofctl watch`, stopped with SIGTERM (and killed if that fails) when dropped.
+pub struct Watch {
+    child: Child,
+    pub api: String,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Watch {
+    pub fn start(args: &[&str]) -> Watch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let log = dir.path().join("watch.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let listen = format!("127.0.0.1:{port}");
+        let mut full = vec!["watch", "--listen", &listen];
+        full.extend_from_slice(args);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ofctl"))
+            .args(&full)
+            .env("OFCTL_LOG", "info")
+            .stdout(Stdio::from(file.try_clone().expect("clone")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("start ofctl watch");
+        wait_for_port(port, &mut child, "ofctl watch", &log);
+        Watch {
+            child,
+            api: format!("http://{listen}"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        None
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::get(format!("{}{path}", self.api))
+            .await
+            .expect("watch API answers");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
+    /// Polls `check` every 50 ms until it returns true or `limit` passes; returns the time taken.
+    pub async fn until<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if check().await {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}

@@ -18,7 +18,7 @@ use super::{
 use crate::kind::{Compare, Effect, FieldRule, KindInfo, System, Trigger};
 use crate::resource::Observed;
 
-pub use normalize::{normalize_desired, normalize_live, parse_duration};
+pub use normalize::{normalize_desired, normalize_live};
 
 /// Stream metadata key marking a stream as managed by ofctl (only these are ever pruned).
 pub const OWNER_KEY: &str = "ofctl.openframe.io/managed-by";

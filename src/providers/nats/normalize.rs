@@ -135,45 +135,11 @@ pub fn normalize_desired(name: &str, spec: &Value) -> Result<Value, String> {
     let mut map = spec.as_object().cloned().unwrap_or_default();
     for field in ["max_age", "duplicate_window"] {
         if let Some(Value::String(text)) = map.get(field) {
-            let nanos = parse_duration(text).map_err(|e| format!("{field}: {e}"))?;
+            let nanos = crate::duration::parse_nanos(text).map_err(|e| format!("{field}: {e}"))?;
             map.insert(field.into(), json!(nanos));
         }
     }
     Ok(strip_defaults(name, map))
-}
-
-/// Go-style durations (`1h30m`, `500ms`) plus `d` for days, as nanoseconds.
-pub fn parse_duration(text: &str) -> Result<i64, String> {
-    let mut total: f64 = 0.0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("`{text}` lacks a unit (ns, us, ms, s, m, h, d)"))?;
-        let number: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration"))?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            "d" => 86400e9,
-            other => return Err(format!("unknown duration unit `{other}` in `{text}`")),
-        };
-        total += number * scale;
-        rest = &rest[unit_end..];
-    }
-    Ok(total.round() as i64)
 }
 
 #[cfg(test)]
@@ -207,11 +173,6 @@ mod tests {
 
     #[test]
     fn durations_and_derived_duplicate_window() {
-        assert_eq!(parse_duration("1h30m").unwrap(), 5_400 * NANOS_PER_SEC);
-        assert_eq!(parse_duration("500ms").unwrap(), 500_000_000);
-        assert_eq!(parse_duration("7d").unwrap(), 7 * 86_400 * NANOS_PER_SEC);
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("3w").is_err());
         // max_age of 1 minute makes the server's duplicate window 1 minute too.
         let live = json!({"max_age": 60 * NANOS_PER_SEC, "duplicate_window": 60 * NANOS_PER_SEC});
         let (spec, _) = normalize_live("S", &live);

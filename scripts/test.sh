@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean clone: installs the real servers the tests start
+# (scripts/dev-stack.sh install), checks formatting and lints, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/dev-stack.sh install "${OFCTL_TEST_COMPONENTS:-all}"
+export OFCTL_TOOLS_DIR="${OFCTL_TOOLS_DIR:-$PWD/.tools}"
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked --all-targets

@@ -1,0 +1,126 @@
+//! Prometheus metrics of `ofctl watch` (`GET /metrics`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PassLabels {
+    pub tenant: String,
+    pub trigger: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeLabels {
+    pub tenant: String,
+    pub action: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub tenant: String,
+    pub job: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorLabels {
+    pub tenant: String,
+    pub connector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub tenant: String,
+    pub kind: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub passes: Family<PassLabels, Counter>,
+    pub changes: Family<ChangeLabels, Counter>,
+    pub drift: Family<TenantLabels, Gauge>,
+    pub job_runs: Family<JobLabels, Counter>,
+    pub connector_restarts: Family<ConnectorLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ofctl");
+        let passes = Family::<PassLabels, Counter>::default();
+        let changes = Family::<ChangeLabels, Counter>::default();
+        let drift = Family::<TenantLabels, Gauge>::default();
+        let job_runs = Family::<JobLabels, Counter>::default();
+        let connector_restarts = Family::<ConnectorLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register("reconcile_passes", "Reconcile passes run", passes.clone());
+        registry.register(
+            "changes_applied",
+            "Changes applied by watch mode",
+            changes.clone(),
+        );
+        registry.register(
+            "drift_resources",
+            "Resources whose live state differs from the manifest and were not healed",
+            drift.clone(),
+        );
+        registry.register(
+            "job_runs",
+            "Scheduled job runs (skipped = another replica held the lock)",
+            job_runs.clone(),
+        );
+        registry.register(
+            "connector_restarts",
+            "Kafka Connect connector restarts",
+            connector_restarts.clone(),
+        );
+        registry.register("errors", "Errors by kind", errors.clone());
+        Self {
+            registry,
+            passes,
+            changes,
+            drift,
+            job_runs,
+            connector_restarts,
+            errors,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn error(&self, tenant: &str, kind: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                tenant: tenant.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn job_run(&self, tenant: &str, job: &str, result: &str) {
+        self.job_runs
+            .get_or_create(&JobLabels {
+                tenant: tenant.to_string(),
+                job: job.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,582 @@
+//! `ofctl watch`: the long-running form. Each tenant (a manifest folder with its target
+//! config) is reconciled on file changes (debounced) and on a jittered interval, through the
+//! same engine as `ofctl apply`; a Redis lock per tenant keeps replicas from reconciling the
+//! same tenant at once. One tenant's failure never stalls another: each runs in its own task.
+
+pub mod http;
+pub mod lock;
+pub mod metrics;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::{mpsc, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{ApplyOptions, Status};
+use crate::config::{ConfigError, TargetConfig};
+use crate::engine::Engine;
+use crate::manifest::{self, Manifest};
+use crate::plan::{Action, Change, PlanOptions};
+use crate::resource::annotations;
+use lock::Locks;
+use metrics::{ChangeLabels, Metrics, PassLabels, TenantLabels};
+
+/// Name of the per-tenant reconcile lock (beside the platform's job locks).
+pub const RECONCILE_LOCK: &str = "ofctlReconcile";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("two targets are both tenant `{0}`; each tenant needs its own target config")]
+    DuplicateTenant(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// One tenant: a manifest folder and its target config.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub dir: PathBuf,
+    pub config: Option<PathBuf>,
+}
+
+impl Target {
+    fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| self.dir.join("ofctl.toml"))
+    }
+
+    fn load_config(&self) -> Result<TargetConfig, ConfigError> {
+        TargetConfig::load(&self.config_path(), self.config.is_some())
+    }
+}
+
+pub struct WatchOptions {
+    pub targets: Vec<Target>,
+    pub listen: SocketAddr,
+    /// Overrides every target's `[watch] interval`.
+    pub interval: Option<Duration>,
+}
+
+/// What drift policy says about one resource's pending change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftPolicy {
+    Heal,
+    Report,
+    Ignore,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftItem {
+    pub address: String,
+    pub action: Action,
+    pub policy: DriftPolicy,
+    /// Why it was not healed: report-only, refused, or the apply error.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PassRecord {
+    pub trigger: &'static str,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    pub applied: usize,
+    pub failed: usize,
+    /// Another replica held this tenant's lock, so this pass did nothing.
+    pub skipped: bool,
+    pub error: Option<String>,
+}
+
+/// What the HTTP API shows of a tenant.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TenantStatus {
+    pub manifest_dir: PathBuf,
+    pub passes: u64,
+    pub last_pass: Option<PassRecord>,
+    /// Set while the manifest on disk fails validation (the last good one stays in force).
+    pub manifest_error: Option<String>,
+    pub drift: Vec<DriftItem>,
+}
+
+/// State shared by the tenant loops and the HTTP API.
+pub struct Shared {
+    pub metrics: Metrics,
+    pub tenants: RwLock<BTreeMap<String, TenantStatus>>,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Ready once every tenant has finished its first pass.
+    pub async fn ready(&self) -> bool {
+        let tenants = self.tenants.read().await;
+        !tenants.is_empty() && tenants.values().all(|t| t.passes > 0)
+    }
+}
+
+fn policy_of(change: &Change, manifest: &Manifest) -> DriftPolicy {
+    match manifest
+        .get(&change.address)
+        .and_then(|r| r.annotations.get(annotations::DRIFT_POLICY))
+        .map(String::as_str)
+    {
+        Some("report") => DriftPolicy::Report,
+        Some("ignore") => DriftPolicy::Ignore,
+        _ => DriftPolicy::Heal,
+    }
+}
+
+struct TenantLoop {
+    id: String,
+    target: Target,
+    shared: Arc<Shared>,
+    config: TargetConfig,
+    /// The last manifest that validated; a broken edit never replaces it.
+    manifest: Option<Manifest>,
+    engine: Engine,
+    locks: Option<Locks>,
+    interval_override: Option<Duration>,
+    /// KafkaConnector names of the last good manifest, for the connector health job.
+    declared_connectors: Arc<std::sync::RwLock<Vec<String>>>,
+    /// A job asks for a reconcile pass now (e.g. a declared connector went missing).
+    reconcile_now: Arc<tokio::sync::Notify>,
+}
+
+impl TenantLoop {
+    fn interval(&self) -> Duration {
+        let base = self
+            .interval_override
+            .unwrap_or(self.config.watch().interval);
+        let jitter = self.config.watch().jitter.clamp(0.0, 0.9);
+        let factor = 1.0 + rand::thread_rng().gen_range(-jitter..=jitter);
+        base.mul_f64(factor.max(0.05))
+    }
+
+    /// Re-reads the target config and the manifest; keeps the last good ones on error.
+    fn reload(&mut self) -> Result<(), String> {
+        match self.target.load_config() {
+            Ok(config) => {
+                if config.source_digest != self.config.source_digest {
+                    self.engine = Engine::new(config.clone());
+                    self.locks = None;
+                }
+                self.config = config;
+            }
+            Err(e) => return Err(format!("target config: {e}")),
+        }
+        match manifest::load(&self.target.dir, &self.config.variables) {
+            Ok(m) => {
+                let connectors = m
+                    .resources
+                    .iter()
+                    .filter(|r| r.address.kind == "KafkaConnector")
+                    .map(|r| r.address.name.clone())
+                    .collect();
+                if let Ok(mut d) = self.declared_connectors.write() {
+                    *d = connectors;
+                }
+                self.manifest = Some(m);
+                Ok(())
+            }
+            Err(errors) => Err(errors.to_string()),
+        }
+    }
+
+    async fn ensure_locks(&mut self) {
+        if self.locks.is_some() {
+            return;
+        }
+        let Some(Ok(url)) = self.config.redis_url() else {
+            return;
+        };
+        let tenant = self.config.tenant().unwrap_or_else(|_| "default".into());
+        let env = self
+            .config
+            .environment()
+            .unwrap_or_else(|_| "default".into());
+        match Locks::connect(&url, &tenant, &env).await {
+            Ok(l) => self.locks = Some(l),
+            Err(e) => {
+                tracing::error!(tenant = %self.id, "{e}");
+                self.shared.metrics.error(&self.id, "redis");
+            }
+        }
+    }
+
+    async fn pass(&mut self, trigger: &'static str) -> PassRecord {
+        let started = Instant::now();
+        let reload = self.reload();
+        let manifest_error = reload.as_ref().err().cloned();
+        if let Some(e) = &manifest_error {
+            tracing::error!(tenant = %self.id, "manifest not applied, keeping the last good one:\n{}", crate::redact::redact(e));
+            self.shared.metrics.error(&self.id, "manifest");
+        }
+        let mut record = PassRecord {
+            trigger,
+            finished_at: String::new(),
+            duration_ms: 0,
+            applied: 0,
+            failed: 0,
+            skipped: false,
+            error: manifest_error.clone(),
+        };
+        let mut drift = Vec::new();
+        if let Some(manifest) = self.manifest.clone() {
+            self.ensure_locks().await;
+            let guard = match &self.locks {
+                Some(locks) => match locks
+                    .try_acquire(
+                        RECONCILE_LOCK,
+                        self.config.watch().lock_at_most_for,
+                        Duration::ZERO,
+                    )
+                    .await
+                {
+                    Ok(Some(g)) => Some(g),
+                    Ok(None) => {
+                        record.skipped = true;
+                        None
+                    }
+                    Err(e) => {
+                        // No lock service, no reconcile: two replicas applying at once is worse
+                        // than a late pass.
+                        record.error = Some(e.to_string());
+                        self.shared.metrics.error(&self.id, "redis");
+                        record.skipped = true;
+                        None
+                    }
+                },
+                None => None,
+            };
+            if !record.skipped {
+                match self.reconcile(manifest, &mut record, &mut drift).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::error!(tenant = %self.id, "{}", crate::redact::redact(&e));
+                        self.shared.metrics.error(&self.id, "reconcile");
+                        record.error = Some(e);
+                    }
+                }
+                if let (Some(locks), Some(g)) = (&self.locks, guard) {
+                    if let Err(e) = locks.release(g).await {
+                        tracing::warn!(tenant = %self.id, "releasing the reconcile lock: {e}");
+                    }
+                }
+            }
+        }
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        record.finished_at = chrono::Utc::now().to_rfc3339();
+        let result = if record.skipped {
+            "skipped"
+        } else if record.error.is_some() || record.failed > 0 {
+            "error"
+        } else {
+            "ok"
+        };
+        self.shared
+            .metrics
+            .passes
+            .get_or_create(&PassLabels {
+                tenant: self.id.clone(),
+                trigger: trigger.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        let mut tenants = self.shared.tenants.write().await;
+        let status = tenants.entry(self.id.clone()).or_default();
+        status.manifest_dir = self.target.dir.clone();
+        status.passes += 1;
+        status.manifest_error = manifest_error;
+        if !record.skipped {
+            self.shared
+                .metrics
+                .drift
+                .get_or_create(&TenantLabels {
+                    tenant: self.id.clone(),
+                })
+                .set(drift.len() as i64);
+            status.drift = drift;
+        }
+        status.last_pass = Some(record.clone());
+        record
+    }
+
+    async fn reconcile(
+        &mut self,
+        manifest: Manifest,
+        record: &mut PassRecord,
+        drift: &mut Vec<DriftItem>,
+    ) -> Result<(), String> {
+        let options = PlanOptions {
+            prune: self.config.watch().prune,
+            // Watch mode never replaces on a flag: only a resource's own annotation allows it.
+            allow_replace: false,
+        };
+        let obs = self
+            .engine
+            .observe(manifest, options.prune)
+            .await
+            .map_err(|e| e.to_string())?;
+        let plan = self
+            .engine
+            .plan(&obs, &options, None)
+            .map_err(|e| e.to_string())?;
+        let mut heal = Vec::new();
+        for change in plan.pending() {
+            let policy = policy_of(change, &obs.manifest);
+            let reason = match (policy, &change.blocked) {
+                (DriftPolicy::Ignore, _) => continue,
+                (DriftPolicy::Report, _) => "drift policy is report-only".to_string(),
+                (DriftPolicy::Heal, Some(why)) => format!("refused: {why}"),
+                (DriftPolicy::Heal, None) => {
+                    heal.push(change.clone());
+                    continue;
+                }
+            };
+            tracing::warn!(tenant = %self.id, "drift not healed: {} ({}): {reason}", change.address, change.action.as_str());
+            drift.push(DriftItem {
+                address: change.address.to_string(),
+                action: change.action,
+                policy,
+                reason,
+            });
+        }
+        if heal.is_empty() {
+            return Ok(());
+        }
+        let engine_config = self.config.engine().clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = {
+            let cancel = Arc::clone(&cancel);
+            let token = self.shared.shutdown.clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                cancel.store(true, Ordering::SeqCst);
+            })
+        };
+        let options = ApplyOptions {
+            concurrency: engine_config.concurrency,
+            max_attempts: engine_config.max_attempts,
+            retry_base: Duration::from_millis(engine_config.retry_base_ms),
+            cancel,
+        };
+        let tenant = self.id.clone();
+        let report = self
+            .engine
+            .apply(&heal, &obs, &options, &|o| {
+                let line = match &o.status {
+                    Status::Done => format!("{} {}: done", o.address, o.action.as_str()),
+                    Status::Failed(e) => {
+                        format!("{} {}: FAILED: {e}", o.address, o.action.as_str())
+                    }
+                    Status::NotAttempted(why) => {
+                        format!("{} {}: not attempted: {why}", o.address, o.action.as_str())
+                    }
+                };
+                tracing::info!(tenant = %tenant, "{}", crate::redact::redact(&line));
+            })
+            .await
+            .map_err(|e| e.to_string());
+        stop.abort();
+        let report = report?;
+        for o in &report.outcomes {
+            let result = match &o.status {
+                Status::Done => {
+                    record.applied += 1;
+                    "ok"
+                }
+                Status::Failed(e) => {
+                    record.failed += 1;
+                    drift.push(DriftItem {
+                        address: o.address.to_string(),
+                        action: o.action,
+                        policy: DriftPolicy::Heal,
+                        reason: format!("apply failed: {e}"),
+                    });
+                    "failed"
+                }
+                Status::NotAttempted(why) => {
+                    drift.push(DriftItem {
+                        address: o.address.to_string(),
+                        action: o.action,
+                        policy: DriftPolicy::Heal,
+                        reason: format!("not attempted: {why}"),
+                    });
+                    "not_attempted"
+                }
+            };
+            self.shared
+                .metrics
+                .changes
+                .get_or_create(&ChangeLabels {
+                    tenant: self.id.clone(),
+                    action: o.action.as_str().to_string(),
+                    result: result.to_string(),
+                })
+                .inc();
+        }
+        Ok(())
+    }
+
+    /// Starts the scheduled jobs this target's config enables and has the systems for.
+    async fn start_jobs(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.ensure_locks().await;
+        let mut handles = Vec::new();
+        let jobs = self.config.jobs().clone();
+        let redis = self.config.redis_url().and_then(Result::ok);
+        if jobs.connector_health.enabled {
+            if let Ok(url) = self.config.endpoint(crate::kind::System::Connect) {
+                match crate::jobs::connector_health::ConnectorHealth::new(
+                    &url,
+                    redis.as_deref(),
+                    jobs.connector_health.clone(),
+                    self.id.clone(),
+                    Arc::clone(&self.shared),
+                    Arc::clone(&self.declared_connectors),
+                    Arc::clone(&self.reconcile_now),
+                )
+                .await
+                {
+                    Ok(job) => handles.push(tokio::spawn(crate::jobs::schedule(
+                        Arc::new(job),
+                        jobs.connector_health.timing(),
+                        self.id.clone(),
+                        self.locks.clone(),
+                        Arc::clone(&self.shared),
+                    ))),
+                    Err(e) => {
+                        tracing::error!(tenant = %self.id, "connector health job not started: {e}")
+                    }
+                }
+            }
+        }
+        handles
+    }
+
+    async fn run(mut self) {
+        let (tx, mut events) = mpsc::channel::<()>(64);
+        let _watcher = watch_files(&self.target, tx)
+            .map_err(|e| tracing::error!(tenant = %self.id, "file watching is off: {e}"))
+            .ok();
+        let mut trigger = "startup";
+        let jobs = self.start_jobs().await;
+        loop {
+            let record = self.pass(trigger).await;
+            tracing::info!(
+                tenant = %self.id,
+                trigger = record.trigger,
+                applied = record.applied,
+                failed = record.failed,
+                skipped = record.skipped,
+                "reconcile pass finished in {} ms",
+                record.duration_ms
+            );
+            let sleep = tokio::time::sleep(self.interval());
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => break,
+                _ = sleep => trigger = "interval",
+                _ = self.reconcile_now.notified() => trigger = "job",
+                Some(()) = events.recv() => {
+                    // Editors save in bursts (temp file, rename, chmod): wait for quiet.
+                    let debounce = self.config.watch().debounce;
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(debounce) => break,
+                            more = events.recv() => if more.is_none() { break },
+                        }
+                    }
+                    trigger = "file";
+                }
+            }
+        }
+        for job in jobs {
+            let _ = job.await;
+        }
+    }
+}
+
+/// Watches the manifest folder and the target config; each event is a nudge, not data.
+fn watch_files(
+    target: &Target,
+    tx: mpsc::Sender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(e) = event {
+            if !matches!(e.kind, notify::EventKind::Access(_)) {
+                let _ = tx.try_send(());
+            }
+        }
+    })?;
+    watcher.watch(&target.dir, RecursiveMode::Recursive)?;
+    let config = target.config_path();
+    if !config.starts_with(&target.dir) {
+        if let Some(parent) = config.parent().filter(|p| p.exists()) {
+            watcher.watch(parent, RecursiveMode::NonRecursive)?;
+        }
+    }
+    Ok(watcher)
+}
+
+fn tenant_id(config: &TargetConfig, dir: &Path) -> String {
+    config
+        .tenant()
+        .unwrap_or_else(|_| dir.display().to_string())
+}
+
+/// Runs until `shared.shutdown` is cancelled: the tenant loops and the HTTP API.
+pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), WatchError> {
+    let mut loops = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for target in &options.targets {
+        let config = target.load_config()?;
+        let id = tenant_id(&config, &target.dir);
+        if !seen.insert(id.clone()) {
+            return Err(WatchError::DuplicateTenant(id));
+        }
+        shared.tenants.write().await.insert(
+            id.clone(),
+            TenantStatus {
+                manifest_dir: target.dir.clone(),
+                ..Default::default()
+            },
+        );
+        loops.push(TenantLoop {
+            id,
+            target: target.clone(),
+            shared: Arc::clone(&shared),
+            engine: Engine::new(config.clone()),
+            config,
+            manifest: None,
+            locks: None,
+            interval_override: options.interval,
+            declared_connectors: Default::default(),
+            reconcile_now: Default::default(),
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| WatchError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let server = http::serve(listener, Arc::clone(&shared));
+    let tasks: Vec<_> = loops.into_iter().map(|l| tokio::spawn(l.run())).collect();
+    server.await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! `ofctl watch` against real NATS and Redis: file changes, interval healing, drift policy,
+//! broken manifests, locks and graceful shutdown.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{nats, redis, stream, ManifestDir, Watch};
+
+fn config(nats: &str, redis: &str, interval: &str) -> String {
+    format!(
+        "tenant = \"t1\"\n[nats]\nurl = \"{nats}\"\n[redis]\nurl = \"{redis}\"\n[watch]\ninterval = \"{interval}\"\ndebounce = \"100ms\"\n"
+    )
+}
+
+async fn subjects(url: &str, name: &str) -> Option<Value> {
+    let client = async_nats::connect(url).await.ok()?;
+    let msg = client
+        .request(format!("$JS.API.STREAM.INFO.{name}"), "".into())
+        .await
+        .ok()?;
+    let info: Value = serde_json::from_slice(&msg.payload).ok()?;
+    info.pointer("/config/subjects").cloned()
+}
+
+async fn redis_keys(url: &str) -> Vec<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn file_edits_are_applied_and_deletions_healed() {
+    let (_n, nats_url) = nats();
+    let (_r, redis_url) = redis();
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", &config(&nats_url, &redis_url, "2s"))
+        .write("s.yaml", &stream("ORDERS", "  subjects: [orders.>]"));
+    let mut watch = Watch::start(&["-f", m.arg()]);
+    let ready = Watch::until(Duration::from_secs(10), || async {
+        watch.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready.is_some(), "{}", watch.log());
+    assert_eq!(
+        subjects(&nats_url, "ORDERS").await,
+        Some(json!(["orders.>"]))
+    );
+
+    // An edit is applied promptly (the closing note reports the measured reaction time).
+    m.write("s.yaml", &stream("ORDERS", "  subjects: [orders.v2.>]"));
+    let took = Watch::until(Duration::from_secs(5), || async {
+        subjects(&nats_url, "ORDERS").await == Some(json!(["orders.v2.>"]))
+    })
+    .await;
+    let took = took.unwrap_or_else(|| panic!("edit not applied:\n{}", watch.log()));
+    eprintln!("file change applied after {took:?}");
+
+    // Out-of-band deletion is healed by the interval pass.
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url.as_str()).await.unwrap());
+    js.delete_stream("ORDERS").await.unwrap();
+    let healed = Watch::until(Duration::from_secs(6), || async {
+        subjects(&nats_url, "ORDERS").await.is_some()
+    })
+    .await;
+    assert!(
+        healed.is_some(),
+        "deleted stream not recreated within one interval:\n{}",
+        watch.log()
+    );
+
+    let (_, metrics) = watch.get("/metrics").await;
+    assert!(
+        metrics.contains(
+            "ofctl_reconcile_passes_total{tenant=\"t1\",trigger=\"interval\",result=\"ok\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "ofctl_changes_applied_total{tenant=\"t1\",action=\"create\",result=\"ok\"} 2"
+        ),
+        "{metrics}"
+    );
+
+    // SIGTERM: exit 0, and no lock left behind.
+    assert_eq!(watch.terminate(), Some(0), "{}", watch.log());
+    assert!(redis_keys(&redis_url).await.is_empty());
+}
+
+#[tokio::test]
+async fn report_only_drift_is_reported_not_healed_and_broken_manifests_keep_the_last_good() {
+    let (_n, nats_url) = nats();
+    let (_r, redis_url) = redis();
+    let m = ManifestDir::new();
+    let reported = "apiVersion: ofctl.openframe.io/v1\nkind: NatsStream\nmetadata:\n  name: AUDIT\n  annotations:\n    ofctl.openframe.io/drift-policy: report\nspec:\n  subjects: [audit.>]\n";
+    m.write("ofctl.toml", &config(&nats_url, &redis_url, "1s"))
+        .write("a.yaml", reported)
+        .write("b.yaml", &stream("KEPT", "  subjects: [kept.>]"));
+    let watch = Watch::start(&["-f", m.arg()]);
+    assert!(Watch::until(Duration::from_secs(10), || async {
+        watch.get("/readyz").await.0 == 200
+    })
+    .await
+    .is_some());
+
+    // AUDIT is report-only: never created, shown as drift.
+    let (_, drift) = watch.get("/v1/drift").await;
+    let drift: Value = serde_json::from_str(&drift).unwrap();
+    let items = drift["t1"]["drift"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{drift}");
+    assert_eq!(items[0]["address"], "NatsStream/AUDIT");
+    assert_eq!(items[0]["policy"], "report");
+    assert!(subjects(&nats_url, "AUDIT").await.is_none());
+    assert!(subjects(&nats_url, "KEPT").await.is_some());
+    let (_, metrics) = watch.get("/metrics").await;
+    assert!(
+        metrics.contains("ofctl_drift_resources{tenant=\"t1\"} 1"),
+        "{metrics}"
+    );
+
+    // A broken edit is reported and not applied; the last good manifest stays in force.
+    m.write("b.yaml", "apiVersion: ofctl.openframe.io/v1\nkind: NatsStream\nmetadata: {name: KEPT}\nspec:\n  subjects: [kept.v2.>\n");
+    let reported_error = Watch::until(Duration::from_secs(5), || async {
+        let (_, d) = watch.get("/v1/drift").await;
+        d.contains("invalid YAML")
+    })
+    .await;
+    assert!(reported_error.is_some(), "{}", watch.log());
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url.as_str()).await.unwrap());
+    js.delete_stream("KEPT").await.unwrap();
+    let healed = Watch::until(Duration::from_secs(5), || async {
+        subjects(&nats_url, "KEPT").await.is_some()
+    })
+    .await;
+    assert!(
+        healed.is_some(),
+        "last good manifest must keep healing:\n{}",
+        watch.log()
+    );
+    assert_eq!(subjects(&nats_url, "KEPT").await, Some(json!(["kept.>"])));
+
+    // Fixing the file clears the error and applies the edit.
+    m.write("b.yaml", &stream("KEPT", "  subjects: [kept.v2.>]"));
+    let fixed = Watch::until(Duration::from_secs(5), || async {
+        subjects(&nats_url, "KEPT").await == Some(json!(["kept.v2.>"]))
+    })
+    .await;
+    assert!(fixed.is_some(), "{}", watch.log());
+    assert!(watch.log().contains("manifest not applied"));
+}
+
+#[tokio::test]
+async fn replicas_share_a_tenant_through_its_lock() {
+    let (_n, nats_url) = nats();
+    let (_r, redis_url) = redis();
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", &config(&nats_url, &redis_url, "300ms"))
+        .write("s.yaml", &stream("SHARED", "  subjects: [shared.>]"));
+    let mut a = Watch::start(&["-f", m.arg()]);
+    let mut b = Watch::start(&["-f", m.arg()]);
+    let created = Watch::until(Duration::from_secs(15), || async {
+        subjects(&nats_url, "SHARED").await.is_some()
+    })
+    .await;
+    assert!(created.is_some(), "{}\n{}", a.log(), b.log());
+    // Each replica skips passes while the other holds the tenant's lock; both keep
+    // reconciling, and neither ever fails on the other's work.
+    let ok = |m: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("ofctl_reconcile_passes_total") && l.contains("result=\"ok\"")
+            })
+            .count()
+    };
+    let both = Watch::until(Duration::from_secs(15), || async {
+        ok(&a.get("/metrics").await.1) > 0 && ok(&b.get("/metrics").await.1) > 0
+    })
+    .await;
+    assert!(both.is_some(), "{}\n{}", a.log(), b.log());
+    for w in [&a, &b] {
+        let (_, m) = w.get("/metrics").await;
+        assert!(!m.contains("result=\"error\""), "{m}\n{}", w.log());
+    }
+    assert_eq!(a.terminate(), Some(0));
+    assert_eq!(b.terminate(), Some(0));
+    assert!(
+        redis_keys(&redis_url).await.is_empty(),
+        "locks released on shutdown"
+    );
+}
