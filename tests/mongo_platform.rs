@@ -270,9 +270,18 @@ async fn desired_state_is_stored_as_the_platform_expects_and_replans_as_a_noop()
 
     let apply = stack.run(&["apply", "-f", m.arg(), "--auto-approve"], "0.1.0");
     assert_eq!(apply.code, 0, "{apply:?}");
-    let again = stack.run(&["plan", "-f", m.arg()], "0.1.0");
+    // A no-op plan reads each collection once (the release version also reads its
+    // followers) and writes nothing.
+    let env = stack.env("0.1.0");
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("OFCTL_LOG", "info"));
+    let again = ofctl(&["plan", "-f", m.arg()], &env);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stdout.contains("No changes"), "{again:?}");
+    assert!(
+        again.stderr.contains(r#""mongo":{"reads":7,"writes":0}"#),
+        "{again:?}"
+    );
 
     let db = stack.db().await;
     let ds = support::repo_root().join("desired-state/mongo");

@@ -29,9 +29,9 @@ use super::{
 use crate::config::TargetConfig;
 use crate::kind::{Compare, KindInfo, System};
 use crate::resource::{Address, Observed, Resource};
-pub use crypto::{generate_secret, CryptoError, EncryptionKey};
+use crypto::{generate_secret, EncryptionKey};
 use document::{PUBLISH_MARKER, PUBLISH_PENDING};
-pub use publish::{agent_message, agent_subject, client_message, CLIENT_SUBJECT};
+use publish::{agent_message, agent_subject, client_message, CLIENT_SUBJECT};
 
 pub const TOOL: &str = "IntegratedTool";
 pub const AGENT: &str = "ToolAgent";
@@ -403,8 +403,9 @@ impl MongoProvider {
         .await
     }
 
-    /// Stores `content` for an agent or the client configuration, publishing when `reason`
-    /// says a message is due or when the stored one is still pending.
+    /// Stores an agent or the client configuration: through the publish bookkeeping when a
+    /// message is due or the stored one is still pending, else as a plain full replace that
+    /// keeps the stored publishState.
     async fn store_followed(
         &self,
         collection: &str,
