@@ -319,12 +319,10 @@ cmd_up() {
   # integrated tools' credentials (stored in Mongo as the platform expects, never printed).
   envs+=("OFCTL_ENCRYPTION_PASSWORD=$(rand_hex 24)" "OFCTL_ENCRYPTION_SALT=$(rand_hex 8)")
   local v
-  for v in TRMM_PASSWORD TACTICAL_POSTGRES_PASSWORD FLEET_ADMIN_PASSWORD FLEET_MYSQL_PASSWORD \
-    MESH_PASSWORD MESH_MONGO_PASSWORD; do
+  for v in TRMM_PASSWORD FLEET_ADMIN_PASSWORD MESH_PASSWORD; do
     envs+=("OFCTL_$v=$(rand_hex 12)")
   done
-  envs+=(OFCTL_TRMM_USER=tactical OFCTL_TACTICAL_POSTGRES_USER=tactical OFCTL_FLEET_MYSQL_USER=fleet
-    OFCTL_FLEET_ADMIN_EMAIL=admin@openframe.local OFCTL_MESH_USER=admin OFCTL_MESH_MONGO_USER=root)
+  envs+=(OFCTL_TRMM_USER=tactical OFCTL_FLEET_ADMIN_EMAIL=admin@openframe.local OFCTL_MESH_USER=admin)
   # Without the sandbox there is no Tactical key yet; the tactical-rmm tool still needs one.
   [[ " ${envs[*]} " == *" OFCTL_TACTICAL_API_KEY="* ]] || envs+=("OFCTL_TACTICAL_API_KEY=$(rand_hex 16)")
 

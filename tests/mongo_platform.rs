@@ -214,22 +214,32 @@ fn resolved_tool(path: &Path) -> Map<String, Value> {
     }
     let defaults = [
         (
-            "tactical_postgres_host",
+            "TRMM_DB_HOST",
             "tactical-postgres.integrated-tools.svc.cluster.local",
         ),
-        ("tactical_postgres_port", "5432"),
-        ("tactical_postgres_db", "tacticalrmm"),
+        ("TRMM_DB_PORT", "5432"),
+        ("TRMM_DB_USER", "tactical"),
+        ("TRMM_DB_NAME", "tacticalrmm"),
+        ("TRMM_DB_PASSWORD", secret("OFCTL_TRMM_DB_PASSWORD")),
         (
-            "fleet_mysql_host",
-            "fleetmdm-mysql.integrated-tools.svc.cluster.local",
+            "FLEET_DB_HOST",
+            "fleetmdm-mysql-0.fleetmdm-mysql.integrated-tools.svc.cluster.local",
         ),
-        ("fleet_mysql_port", "3306"),
-        ("fleet_mysql_database", "fleet"),
+        ("FLEET_DB_PORT", "3306"),
+        ("FLEET_DB_USER", "fleet"),
+        ("FLEET_DB_NAME", "fleet"),
+        ("FLEET_DB_PASSWORD", secret("OFCTL_FLEET_DB_PASSWORD")),
         (
-            "mesh_mongodb_host",
+            "MESH_MONGO_HOST",
             "meshcentral-mongodb.integrated-tools.svc.cluster.local",
         ),
-        ("mesh_mongodb_port", "27017"),
+        ("MESH_MONGO_PORT", "27017"),
+        ("MESH_MONGO_USER", "admin"),
+        ("MESH_MONGO_PASSWORD", secret("OFCTL_MESH_MONGO_PASSWORD")),
+        (
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "kafka-broker-headless.datasources.svc.cluster.local:9092",
+        ),
     ];
     for (k, v) in defaults {
         text = text.replace(&format!("${{{k}}}"), v);

@@ -292,7 +292,8 @@ pub fn stream(name: &str, spec: &str) -> String {
 }
 
 /// Credentials that `desired-state/` takes from the environment (test values): loading the
-/// integrated tools resolves them.
+/// integrated tools resolves them. The tool databases' passwords are variables with dev
+/// defaults (desired-state/ofctl.toml); these set them too, so that masking is tested.
 pub const DESIRED_STATE_SECRETS: &[(&str, &str)] = &[
     (
         "OFCTL_ENCRYPTION_PASSWORD",
@@ -302,15 +303,12 @@ pub const DESIRED_STATE_SECRETS: &[(&str, &str)] = &[
     ("OFCTL_TRMM_USER", "trmm-admin"),
     ("OFCTL_TRMM_PASSWORD", "trmm-Secret-Pw-1"),
     ("OFCTL_TACTICAL_API_KEY", "tactical-Api-Key-2"),
-    ("OFCTL_TACTICAL_POSTGRES_USER", "tactical"),
-    ("OFCTL_TACTICAL_POSTGRES_PASSWORD", "pg-Secret-Pw-3"),
     ("OFCTL_FLEET_ADMIN_EMAIL", "admin@example.test"),
     ("OFCTL_FLEET_ADMIN_PASSWORD", "fleet-Secret-Pw-4"),
-    ("OFCTL_FLEET_MYSQL_USER", "fleet"),
-    ("OFCTL_FLEET_MYSQL_PASSWORD", "mysql-Secret-Pw-5"),
     ("OFCTL_MESH_USER", "mesh-admin"),
     ("OFCTL_MESH_PASSWORD", "mesh-Secret-Pw-6"),
-    ("OFCTL_MESH_MONGO_USER", "root"),
+    ("OFCTL_TRMM_DB_PASSWORD", "pg-Secret-Pw-3"),
+    ("OFCTL_FLEET_DB_PASSWORD", "mysql-Secret-Pw-5"),
     ("OFCTL_MESH_MONGO_PASSWORD", "mongo-Secret-Pw-7"),
 ];
 
