@@ -10,20 +10,28 @@ use mongodb::bson::{doc, Bson, Document};
 use serde_json::{json, Map, Value};
 use support::{mongo, nats, ofctl, ManifestDir, Run, Server, DESIRED_STATE_SECRETS};
 
+/// Real NATS and Mongo-wire servers, plus the sandbox's Kafka Connect emulator for the
+/// connectors a tool carries (used once the build has the KafkaConnector kind). The sandbox runs
+/// on the test's runtime, so tests using it run on a multi-threaded one.
 struct Stack {
     _nats: Server,
     _mongo: Server,
+    sandbox: ofctl::sandbox::Sandbox,
     nats_url: String,
     mongo_uri: String,
 }
 
 impl Stack {
-    fn start() -> Self {
+    async fn start() -> Self {
         let (n, nats_url) = nats();
         let (m, mongo_uri) = mongo();
+        let sandbox = ofctl::sandbox::start(Default::default())
+            .await
+            .expect("start the sandbox");
         Self {
             _nats: n,
             _mongo: m,
+            sandbox,
             nats_url,
             mongo_uri,
         }
@@ -38,6 +46,7 @@ impl Stack {
         env.push(("OFCTL_NATS_URL", self.nats_url.clone()));
         env.push(("OFCTL_MONGO_URI", self.mongo_uri.clone()));
         env.push(("OFCTL_RELEASE_VERSION", release.to_string()));
+        env.push(("OFCTL_CONNECT_URL", self.sandbox.connect_url.clone()));
         env
     }
 
@@ -249,16 +258,56 @@ fn resolved_tool(path: &Path) -> Map<String, Value> {
     body["tool"].as_object().cloned().expect("tool body")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_state_is_stored_as_the_platform_expects_and_replans_as_a_noop() {
-    let stack = Stack::start();
+    let stack = Stack::start().await;
     let m = ManifestDir::new();
     m.copy_from("desired-state");
 
     let plan = stack.run(&["plan", "-f", m.arg(), "--format", "json"], "0.1.0");
     assert_eq!(plan.code, 2, "{plan:?}");
     let p = plan.json();
-    assert_eq!(p["summary"]["create"], 15, "{plan:?}");
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for c in p["changes"].as_array().unwrap() {
+        assert_eq!(c["action"], "create", "{c}");
+        let address = c["address"].as_str().unwrap();
+        *kinds
+            .entry(address.split('/').next().unwrap().to_string())
+            .or_default() += 1;
+    }
+    // Each tool's connectors are planned as KafkaConnector resources after their tool, when
+    // this build has that kind; otherwise they live in the tool documents only.
+    let connectors = [
+        ("tactical-rmm-psql-connector", "tactical-rmm"),
+        ("tactical-rmm-psql-task-result-connector", "tactical-rmm"),
+        ("fleet-mysql-connector", "fleetmdm-server"),
+        ("meshcentral-mongo-connector", "meshcentral-server"),
+    ];
+    if ofctl::providers::kind_info("KafkaConnector").is_some() {
+        assert_eq!(kinds.remove("KafkaConnector"), Some(connectors.len()));
+        for (name, tool) in connectors {
+            let c = change(&p, &format!("KafkaConnector/{name}"));
+            assert!(
+                c["depends_on"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(format!("IntegratedTool/{tool}"))),
+                "{c}"
+            );
+        }
+    }
+    assert_eq!(
+        kinds,
+        BTreeMap::from([
+            ("ClientConfiguration".to_string(), 1),
+            ("IntegratedTool".to_string(), 3),
+            ("NatsStream".to_string(), 5),
+            ("RegistrationSecret".to_string(), 1),
+            ("ReleaseVersion".to_string(), 1),
+            ("ToolAgent".to_string(), 4),
+        ]),
+        "{plan:?}"
+    );
     // Credentials never reach any output.
     for format in ["text", "json", "markdown"] {
         let out = stack.run(&["plan", "-f", m.arg(), "--format", format], "0.1.0");
@@ -404,9 +453,9 @@ async fn platform_at_0_1_0(stack: &Stack) -> ManifestDir {
     m
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_bump_publishes_the_client_and_each_release_agent_once() {
-    let stack = Stack::start();
+    let stack = Stack::start().await;
     let m = platform_at_0_1_0(&stack).await;
     let url = &stack.nats_url;
 
@@ -503,9 +552,9 @@ async fn a_release_bump_publishes_the_client_and_each_release_agent_once() {
     assert_eq!(total(url, "CLIENT_UPDATE").await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_write_and_publish_is_repaired_by_the_next_apply_exactly_once() {
-    let stack = Stack::start();
+    let stack = Stack::start().await;
     let m = platform_at_0_1_0(&stack).await;
     let url = &stack.nats_url;
     assert_eq!(
@@ -639,12 +688,12 @@ fn publishes(before: &Map<String, Value>, after: &Map<String, Value>) -> bool {
         .any(|(id, ver)| old.get(id).is_some_and(|o| o != ver))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_each_agents_history_changes_exactly_its_fields_and_publishes_once_per_version() {
     let Some(fixtures) = support::shared_fixtures("openframe/agents") else {
         return;
     };
-    let stack = Stack::start();
+    let stack = Stack::start().await;
     let m = ManifestDir::new();
     m.copy_from("desired-state/nats").write(
         "ofctl.toml",
@@ -759,20 +808,29 @@ async fn replaying_each_agents_history_changes_exactly_its_fields_and_publishes_
     assert_eq!(total(&stack.nats_url, "CLIENT_UPDATE").await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_connectors_under_the_old_key_are_converted_and_both_keys_are_an_error() {
-    let stack = Stack::start();
+    let stack = Stack::start().await;
     let m = ManifestDir::new();
     m.write(
         "ofctl.toml",
-        &format!("[mongo]\nuri = \"{}\"\n", stack.mongo_uri),
+        &format!(
+            "[mongo]\nuri = \"{}\"\n[connect]\nurl = \"{}\"\n",
+            stack.mongo_uri, stack.sandbox.connect_url
+        ),
     );
     let tool = |body: &str| {
         format!("apiVersion: ofctl.openframe.io/v1\nkind: IntegratedTool\nmetadata:\n  name: old-tool\nspec:\n  tool:\n    id: old-tool\n    name: Old\n{body}")
     };
     m.write(
         "t.yaml",
-        &tool("    debeziumConnector:\n      name: c1\n      config: {database.password: \"db-Secret-9\", tasks.max: \"1\"}\n"),
+        &tool(concat!(
+            "    debeziumConnector:\n      name: c1\n      config:\n",
+            "        connector.class: io.debezium.connector.postgresql.PostgresConnector\n",
+            "        database.hostname: db.local\n        database.port: \"5432\"\n",
+            "        database.user: u\n        database.password: db-Secret-9\n",
+            "        database.dbname: d\n        plugin.name: pgoutput\n        topic.prefix: old\n",
+        )),
     );
     let apply = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
     assert_eq!(apply.code, 0, "{apply:?}");
