@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dev-stack.sh: install and run the real services that ofctl's tests and quickstart use.
 #
-#   install [core|kafka|connect|all]   core = nats, redis, secantus (Mongo wire);
+#   install [core|kafka|connect|all]   core = nats, redis, secantus (Mongo wire), and cmake
+#                                      (ofctl's build compiles librdkafka);
 #                                      kafka adds noida-db; connect (= all) adds Kafka Connect,
 #                                      Debezium, PostgreSQL 15 and a Java check
 #   up [--with-kafka] [--with-connect] install what is needed, start on free loopback ports
@@ -74,6 +75,10 @@ install_set() {  # install_set core|kafka|connect: each set includes the previou
   # Debian's redis package does not start a server in a container; we only want binaries.
   [[ -x /usr/bin/redis-server && -x /usr/bin/redis-cli ]] || apt+=(redis-server redis-tools)
   have curl || apt+=(curl)  # readiness probes
+  # Building ofctl itself: rdkafka compiles its bundled librdkafka with CMake (cmake-build).
+  have cmake || apt+=(cmake)
+  have make || apt+=(make)
+  have g++ || apt+=(g++)
   if [[ $set == connect ]]; then
     [[ -x $PG_BIN/postgres ]] || apt+=(postgresql-15)
     [[ -f /usr/share/java/jetty9-servlet.jar && -f /usr/share/java/jetty9-security.jar ]] \
@@ -436,5 +441,5 @@ case ${1:-} in
   down) shift; cmd_down "$@" ;;
   env) cmd_env ;;
   status) cmd_status ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -64,6 +64,21 @@ impl Stack {
     }
 }
 
+/// The NATS and Mongo parts of `desired-state/` (and the Connect part, whose connectors the
+/// tools also carry) with its target config.
+fn platform_manifest() -> ManifestDir {
+    let m = ManifestDir::new();
+    for part in ["nats", "mongo", "connect"] {
+        m.copy_from(&format!("desired-state/{part}"));
+    }
+    std::fs::copy(
+        support::repo_root().join("desired-state/ofctl.toml"),
+        m.path().join("ofctl.toml"),
+    )
+    .expect("copy ofctl.toml");
+    m
+}
+
 /// A document as JSON (relaxed Extended JSON: dates as `{"$date": ...}`).
 fn as_json(doc: &Document) -> Value {
     Bson::Document(doc.clone()).into_relaxed_extjson()
@@ -261,8 +276,7 @@ fn resolved_tool(path: &Path) -> Map<String, Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_state_is_stored_as_the_platform_expects_and_replans_as_a_noop() {
     let stack = Stack::start().await;
-    let m = ManifestDir::new();
-    m.copy_from("desired-state");
+    let m = platform_manifest();
 
     let plan = stack.run(&["plan", "-f", m.arg(), "--format", "json"], "0.1.0");
     assert_eq!(plan.code, 2, "{plan:?}");
@@ -439,13 +453,12 @@ async fn desired_state_is_stored_as_the_platform_expects_and_replans_as_a_noop()
 
 /// desired-state plus a second release agent, applied at release 0.1.0.
 async fn platform_at_0_1_0(stack: &Stack) -> ManifestDir {
-    let m = ManifestDir::new();
-    m.copy_from("desired-state");
-    let chat = std::fs::read_to_string(m.path().join("mongo/agents/openframe-chat-agent.json"))
+    let m = platform_manifest();
+    let chat = std::fs::read_to_string(m.path().join("agents/openframe-chat-agent.json"))
         .unwrap()
         .replace("\"openframe-chat\"", "\"second-release-agent\"");
-    m.write("mongo/agents/second-release-agent.json", &chat).write(
-        "mongo/second.yaml",
+    m.write("agents/second-release-agent.json", &chat).write(
+        "second.yaml",
         "apiVersion: ofctl.openframe.io/v1\nkind: ToolAgent\nmetadata:\n  name: second-release-agent\nspecFile: agents/second-release-agent.json\n",
     );
     let apply = stack.run(&["apply", "-f", m.arg(), "--auto-approve"], "0.1.0");
@@ -690,9 +703,10 @@ fn publishes(before: &Map<String, Value>, after: &Map<String, Value>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_each_agents_history_changes_exactly_its_fields_and_publishes_once_per_version() {
-    let Some(fixtures) = support::shared_fixtures("openframe/agents") else {
+    let Some(shared) = support::shared_dir() else {
         return;
     };
+    let fixtures = shared.join("fixtures/openframe/agents");
     let stack = Stack::start().await;
     let m = ManifestDir::new();
     m.copy_from("desired-state/nats").write(
@@ -845,6 +859,29 @@ async fn tool_connectors_under_the_old_key_are_converted_and_both_keys_are_an_er
     );
     assert!(doc.get_bool("enabled").unwrap());
 
+    // Declared on its own as well: fine with the same config, an error with another one.
+    if ofctl::providers::kind_info("KafkaConnector").is_some() {
+        let text = std::fs::read_to_string(m.path().join("t.yaml")).unwrap();
+        let config = "{connector.class: io.debezium.connector.postgresql.PostgresConnector, database.hostname: db.local, database.port: \"5432\", database.user: u, database.password: db-Secret-9, database.dbname: d, plugin.name: pgoutput, topic.prefix: old}";
+        let connector = |config: &str| {
+            format!("apiVersion: ofctl.openframe.io/v1\nkind: KafkaConnector\nmetadata:\n  name: c1\nspec:\n  config: {config}\n")
+        };
+        m.write("c.yaml", &connector(config));
+        let plan = ofctl(&["plan", "-f", m.arg()], &[]);
+        assert_eq!(
+            plan.code, 0,
+            "the same connector, already applied: {plan:?}"
+        );
+        m.write(
+            "c.yaml",
+            &connector(&config.replace("topic.prefix: old", "topic.prefix: other")),
+        );
+        let plan = ofctl(&["plan", "-f", m.arg()], &[]);
+        assert_eq!(plan.code, 1, "{plan:?}");
+        assert!(plan.stderr.contains("keep one source"), "{plan:?}");
+        m.remove("c.yaml");
+        assert!(text.contains("debeziumConnector"));
+    }
     m.write(
         "t.yaml",
         &tool("    debeziumConnector: {name: a, config: {}}\n    debeziumConnectors: []\n"),

@@ -21,6 +21,23 @@ pub fn tools_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".tools"))
 }
 
+/// The shared fixtures folder (`$OFCTL_SHARED_DIR`, else `<repo>/../shared`), or `None` with a
+/// printed note: a user's clone has no shared folder, and tests that need it skip.
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("OFCTL_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "note: shared fixtures not found at {} (set OFCTL_SHARED_DIR); skipping",
+            dir.display()
+        );
+        None
+    }
+}
+
 /// Path of a server binary: `$OFCTL_TOOLS_DIR/bin`, `.tools/bin`, then PATH.
 pub fn tool(name: &str) -> PathBuf {
     let local = tools_dir().join("bin").join(name);
@@ -170,22 +187,20 @@ pub fn python() -> PathBuf {
     p
 }
 
-/// The shared fixtures folder (`$OFCTL_SHARED_DIR`, else `<repo>/../shared`), or `None` with a
-/// note when it is absent (a user's clone has none): tests that need it then skip.
-pub fn shared_fixtures(sub: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("OFCTL_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("..").join("shared"));
-    let dir = base.join("fixtures").join(sub);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "note: {} is absent; skipping the part of this test that replays shared fixtures",
-            dir.display()
-        );
-        None
-    }
+/// noida-db speaking the Kafka protocol, storing in a temporary folder. The native binary is
+/// started directly (scripts/dev-stack.sh links it): the pip wrapper would leave the broker
+/// running when killed. Returns the bootstrap address.
+pub fn kafka() -> (Server, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut cmd = Command::new(tool("noida-db"));
+    cmd.arg("start")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--host", "127.0.0.1", "--only", "kafka", "--kafka-port"])
+        .arg(port.to_string());
+    let server = Server::start("noida-db (kafka)", cmd, port, dir);
+    (server, format!("127.0.0.1:{port}"))
 }
 
 /// Result of one `ofctl` invocation.
@@ -196,6 +211,22 @@ pub struct Run {
 }
 
 impl Run {
+    /// The request counts ofctl logs at `OFCTL_LOG=info` after `marker` ("read live state in"
+    /// or "applied in"), e.g. `{"connect": {"reads": 1, "writes": 0}}`.
+    pub fn logged_requests(&self, marker: &str) -> serde_json::Value {
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.contains(marker))
+            .unwrap_or_else(|| {
+                panic!("no `{marker}` log line (run with OFCTL_LOG=info): {self:?}")
+            });
+        let json = &line[line
+            .find('{')
+            .unwrap_or_else(|| panic!("no counts in `{line}`"))..];
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("bad counts in `{line}`: {e}"))
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
@@ -311,6 +342,75 @@ pub const DESIRED_STATE_SECRETS: &[(&str, &str)] = &[
     ("OFCTL_FLEET_DB_PASSWORD", "mysql-Secret-Pw-5"),
     ("OFCTL_MESH_MONGO_PASSWORD", "mongo-Secret-Pw-7"),
 ];
+
+/// The local stack started by `scripts/dev-stack.sh up` in a private stack folder, stopped
+/// (and its data removed) when dropped.
+pub struct DevStack {
+    dir: tempfile::TempDir,
+    /// The variables of the stack's env file (`OFCTL_CONNECT_URL`, `OFCTL_POSTGRES_PORT`, ...).
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl DevStack {
+    /// Runs `dev-stack.sh up ARGS`; the error carries the script's output.
+    pub fn up(args: &[&str]) -> Result<DevStack, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let out = Command::new(repo_root().join("scripts/dev-stack.sh"))
+            .arg("up")
+            .args(args)
+            .env("OFCTL_STACK_DIR", dir.path())
+            .env("OFCTL_TOOLS_DIR", tools_dir())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run dev-stack.sh: {e}"))?;
+        // From here on, dropping the value runs `down`, also on the error paths below.
+        let mut stack = DevStack {
+            dir,
+            env: Default::default(),
+        };
+        if !out.status.success() {
+            return Err(format!(
+                "dev-stack.sh up {} failed ({}):\n{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let env_file = stack.dir.path().join("env");
+        let text = std::fs::read_to_string(&env_file)
+            .map_err(|e| format!("{}: {e}", env_file.display()))?;
+        // Lines are `export NAME='value'`.
+        for line in text.lines() {
+            if let Some((name, value)) =
+                line.strip_prefix("export ").and_then(|l| l.split_once('='))
+            {
+                stack
+                    .env
+                    .insert(name.to_string(), value.trim_matches('\'').to_string());
+            }
+        }
+        Ok(stack)
+    }
+
+    pub fn var(&self, name: &str) -> &str {
+        self.env
+            .get(name)
+            .unwrap_or_else(|| panic!("the dev stack's env file has no {name}: {:?}", self.env))
+    }
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/dev-stack.sh"))
+            .args(["down", "--purge"])
+            .env("OFCTL_STACK_DIR", self.dir.path())
+            .env("OFCTL_TOOLS_DIR", tools_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
 
 /// redis-server without persistence.
 pub fn redis() -> (Server, String) {

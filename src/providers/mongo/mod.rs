@@ -88,17 +88,23 @@ const fn kind(
         compare: Compare::Exact,
         field_rules: &[],
         sensitive,
-        sensitive_keys: &["password"],
+        // Connector configs inside a tool (the same keys the KafkaConnector kind masks); a
+        // connection string's password is registered by the redactor as well.
+        sensitive_keys: &[
+            "password",
+            "sslpassword",
+            "mongodb.connection.string",
+            "sasl.jaas.config",
+        ],
         interpolate_spec_file: interpolate,
     }
 }
 
 pub static KINDS: [KindInfo; 5] = [
     // Tool bodies carry hosts and credentials as placeholders to resolve. Credentials are
-    // stored in clear by the platform (§15.7) and must never be printed; the connector list
-    // is masked too because lists diff whole and connector configs hold database passwords
-    // (each connector is planned as its own KafkaConnector, with its own masking).
-    kind(TOOL, &["/credentials", "/debeziumConnectors"], true),
+    // stored in clear by the platform (§15.7) and must never be printed. Secret values inside
+    // the connector list (which diffs whole) are registered by key and masked wherever printed.
+    kind(TOOL, &["/credentials"], true),
     // Agent and client files hold `${client.serverUrl}`-style strings that the device-side
     // client resolves: they are data, stored verbatim (openframe.md, Pitfalls).
     kind(AGENT, &[], false),
@@ -451,6 +457,7 @@ impl MongoProvider {
                     // Platform documents carry no ownership marker ofctl could add without
                     // changing them, so nothing here is ever pruned.
                     managed: false,
+                    notes: Vec::new(),
                 })
             })
             .collect())
@@ -509,6 +516,7 @@ impl MongoProvider {
             name,
             spec: Value::Object(spec),
             managed: false,
+            notes: Vec::new(),
         }])
     }
 
@@ -770,6 +778,7 @@ impl Provider for MongoProvider {
                             name: n.clone(),
                             spec: Value::Object(Map::new()),
                             managed: false,
+                            notes: Vec::new(),
                         })
                         .collect()
                 } else {

@@ -1,0 +1,177 @@
+//! Scheduled jobs in `ofctl watch`: connector health against the Kafka Connect emulator, and
+//! exactly-once scheduling across replicas through real Redis.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{redis, ManifestDir, Watch};
+
+fn job_config(connect: &str, redis: &str) -> String {
+    format!(
+        "tenant = \"t1\"\n[connect]\nurl = \"{connect}\"\n[redis]\nurl = \"{redis}\"\n[watch]\ninterval = \"1h\"\n\
+         [jobs.connector_health]\ninterval = \"1s\"\nbackoff = \"1s\"\nhealthy_reset = \"2s\"\nlock_at_least_for = \"200ms\"\nmax_restarts = 3\n"
+    )
+}
+
+async fn create_connector(connect: &str, name: &str) {
+    let body = json!({"name": name, "config": {
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "database.hostname": "db", "database.user": "u", "database.password": "p",
+        "database.dbname": "d", "topic.prefix": "t", "plugin.name": "pgoutput"}});
+    let resp = reqwest::Client::new()
+        .post(format!("{connect}/connectors"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "{}",
+        resp.text().await.unwrap()
+    );
+}
+
+async fn task_state(connect: &str, name: &str) -> String {
+    let status: Value = reqwest::get(format!("{connect}/connectors/{name}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    status["tasks"][0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn restart_state(redis_url: &str, name: &str) -> Option<Value> {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let raw: Option<String> = redis::cmd("HGET")
+        .arg("of:{t1}:ofctl:connector-health")
+        .arg(name)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    raw.and_then(|r| serde_json::from_str(&r).ok())
+}
+
+fn metric(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn failed_task_is_restarted_and_backoff_resets_once_healthy() {
+    let sandbox = ofctl::sandbox::start(Default::default()).await.unwrap();
+    let connect = sandbox.connect_url.clone();
+    let (_r, redis_url) = redis();
+    create_connector(&connect, "pg").await;
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", &job_config(&connect, &redis_url));
+    let fail = || async {
+        let r = reqwest::Client::new()
+            .post(format!("{connect}/__sandbox/connectors/pg/tasks/0/fail"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    };
+    fail().await;
+    assert_eq!(task_state(&connect, "pg").await, "FAILED");
+
+    let watch = Watch::start(&["-f", m.arg()]);
+    let restarted = Watch::until(Duration::from_secs(10), || async {
+        task_state(&connect, "pg").await == "RUNNING"
+    })
+    .await;
+    assert!(restarted.is_some(), "{}", watch.log());
+    let (_, metrics) = watch.get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "ofctl_connector_restarts_total{tenant=\"t1\",connector=\"pg\"}"
+        ),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        restart_state(&redis_url, "pg").await.unwrap()["restarts"],
+        1
+    );
+    assert!(
+        watch.log().contains("restarted (attempt 1/3)"),
+        "{}",
+        watch.log()
+    );
+
+    // Healthy for longer than healthy_reset: the count starts again from zero.
+    let reset = Watch::until(Duration::from_secs(10), || async {
+        restart_state(&redis_url, "pg")
+            .await
+            .is_some_and(|s| s["restarts"] == 0)
+    })
+    .await;
+    assert!(reset.is_some(), "{}", watch.log());
+
+    // So the next failure is restarted at once, as attempt 1 again.
+    fail().await;
+    let again = Watch::until(Duration::from_secs(10), || async {
+        task_state(&connect, "pg").await == "RUNNING"
+    })
+    .await;
+    assert!(again.is_some(), "{}", watch.log());
+    let (_, metrics) = watch.get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "ofctl_connector_restarts_total{tenant=\"t1\",connector=\"pg\"}"
+        ),
+        2
+    );
+    assert_eq!(
+        watch.log().matches("restarted (attempt 1/3)").count(),
+        2,
+        "{}",
+        watch.log()
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_run_each_job_once_per_interval() {
+    let sandbox = ofctl::sandbox::start(Default::default()).await.unwrap();
+    let (_r, redis_url) = redis();
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", &job_config(&sandbox.connect_url, &redis_url));
+    let mut a = Watch::start(&["-f", m.arg()]);
+    let mut b = Watch::start(&["-f", m.arg()]);
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let runs = |m: &str, result: &str| {
+        metric(m, &format!("ofctl_job_runs_total{{tenant=\"t1\",job=\"debeziumHealthCheck\",result=\"{result}\"}}"))
+    };
+    let (ma, mb) = (a.get("/metrics").await.1, b.get("/metrics").await.1);
+    let (ok, skipped) = (
+        runs(&ma, "ok") + runs(&mb, "ok"),
+        runs(&ma, "skipped") + runs(&mb, "skipped"),
+    );
+    let ticks_a = runs(&ma, "ok") + runs(&ma, "skipped");
+    let ticks_b = runs(&mb, "ok") + runs(&mb, "skipped");
+    eprintln!("job runs: ok {ok}, skipped {skipped}, ticks {ticks_a}/{ticks_b}");
+    assert!(ticks_a >= 5 && ticks_b >= 5, "{ma}\n{mb}");
+    // Every tick ran the job on exactly one replica (ticks seen by a replica that started a
+    // little later or stopped a little earlier can differ by one).
+    assert!(
+        ok.abs_diff(ticks_a.max(ticks_b)) <= 1,
+        "ok {ok}, ticks {ticks_a}/{ticks_b}\n{ma}\n{mb}"
+    );
+    assert!(ok + skipped >= ticks_a + ticks_b - 1);
+    assert_eq!(runs(&ma, "error") + runs(&mb, "error"), 0);
+    assert_eq!(a.terminate(), Some(0));
+    assert_eq!(b.terminate(), Some(0));
+}
