@@ -833,7 +833,8 @@ impl Provider for MongoProvider {
                     None => obj.shift_remove("version"),
                 };
             }
-            if stored != wanted {
+            // Said only when the manifest names a version: release files usually carry none.
+            if wanted.is_some() && stored != wanted {
                 let who = if kind == AGENT {
                     "a release agent"
                 } else {
@@ -915,5 +916,69 @@ impl Provider for MongoProvider {
 
     fn requests(&self) -> RequestCount {
         self.counter.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn provider() -> MongoProvider {
+        MongoProvider::new("mongodb://127.0.0.1:1/x".into(), &TargetConfig::default())
+    }
+
+    #[test]
+    fn a_release_agent_keeps_its_stored_version_and_the_plan_says_so() {
+        let p = provider();
+        let live = json!({"releaseVersion": true, "version": "1.2.0"});
+        let (merged, notes) = p.merge_live(
+            AGENT,
+            &json!({"releaseVersion": true, "version": "9.9.9"}),
+            &live,
+        );
+        assert_eq!(merged["version"], "1.2.0");
+        assert!(
+            notes[0].contains("keeps its stored version 1.2.0"),
+            "{notes:?}"
+        );
+        // A release file without a version: kept silently.
+        let (merged, notes) = p.merge_live(AGENT, &json!({"releaseVersion": true}), &live);
+        assert_eq!(merged["version"], "1.2.0");
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    #[test]
+    fn notes_announce_publishes_and_pending_ones() {
+        let p = provider();
+        let (_, notes) = p.merge_live(AGENT, &json!({"version": "2"}), &json!({"version": "1"}));
+        assert_eq!(notes, ["version 1 → 2: apply publishes one update message"]);
+        let pending = json!({"version": "2", "publish": "pending"});
+        let (merged, notes) = p.merge_live(AGENT, &json!({"version": "2"}), &pending);
+        assert!(merged.get("publish").is_none());
+        assert!(
+            notes[0].starts_with("publish pending: version 2"),
+            "{notes:?}"
+        );
+        // The client configuration keeps a stored version; a new one may come from the file.
+        let (merged, _) = p.merge_live(CLIENT, &json!({"version": "5"}), &json!({"version": "4"}));
+        assert_eq!(merged["version"], "4");
+        let (merged, notes) = p.merge_live(CLIENT, &json!({"version": "5"}), &json!({}));
+        assert_eq!(merged["version"], "5");
+        assert!(notes[0].contains(CLIENT_SUBJECT), "{notes:?}");
+    }
+
+    #[test]
+    fn singletons_are_named() {
+        let p = provider();
+        assert!(p.normalize_desired(CLIENT, "other", &json!({})).is_err());
+        assert!(p
+            .normalize_desired(RELEASE, "prod", &json!({"version": "1"}))
+            .is_err());
+        assert_eq!(
+            p.normalize_desired(AGENT, "a", &json!({"id": "a", "x": null, "v": "1"}))
+                .unwrap(),
+            json!({"v": "1"})
+        );
     }
 }
