@@ -6,6 +6,7 @@
 //! With free-running timers two replicas out of phase would each find the lock expired and
 //! run the job twice per interval.
 
+pub mod api_key_stats;
 pub mod connector_health;
 
 use std::sync::Arc;
