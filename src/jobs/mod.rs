@@ -8,6 +8,7 @@
 
 pub mod api_key_stats;
 pub mod connector_health;
+pub mod publish_fallback;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -488,6 +488,31 @@ impl TenantLoop {
                 }
             }
         }
+        if jobs.publish_fallback.enabled {
+            if let Ok(mongo_uri) = self.config.endpoint(crate::kind::System::Mongo) {
+                match crate::jobs::publish_fallback::PublishFallback::new(
+                    &mongo_uri,
+                    self.config.mongo_database(),
+                    jobs.publish_fallback.max_attempts,
+                    self.id.clone(),
+                    Arc::clone(&self.shared),
+                    Arc::clone(&self.reconcile_now),
+                )
+                .await
+                {
+                    Ok(job) => handles.push(tokio::spawn(crate::jobs::schedule(
+                        Arc::new(job),
+                        jobs.publish_fallback.timing(),
+                        self.id.clone(),
+                        self.locks.clone(),
+                        Arc::clone(&self.shared),
+                    ))),
+                    Err(e) => {
+                        tracing::error!(tenant = %self.id, "publish fallback job not started: {e}")
+                    }
+                }
+            }
+        }
         handles
     }
 
