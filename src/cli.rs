@@ -90,12 +90,16 @@ struct SandboxArgs {
     /// Fraction of Kafka Connect writes answered with a rebalance 409.
     #[arg(long, default_value_t = 0.0)]
     rebalance_rate: f64,
-    /// Fraction of connections closed without a response.
+    /// Fraction of connections closed without a response (half of them after the request was
+    /// handled: a write is made but its answer lost).
     #[arg(long, default_value_t = 0.0)]
     drop_rate: f64,
     /// Seed for the fault draws, for reproducible runs.
     #[arg(long)]
     seed: Option<u64>,
+    /// Inject faults into writes only (GET and HEAD are always answered).
+    #[arg(long)]
+    faults_writes_only: bool,
 }
 
 #[derive(Args, Debug)]
@@ -449,6 +453,7 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
             rebalance_rate: args.rebalance_rate,
             drop_rate: args.drop_rate,
             seed: args.seed,
+            writes_only: args.faults_writes_only,
         },
     })
     .await

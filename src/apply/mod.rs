@@ -119,22 +119,27 @@ fn dependency_edges(work: &[Work]) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// The retry schedule for transient failures, for writes and reads alike (`[engine]`
+/// `retry_base_ms` and `max_attempts`, the first attempt included).
+pub fn backoff(retry_base: Duration, max_attempts: usize) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(retry_base)
+        .with_max_delay(Duration::from_secs(10))
+        .with_max_times(max_attempts.saturating_sub(1))
+        .with_jitter()
+}
+
 async fn run_op(
     provider: &Arc<dyn Provider>,
     op: Operation<'_>,
     options: &ApplyOptions,
     attempts: &AtomicUsize,
 ) -> Result<(), ProviderError> {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(options.retry_base)
-        .with_max_delay(Duration::from_secs(10))
-        .with_max_times(options.max_attempts.saturating_sub(1))
-        .with_jitter();
     (|| async {
         attempts.fetch_add(1, Ordering::Relaxed);
         provider.apply(op).await
     })
-    .retry(backoff)
+    .retry(backoff(options.retry_base, options.max_attempts))
     .when(|e: &ProviderError| e.transient)
     .notify(|e, after| {
         tracing::warn!(
