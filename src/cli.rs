@@ -596,7 +596,16 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<u8> {
     let engine_config = config.engine().clone();
     let config_path = config.path.clone();
     let mut engine = Engine::new(config);
-    let obs = observe(&mut engine, manifest, options.prune).await?;
+    let obs = match observe(&mut engine, manifest, options.prune).await {
+        Ok(obs) => obs,
+        Err(e) => {
+            eprintln!("{}", redact(&format!("error: {e:#}")));
+            eprintln!(
+                "Nothing was applied: live state could not be read, so no change was started."
+            );
+            return Ok(1);
+        }
+    };
     let fresh = engine.plan(&obs, &options, config_path)?;
     let plan = match saved {
         Some(saved) => {

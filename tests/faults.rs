@@ -338,3 +338,287 @@ async fn creates_whose_answers_were_lost_are_not_repeated() {
         names(&|i| format!("lost-{i}")).into_iter().collect()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL at random points
+
+/// Pending changes of a plan, and how many there are in all.
+fn pending(plan: &Value) -> (usize, usize) {
+    let changes = plan["changes"].as_array().expect("changes");
+    let pending = changes.iter().filter(|c| c["action"] != "noop").count();
+    (pending, changes.len())
+}
+
+/// Starts `ofctl apply` and SIGKILLs it `extra` after its `k`-th change was reported done
+/// (`k = 0`: after it read live state). Returns whether it had already exited.
+fn kill_after(m: &ManifestDir, env: &[(&str, &str)], k: usize, extra: Duration) -> bool {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ofctl"))
+        .args(["apply", "-f", m.arg(), "--auto-approve"])
+        .envs(env.iter().copied())
+        .env("OFCTL_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ofctl apply");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads to the end (the pipe must not fill up), signalling once the k-th change is done.
+    let reader = std::thread::spawn(move || {
+        let mut done = None;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("read live state in") {
+                done = Some(0);
+            } else if line.starts_with("  ✓ ") {
+                done = done.map(|d| d + 1);
+            }
+            if done == Some(k) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    // Bounded: an apply that ends first closes the channel.
+    let _ = rx.recv_timeout(Duration::from_secs(20));
+    std::thread::sleep(extra);
+    let finished = child.try_wait().expect("poll ofctl").is_some();
+    child.kill().expect("SIGKILL"); // `Child::kill` is SIGKILL on Unix
+    child.wait().expect("reap ofctl");
+    reader.join().expect("stderr reader");
+    finished
+}
+
+/// `ofctl apply` killed with SIGKILL at random points (after a random number of finished
+/// changes, plus up to one emulator round trip, so some kills land with a request in flight),
+/// ten times, each on a fresh platform so that every kill point covers the whole desired state;
+/// a re-run then converges with nothing created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_killed_at_random_points_converges_on_rerun() {
+    use rand::{Rng, SeedableRng};
+    const KILLS: usize = 10;
+    const LATENCY: Duration = Duration::from_millis(20);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut outcomes = Vec::new();
+    let mut total = None;
+    for _ in 0..KILLS {
+        // Every emulator request takes 20 ms, and one change at a time per system.
+        let sb = emulators(FaultConfig {
+            latency: LATENCY,
+            ..FaultConfig::default()
+        })
+        .await;
+        let (_nats, nats_url) = nats();
+        let (_kafka, brokers) = kafka();
+        let m = desired_state();
+        let config = m.path().join("ofctl.toml");
+        let mut text = std::fs::read_to_string(&config).expect("ofctl.toml");
+        text.push_str("\n[engine]\nconcurrency = 1\n");
+        std::fs::write(&config, text).expect("ofctl.toml");
+        let env = platform_env(&sb, API_KEY, &nats_url, &brokers);
+        let env = env_refs(&env);
+
+        let total = *total.get_or_insert_with(|| pending(&plan_json(&m, &env).1).0);
+        let k = rng.gen_range(0..total);
+        let extra = LATENCY.mul_f64(rng.gen_range(0.0..1.5));
+        let finished = kill_after(&m, &env, k, extra);
+
+        let rerun = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &env);
+        assert_eq!(
+            rerun.code, 0,
+            "re-run after a kill after {k} changes: {rerun:?}"
+        );
+        // Where the kill landed: how much of the desired state the re-run still had to do.
+        let left = rerun
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Apply complete: "))
+            .and_then(|l| l.split(' ').next())
+            .map_or(0, |n| n.parse::<usize>().expect("a count"));
+        outcomes.push((k, extra.as_millis(), finished, left, total));
+        let (code, plan) = plan_json(&m, &env);
+        assert_eq!(
+            code, 0,
+            "not converged after a kill after {k} changes: {plan:#}"
+        );
+        assert_no_duplicates(&inventory(&sb).await);
+    }
+    let mid = outcomes
+        .iter()
+        .filter(|(_, _, _, left, total)| 0 < *left && left < total)
+        .count();
+    eprintln!(
+        "sigkill: kills (after k changes, + ms, had exited, changes left, of): {outcomes:?}; {mid} of {KILLS} left a partly applied state"
+    );
+    assert!(
+        mid >= KILLS / 2,
+        "too few kills landed mid-apply to test anything: {outcomes:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real server stopped mid-apply
+
+fn streams(names: impl Iterator<Item = String>) -> String {
+    names
+        .map(|n| support::stream(&n, &format!("  subjects: [\"{}.>\"]", n.to_lowercase())))
+        .collect()
+}
+
+/// nats-server is killed while an apply of 50 streams runs: the apply ends promptly with exit 1
+/// and a summary that is true when checked against the restarted server. A saved plan applied
+/// while the server is down applies nothing and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stopped_mid_apply_is_reported_change_by_change() {
+    use std::io::{BufRead, Read};
+    let store = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let start = || {
+        support::nats_server(
+            tempfile::tempdir().expect("tempdir"),
+            store.path(),
+            port,
+            &[],
+        )
+    };
+    let mut server = start();
+    let m = ManifestDir::new();
+    m.write(
+        "ofctl.toml",
+        &format!("[nats]\nurl = \"nats://127.0.0.1:{port}\"\n"),
+    );
+    const N: usize = 50;
+    const KILL_AFTER: usize = 10;
+    m.write(
+        "streams.yaml",
+        &streams((1..=N).map(|i| format!("S{i:02}"))),
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ofctl"))
+        .args(["apply", "-f", m.arg(), "--auto-approve"])
+        .env("OFCTL_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ofctl apply");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut done = 0;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("  ✓ ") {
+                done += 1;
+                if done == KILL_AFTER {
+                    let _ = tx.send(());
+                }
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the apply made 10 changes");
+    server.stop();
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll ofctl") {
+            break status;
+        }
+        if stopped.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the apply did not end within 60 s of the server stopping");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = stopped.elapsed();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read stdout");
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr: reader.join().expect("stderr reader"),
+    };
+    assert_eq!(run.code, 1, "{run:?}");
+    let (done, failed, skipped) = failed_counts(&run).unwrap_or_else(|| panic!("{run:?}"));
+    assert!(done >= KILL_AFTER, "{run:?}");
+    assert_eq!(done + failed + skipped, N, "{run:?}");
+    assert!(failed > 0 && skipped > 0, "{run:?}");
+    let lines = summary_lines(&run);
+    assert_eq!(lines.len(), N, "every stream once: {run:?}");
+    for line in run.stdout.lines() {
+        let line = line.trim_start();
+        if line.starts_with("failed:") {
+            assert!(
+                line.contains("the connection to NATS at nats://127.0.0.1"),
+                "{line}"
+            );
+        }
+        if line.starts_with("not attempted:") {
+            assert!(line.contains("nats stopped answering"), "{line}");
+        }
+    }
+    eprintln!(
+        "nats stopped: the apply ended {took:?} after the server stopped: {done} made, {failed} failed, {skipped} not attempted"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+
+    // Checked against the server, restarted on its own storage: what was called made exists,
+    // what was not attempted does not; a failed create may or may not have landed.
+    let mut server = start();
+    let (code, plan) = plan_json(&m, &[]);
+    assert_eq!(code, 2, "{plan:#}");
+    for (status, address) in &lines {
+        let action = action_of(&plan, address);
+        match *status {
+            "made" => assert_eq!(action, "noop", "{address}"),
+            "not attempted" => assert_eq!(action, "create", "{address}"),
+            _ => assert!(["noop", "create"].contains(&action), "{address}: {action}"),
+        }
+    }
+    let rerun = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert_eq!(plan_json(&m, &[]).0, 0);
+
+    // A saved plan, then the server goes away before it is applied: nothing is applied, and
+    // the error says which read failed.
+    m.write(
+        "more.yaml",
+        &streams((N + 1..=N + 5).map(|i| format!("S{i:02}"))),
+    );
+    let saved = m.path().join("plan.json");
+    let plan = ofctl(&["plan", "-f", m.arg(), "-o", saved.to_str().unwrap()], &[]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    server.stop();
+    let down = ofctl(&["apply", saved.to_str().unwrap()], &[]);
+    assert_eq!(down.code, 1, "{down:?}");
+    assert!(
+        down.stderr.contains(
+            "error: cannot read NatsStream from nats: cannot connect to NATS at nats://127.0.0.1"
+        ) && down.stderr.contains("Nothing was applied"),
+        "{down:?}"
+    );
+    assert!(!down.stdout.contains("Apply"), "{down:?}");
+    // Back up, the saved plan is still current and applies.
+    let _server = start();
+    let applied = ofctl(&["apply", saved.to_str().unwrap()], &[]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(
+        applied.stdout.contains("Apply complete: 5 change(s) made."),
+        "{applied:?}"
+    );
+}

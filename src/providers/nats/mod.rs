@@ -25,6 +25,8 @@ pub const OWNER_KEY: &str = "ofctl.openframe.io/managed-by";
 pub const OWNER_VALUE: &str = "ofctl";
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a request in flight checks that the connection is still up.
+const CONNECTION_CHECK: Duration = Duration::from_millis(100);
 
 pub static KINDS: [KindInfo; 1] = [KindInfo {
     kind: "NatsStream",
@@ -140,20 +142,47 @@ impl NatsProvider {
         } else {
             self.counter.read();
         }
+        let lost = format!(
+            "{subject}: the connection to NATS at {} is lost",
+            crate::redact::redact(&self.url)
+        );
+        // A write that got no answer may still have been carried out by the server.
+        let no_answer = |message: String| {
+            if write {
+                ProviderError::unanswered(message)
+            } else {
+                ProviderError::transient(message)
+            }
+        };
+        // The client reconnects in the background; while it is down, a request would only wait
+        // for its timeout (and be sent later, on reconnect), so fail at once: the engine retries.
+        if client.connection_state() != async_nats::connection::State::Connected {
+            return Err(ProviderError::transient(format!("{lost}; not sent")));
+        }
+        // ... and a request in flight when the connection drops stops waiting too.
+        let dropped = async {
+            loop {
+                tokio::time::sleep(CONNECTION_CHECK).await;
+                if client.connection_state() != async_nats::connection::State::Connected {
+                    break;
+                }
+            }
+        };
         let payload = serde_json::to_vec(&body).unwrap_or_default();
-        let msg = client
-            .request(subject.clone(), payload.into())
-            .await
-            .map_err(|e| {
+        let request = client.request(subject.clone(), payload.into());
+        let msg = tokio::select! {
+            answer = request => answer.map_err(|e| {
                 use async_nats::RequestErrorKind as K;
                 match e.kind() {
                     K::NoResponders => ProviderError::transient(format!(
                         "{subject}: no responders (is JetStream enabled on the server?)"
                     )),
-                    K::TimedOut => ProviderError::transient(format!("{subject}: timed out")),
-                    K::Other => ProviderError::transient(format!("{subject}: {e}")),
+                    K::TimedOut => no_answer(format!("{subject}: timed out")),
+                    K::Other => no_answer(format!("{subject}: {e}")),
                 }
-            })?;
+            })?,
+            () = dropped => return Err(no_answer(lost)),
+        };
         let response: Value = serde_json::from_slice(&msg.payload).map_err(|e| {
             ProviderError::permanent(format!("{subject}: unreadable response: {e}"))
         })?;
