@@ -319,8 +319,8 @@ async fn plan(args: PlanArgs) -> anyhow::Result<u8> {
         )
     );
     if let Some(out) = &args.out {
-        let text = serde_json::to_string_pretty(&plan)?;
-        std::fs::write(out, redact(&text).as_bytes())
+        let text = crate::redact::to_json(&plan)?;
+        std::fs::write(out, text.as_bytes())
             .with_context(|| format!("cannot write plan file {}", out.display()))?;
         eprintln!(
             "Saved the plan to {}. Apply it with: ofctl apply {}",
