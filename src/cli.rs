@@ -16,7 +16,7 @@ use crate::config::TargetConfig;
 use crate::engine::{stale_reasons, Engine, Observation};
 use crate::manifest::{self, Manifest};
 use crate::plan::render::{render, render_drift, Format};
-use crate::plan::{Plan, PlanOptions, FORMAT_VERSION};
+use crate::plan::{Plan, PlanOptions};
 use crate::redact::redact;
 
 /// Exit code for "the plan has changes" (Terraform's -detailed-exitcode convention).
@@ -562,20 +562,7 @@ fn summarize(report: &ApplyReport) -> u8 {
 
 async fn apply(args: ApplyArgs) -> anyhow::Result<u8> {
     let saved: Option<Plan> = match &args.plan_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read plan file {}", path.display()))?;
-            let plan: Plan = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not an ofctl plan file", path.display()))?;
-            if plan.format_version != FORMAT_VERSION {
-                bail!(
-                    "{} has plan format {}, this ofctl reads format {FORMAT_VERSION}; re-run ofctl plan",
-                    path.display(),
-                    plan.format_version
-                );
-            }
-            Some(plan)
-        }
+        Some(path) => Some(Plan::read_file(path)?),
         None => None,
     };
     let mut inputs = args.inputs.clone();

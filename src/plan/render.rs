@@ -79,7 +79,9 @@ fn describe(d: &FieldDiff) -> String {
 
 /// Line-by-line diff of multi-line text values (script bodies).
 fn text_body_diff(d: &FieldDiff) -> Option<String> {
-    if d.sensitive {
+    // A created or removed body is summarized as `<<N lines>>`: printing hundreds of `+`
+    // lines would bury the rest of the plan.
+    if d.sensitive || d.op != DiffOp::Change {
         return None;
     }
     let before = d.before.as_ref().and_then(Value::as_str).unwrap_or("");

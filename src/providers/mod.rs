@@ -6,6 +6,7 @@
 pub mod connect;
 pub mod http;
 pub mod kafka;
+pub mod mongo;
 pub mod nats;
 pub mod pinot;
 pub mod tactical;
@@ -27,6 +28,7 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
     let endpoint = config.endpoint(system)?;
     match system {
         System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint))),
+        System::Mongo => Ok(Arc::new(mongo::MongoProvider::new(endpoint, config))),
         System::Connect => {
             let provider =
                 connect::ConnectProvider::new(&endpoint).map_err(|e| ConfigError::Value {
@@ -68,7 +70,6 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
                 .map_err(|e| key_error(e.message))?;
             Ok(Arc::new(provider))
         }
-        other => Err(ConfigError::Unsupported(other)),
     }
 }
 
@@ -80,7 +81,18 @@ pub fn all_kinds() -> Vec<&'static KindInfo> {
         .chain(&connect::KINDS)
         .chain(&tactical::KINDS)
         .chain(&kafka::KINDS)
+        .chain(&mongo::KINDS)
         .collect()
+}
+
+/// Resources a declared resource stands for besides itself (a tool's Kafka Connect
+/// connectors), as (pointer into its spec, message) on error. The loader adds them to the
+/// manifest like any other, so they are planned, ordered and shown (an identical explicit
+/// declaration is merged with them; a different one is an error).
+pub fn expand(
+    resource: &crate::resource::Resource,
+) -> Result<Vec<crate::resource::Resource>, (String, String)> {
+    mongo::expand(resource)
 }
 
 pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {

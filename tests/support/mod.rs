@@ -165,6 +165,37 @@ pub fn nats_server(dir: tempfile::TempDir, store: &Path, port: u16, extra: &[&st
     server
 }
 
+/// SecantusDB (a MongoDB wire-protocol server) in memory; the URI names database `openframe`.
+pub fn mongo() -> (Server, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut cmd = Command::new(tool("secantusd-py"));
+    cmd.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--storage-path",
+        ":memory:",
+    ]);
+    let server = Server::start("secantusd-py", cmd, port, dir);
+    (
+        server,
+        format!("mongodb://127.0.0.1:{port}/openframe?directConnection=true"),
+    )
+}
+
+/// The Python of the tools venv (with `cryptography`, from `scripts/dev-stack.sh install`).
+pub fn python() -> PathBuf {
+    let p = tools_dir().join("venv").join("bin").join("python");
+    assert!(
+        p.exists(),
+        "{} not found: run `scripts/dev-stack.sh install` first",
+        p.display()
+    );
+    p
+}
+
 /// noida-db speaking the Kafka protocol, storing in a temporary folder. The native binary is
 /// started directly (scripts/dev-stack.sh links it): the pip wrapper would leave the broker
 /// running when killed. Returns the bootstrap address.
@@ -299,6 +330,27 @@ fn copy_tree(from: &Path, to: &Path) {
 pub fn stream(name: &str, spec: &str) -> String {
     format!("apiVersion: ofctl.openframe.io/v1\nkind: NatsStream\nmetadata:\n  name: {name}\nspec:\n{spec}\n---\n")
 }
+
+/// Credentials that `desired-state/` takes from the environment (test values): loading the
+/// integrated tools resolves them. The tool databases' passwords are variables with dev
+/// defaults (desired-state/ofctl.toml); these set them too, so that masking is tested.
+pub const DESIRED_STATE_SECRETS: &[(&str, &str)] = &[
+    (
+        "OFCTL_ENCRYPTION_PASSWORD",
+        "test-encryption-password-0123456789abcdef",
+    ),
+    ("OFCTL_ENCRYPTION_SALT", "5c0744940b5c369b"),
+    ("OFCTL_TRMM_USER", "trmm-admin"),
+    ("OFCTL_TRMM_PASSWORD", "trmm-Secret-Pw-1"),
+    ("OFCTL_TACTICAL_API_KEY", "tactical-Api-Key-2"),
+    ("OFCTL_FLEET_ADMIN_EMAIL", "admin@example.test"),
+    ("OFCTL_FLEET_ADMIN_PASSWORD", "fleet-Secret-Pw-4"),
+    ("OFCTL_MESH_USER", "mesh-admin"),
+    ("OFCTL_MESH_PASSWORD", "mesh-Secret-Pw-6"),
+    ("OFCTL_TRMM_DB_PASSWORD", "pg-Secret-Pw-3"),
+    ("OFCTL_FLEET_DB_PASSWORD", "mysql-Secret-Pw-5"),
+    ("OFCTL_MESH_MONGO_PASSWORD", "mongo-Secret-Pw-7"),
+];
 
 /// The local stack started by `scripts/dev-stack.sh up` in a private stack folder, stopped
 /// (and its data removed) when dropped.
