@@ -100,7 +100,7 @@ struct KafkaSection {
 pub struct EngineConfig {
     /// Concurrent changes per live system.
     pub concurrency: usize,
-    /// Attempts per change for transient failures.
+    /// Attempts per change, and per read of a kind, for transient failures.
     pub max_attempts: usize,
     /// First retry delay in milliseconds; doubles each attempt.
     pub retry_base_ms: u64,

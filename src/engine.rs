@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use futures::future::try_join_all;
 use serde_json::Value;
 
@@ -104,6 +104,11 @@ impl Engine {
         }
         let mut desired = BTreeMap::new();
         let mut reads = Vec::new();
+        let tuning = self.config.engine();
+        let (retry_base, max_attempts) = (
+            std::time::Duration::from_millis(tuning.retry_base_ms),
+            tuning.max_attempts,
+        );
         for kind in kinds {
             let info = providers::kind_info(kind).expect("kind comes from the registry");
             let provider = self.provider(info.system)?;
@@ -136,11 +141,7 @@ impl Engine {
                         .await
                 };
                 let observed = read
-                    .retry(
-                        ExponentialBuilder::default()
-                            .with_max_times(3)
-                            .with_jitter(),
-                    )
+                    .retry(apply::backoff(retry_base, max_attempts))
                     .when(|e: &ProviderError| e.transient)
                     .await
                     .map_err(|error| EngineError::Read {

@@ -21,7 +21,7 @@ pub enum Format {
 pub fn render(plan: &Plan, format: Format, color: bool) -> String {
     let out = match format {
         Format::Text => text(plan, color),
-        Format::Json => serde_json::to_string_pretty(plan).unwrap_or_default() + "\n",
+        Format::Json => crate::redact::to_json(plan).unwrap_or_default() + "\n",
         Format::Markdown => markdown(plan),
     };
     redact(&out).into_owned()

@@ -114,6 +114,9 @@ pub fn check_spec(kind: &str, name: &str, spec: &Value) -> Vec<(String, String)>
 pub struct ProviderError {
     /// Worth retrying: the target was unreachable, overloaded or rebalancing.
     pub transient: bool,
+    /// A write reached the target but no answer came back (timeout, connection lost): the
+    /// change may have been made. Always transient; the apply report says so.
+    pub unanswered: bool,
     pub message: String,
 }
 
@@ -121,6 +124,7 @@ impl ProviderError {
     pub fn transient(message: impl Into<String>) -> Self {
         Self {
             transient: true,
+            unanswered: false,
             message: message.into(),
         }
     }
@@ -128,6 +132,16 @@ impl ProviderError {
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             transient: false,
+            unanswered: false,
+            message: message.into(),
+        }
+    }
+
+    /// A write sent without an answer coming back.
+    pub fn unanswered(message: impl Into<String>) -> Self {
+        Self {
+            transient: true,
+            unanswered: true,
             message: message.into(),
         }
     }
