@@ -303,6 +303,16 @@ fn variables() -> Variables {
     v
 }
 
+/// Lines of a text as YAML counts them: broken at \n, \r\n and a lone \r.
+fn yaml_lines(text: &[u8]) -> usize {
+    let lone_cr = text
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| **b == b'\r' && text.get(i + 1) != Some(&b'\n'))
+        .count();
+    text.iter().filter(|b| **b == b'\n').count() + lone_cr + 1
+}
+
 /// Checks one error against the folder it came from.
 fn check_error(dir: &Path, e: &ManifestError) -> Result<(), TestCaseError> {
     prop_assert!(
@@ -312,7 +322,7 @@ fn check_error(dir: &Path, e: &ManifestError) -> Result<(), TestCaseError> {
     let bytes = std::fs::read(&e.file).map_err(|err| {
         TestCaseError::fail(format!("error names an unreadable file ({err}): {e}"))
     })?;
-    let lines = bytes.iter().filter(|b| **b == b'\n').count() + 1;
+    let lines = yaml_lines(&bytes);
     prop_assert!(
         (1..=lines).contains(&e.position.line),
         "line {} is outside the file's {lines} lines: {e}",
@@ -368,7 +378,7 @@ proptest! {
     #[test]
     fn yaml_parser_never_panics(text in prop_oneof![
         any::<String>(),
-        "[a-z:\\-\\[\\]{}&*!|>'\"#%@,?` \n\t$]{0,200}",
+        "[a-z:\\-\\[\\]{}&*!|>'\"#%@,?` \n\r\t$]{0,200}",
     ]) {
         match yaml::parse_documents(&text) {
             Ok(docs) => {
@@ -377,7 +387,7 @@ proptest! {
                 }
             }
             Err(e) => {
-                let lines = text.matches('\n').count() + 1;
+                let lines = yaml_lines(text.as_bytes());
                 prop_assert!((1..=lines).contains(&e.position.line), "{e:?} in {lines} lines");
                 prop_assert!(!e.message.is_empty());
             }
