@@ -48,8 +48,23 @@ enum Command {
     Drift(DriftArgs),
     /// Reconcile continuously (file changes + interval) and serve the HTTP API.
     Watch(WatchArgs),
+    /// Write live objects out as manifest YAML (to adopt an existing cluster).
+    Export(ExportArgs),
     /// Serve API-faithful emulators of the Pinot controller, Kafka Connect and Tactical RMM.
     Sandbox(SandboxArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Target config to read from.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: PathBuf,
+    /// Kinds to export (repeatable; default: every kind whose system the config names).
+    #[arg(long = "kind", value_name = "KIND")]
+    kinds: Vec<String>,
+    /// Folder to write one file per kind into (default: stdout).
+    #[arg(short = 'o', long = "out", value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -206,6 +221,7 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Drift(args) => drift(args).await,
         Command::Watch(args) => watch(args).await,
         Command::Sandbox(args) => sandbox(args).await,
+        Command::Export(args) => export(args).await,
     }
 }
 
@@ -374,6 +390,49 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     )
     .await?;
     eprintln!("ofctl watch: stopped");
+    Ok(0)
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<u8> {
+    for k in &args.kinds {
+        if crate::providers::kind_info(k).is_none() {
+            bail!("unknown kind `{k}`");
+        }
+    }
+    let config = TargetConfig::load(&args.config, true)?;
+    let mut engine = Engine::new(config);
+    let objects = engine.read_all(&args.kinds).await?;
+    let mut files: std::collections::BTreeMap<String, String> = Default::default();
+    let mut env = Vec::new();
+    for (address, spec) in &objects {
+        let info = crate::providers::kind_info(&address.kind).context("kind from the registry")?;
+        let e = crate::export::document(address, info, spec);
+        let file = files.entry(address.kind.clone()).or_insert_with(|| {
+            "# yaml-language-server: $schema=https://ofctl.openframe.io/schema/v1/manifest.schema.json\n".to_string()
+        });
+        file.push_str("---\n");
+        file.push_str(&e.yaml);
+        env.extend(e.env);
+    }
+    match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            for (kind, text) in &files {
+                let path = dir.join(format!("{}.yaml", kind.to_ascii_lowercase()));
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            eprintln!("Exported {} objects into {}.", objects.len(), dir.display());
+        }
+        None => files.values().for_each(|t| print!("{t}")),
+    }
+    if !env.is_empty() {
+        eprintln!("Secret values were not exported; set these before planning the export:");
+        for name in env {
+            eprintln!("  {name}");
+        }
+    }
     Ok(0)
 }
 

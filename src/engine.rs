@@ -21,11 +21,13 @@ use crate::resource::{Address, Observed, Span};
 pub enum EngineError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot read {kind} from {system}: {source}")]
+    // Not named `source`: thiserror would make it the error's cause as well, and the CLI's
+    // `{:#}` would then print the provider's message twice.
+    #[error("cannot read {kind} from {system}: {error}")]
     Read {
         kind: String,
         system: System,
-        source: ProviderError,
+        error: ProviderError,
     },
     #[error("{span}: {address}: {message}")]
     Desired {
@@ -46,7 +48,7 @@ pub struct Observation {
     pub live: BTreeMap<Address, Observed>,
     /// Edges from explicit `dependsOn` and from provider rules, restricted to known objects.
     pub depends_on: BTreeMap<Address, Vec<Address>>,
-    /// Notes from [`Provider::merge_live`], shown with each change.
+    /// Notes from [`Provider::merge_live`] and [`Observed::notes`], shown with each change.
     pub notes: BTreeMap<Address, Vec<String>>,
 }
 
@@ -141,10 +143,10 @@ impl Engine {
                     )
                     .when(|e: &ProviderError| e.transient)
                     .await
-                    .map_err(|source| EngineError::Read {
+                    .map_err(|error| EngineError::Read {
                         kind: kind.to_string(),
                         system: info.system,
-                        source,
+                        error,
                     })?;
                 Ok::<_, EngineError>((kind, provider, observed))
             });
@@ -153,12 +155,17 @@ impl Engine {
         let mut depends_on: BTreeMap<Address, Vec<Address>> = BTreeMap::new();
         let mut notes = BTreeMap::new();
         for (kind, provider, observed) in try_join_all(reads).await? {
+            let info = providers::kind_info(kind).expect("kind comes from the registry");
             for o in observed {
                 let address = Address::new(kind, o.name.clone());
+                // Live secrets (Connect returns passwords in clear text, apis.md §2.7) must be
+                // masked wherever an error message or log line might echo them.
+                crate::redact::register_sensitive(&o.spec, &|ptr| info.is_sensitive(ptr));
                 match desired.get_mut(&address) {
                     Some(spec) => {
-                        let (merged, n) = provider.merge_live(kind, spec, &o.spec);
+                        let (merged, mut n) = provider.merge_live(kind, spec, &o.spec);
                         *spec = merged;
+                        n.extend(o.notes.iter().cloned());
                         if !n.is_empty() {
                             notes.insert(address.clone(), n);
                         }
@@ -264,6 +271,48 @@ impl Engine {
             });
         }
         Ok(apply::execute(work, options, on_outcome).await)
+    }
+}
+
+impl Engine {
+    /// Every live object of `kinds` (all kinds with an endpoint configured when empty),
+    /// normalized, for `ofctl export`.
+    pub async fn read_all(
+        &mut self,
+        kinds: &[String],
+    ) -> Result<Vec<(Address, Value)>, EngineError> {
+        let mut out = Vec::new();
+        for info in providers::all_kinds() {
+            let wanted = if kinds.is_empty() {
+                self.config.endpoint(info.system).is_ok()
+            } else {
+                kinds.iter().any(|k| k == info.kind)
+            };
+            if !wanted {
+                continue;
+            }
+            let provider = self.provider(info.system)?;
+            let observed = provider
+                .read(
+                    info.kind,
+                    ReadScope {
+                        names: &[],
+                        all: true,
+                    },
+                )
+                .await
+                .map_err(|error| EngineError::Read {
+                    kind: info.kind.to_string(),
+                    system: info.system,
+                    error,
+                })?;
+            out.extend(
+                observed
+                    .into_iter()
+                    .map(|o| (Address::new(info.kind, o.name), o.spec)),
+            );
+        }
+        Ok(out)
     }
 }
 

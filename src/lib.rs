@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod engine;
+pub mod export;
 pub mod jobs;
 pub mod kind;
 pub mod manifest;

@@ -34,6 +34,41 @@ pub fn register_uri_credentials(uri: &str) {
     }
 }
 
+/// Registers every value in `value` that sits at (or under) a pointer `is_sensitive` accepts,
+/// so a spec's secrets are masked even where a server echoes them in an error message.
+pub fn register_sensitive(value: &serde_json::Value, is_sensitive: &dyn Fn(&str) -> bool) {
+    fn walk(value: &serde_json::Value, ptr: &mut String, secret: bool, f: &dyn Fn(&str) -> bool) {
+        use serde_json::Value;
+        let secret = secret || (!ptr.is_empty() && f(ptr));
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let len = ptr.len();
+                    ptr.push('/');
+                    ptr.push_str(&crate::path::escape(k));
+                    walk(v, ptr, secret, f);
+                    ptr.truncate(len);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    let len = ptr.len();
+                    ptr.push_str(&format!("/{i}"));
+                    walk(v, ptr, secret, f);
+                    ptr.truncate(len);
+                }
+            }
+            Value::String(s) if secret => {
+                register(s);
+                register_uri_credentials(s);
+            }
+            Value::Number(n) if secret => register(&n.to_string()),
+            _ => {}
+        }
+    }
+    walk(value, &mut String::new(), false, is_sensitive);
+}
+
 pub fn redact(text: &str) -> Cow<'_, str> {
     let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
     if !secrets.iter().any(|s| text.contains(s.as_str())) {
@@ -73,5 +108,17 @@ mod tests {
         assert!(!out.contains("s3cr3t"));
         assert!(!out.contains("hunter2"));
         assert_eq!(redact("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn registers_values_at_sensitive_pointers_only() {
+        let spec = serde_json::json!({"config": {
+            "database.password": "pw-at-a-sensitive-key",
+            "database.user": "user-not-secret",
+            "creds": {"nested": "nested-under-secret"}
+        }});
+        register_sensitive(&spec, &|p| p.ends_with("password") || p == "/config/creds");
+        let out = redact("pw-at-a-sensitive-key user-not-secret nested-under-secret");
+        assert_eq!(out, "(sensitive) user-not-secret (sensitive)");
     }
 }

@@ -96,4 +96,7 @@ pub struct Observed {
     pub spec: Value,
     /// Carries ofctl's ownership marker, so `--prune` may delete it.
     pub managed: bool,
+    /// What the plan should tell about the live object beyond its spec (e.g. a connector task
+    /// FAILED). Never compared: health is not desired state.
+    pub notes: Vec<String>,
 }

@@ -344,3 +344,40 @@ async fn json_plan_matches_its_published_schema() {
         }
     }
 }
+
+#[tokio::test]
+async fn export_then_plan_is_a_no_op() {
+    let (_server, url) = nats();
+    let m = ManifestDir::new();
+    m.copy_from("examples/basic").write(
+        "ofctl.toml",
+        &format!("[variables]\ntenant = \"acme\"\n{}", config(&url)),
+    );
+    assert_eq!(
+        ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code,
+        0
+    );
+    let out = ManifestDir::new();
+    let cfg = m.path().join("ofctl.toml");
+    let export = ofctl(
+        &[
+            "export",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--kind",
+            "NatsStream",
+            "-o",
+            out.arg(),
+        ],
+        &[],
+    );
+    assert_eq!(export.code, 0, "{export:?}");
+    let text = std::fs::read_to_string(out.path().join("natsstream.yaml")).unwrap();
+    assert!(
+        text.contains("name: EVENTS") && text.contains("name: JOBS"),
+        "{text}"
+    );
+    out.write("ofctl.toml", &config(&url));
+    let plan = ofctl(&["plan", "-f", out.arg()], &[]);
+    assert_eq!(plan.code, 0, "{plan:?}\n{text}");
+}

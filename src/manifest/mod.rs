@@ -116,6 +116,7 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
     let mut errors = Vec::new();
     let mut resources: Vec<Resource> = Vec::new();
     let mut seen: HashMap<Address, Span> = HashMap::new();
+    let mut expanded: Vec<(Resource, PathBuf, Position)> = Vec::new();
     for file in &files {
         let text = match read_text(file) {
             Ok(t) => t,
@@ -149,8 +150,12 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
             if doc.value.is_null() {
                 continue;
             }
-            match load_document(file, &doc, variables) {
-                Ok(resource) => {
+            let loaded = load_document(file, &doc, variables).and_then(|resource| {
+                let extra = expand(file, &doc, &resource)?;
+                Ok((resource, extra))
+            });
+            match loaded {
+                Ok((resource, extra)) => {
                     if let Some(first) = seen.get(&resource.address) {
                         errors.push(error_at(
                             file,
@@ -165,8 +170,38 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
                         seen.insert(resource.address.clone(), resource.source.clone());
                         resources.push(resource);
                     }
+                    let at = doc.position_of("/metadata/name");
+                    expanded.extend(extra.into_iter().map(|r| (r, file.clone(), at)));
                 }
                 Err(mut errs) => errors.append(&mut errs),
+            }
+        }
+    }
+    // Resources that others stand for (a tool's connectors) join once every file is read: the
+    // same object may also be declared on its own, which is fine only when both say the same.
+    for (extra, file, at) in expanded {
+        match resources.iter_mut().find(|r| r.address == extra.address) {
+            Some(declared) if declared.spec.get("config") == extra.spec.get("config") => {
+                for dep in extra.depends_on {
+                    if !declared.depends_on.contains(&dep) {
+                        declared.depends_on.push(dep);
+                    }
+                }
+            }
+            Some(declared) => errors.push(error_at(
+                &file,
+                at,
+                Some("spec".into()),
+                format!(
+                    "{} comes from {}'s connectors and is also declared at {} with a different config; keep one source",
+                    extra.address,
+                    extra.depends_on.first().map(ToString::to_string).unwrap_or_default(),
+                    declared.source
+                ),
+            )),
+            None => {
+                seen.insert(extra.address.clone(), extra.source.clone());
+                resources.push(extra);
             }
         }
     }
@@ -283,10 +318,13 @@ fn load_document(
             .map(|(ptr, msg)| at(&ptr, msg).remove(0))
             .collect());
     }
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    // Names may be placeholders too: the platform made some object names configurable
+    // (Kafka topics that Pinot tables read), and a dependency must name the resolved object.
+    let name = match variables.resolve_str(obj["metadata"]["name"].as_str().unwrap_or_default()) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(e) => return Err(at("/metadata/name", e.to_string())),
+    };
     let metadata = &obj["metadata"];
     let string_map = |key: &str| -> BTreeMap<String, String> {
         metadata
@@ -364,7 +402,12 @@ fn load_document(
     } else {
         raw_spec
     };
-    let spec_errors = schema::validate_spec(info.kind, &spec);
+    // Secrets resolved from `${env:...}` are registered before anything can print them.
+    crate::redact::register_sensitive(&spec, &|ptr| info.is_sensitive(ptr));
+    let mut spec_errors = schema::validate_spec(info.kind, &spec);
+    if spec_errors.is_empty() {
+        spec_errors = providers::check_spec(info.kind, &name, &spec);
+    }
     if !spec_errors.is_empty() {
         return Err(spec_errors
             .into_iter()
@@ -382,6 +425,33 @@ fn load_document(
             line: doc.start.line.max(1),
         },
     })
+}
+
+/// The resources a loaded one stands for (a tool's connectors), each validated against its
+/// kind's schema like a declared one. Errors point at the declaring document.
+fn expand(
+    file: &Path,
+    doc: &Document,
+    resource: &Resource,
+) -> Result<Vec<Resource>, Vec<ManifestError>> {
+    let at = |ptr: &str, message: String| ManifestError {
+        file: file.to_path_buf(),
+        position: doc.position_of(&format!("/spec{ptr}")),
+        field: Some(crate::path::display(&format!("/spec{ptr}"))),
+        message: format!("{}: {message}", resource.address),
+    };
+    let extra = providers::expand(resource).map_err(|(ptr, msg)| vec![at(&ptr, msg)])?;
+    let mut errors = Vec::new();
+    for r in &extra {
+        for (ptr, msg) in schema::validate_spec(&r.address.kind, &r.spec) {
+            errors.push(at("", format!("connector {}: {ptr}: {msg}", r.address)));
+        }
+    }
+    if errors.is_empty() {
+        Ok(extra)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Parses a raw JSON spec file strictly, keeping positions for later errors.

@@ -75,13 +75,46 @@ fn entry(
     after: Option<&Value>,
 ) -> FieldDiff {
     let sensitive = info.is_sensitive(&pointer);
+    let shown = |v: Option<&Value>| {
+        if sensitive {
+            None
+        } else {
+            v.map(|v| scrub(v, &pointer, info))
+        }
+    };
     FieldDiff {
         path: crate::path::display(&pointer),
+        before: shown(before),
+        after: shown(after),
         pointer,
         op,
-        before: if sensitive { None } else { before.cloned() },
-        after: if sensitive { None } else { after.cloned() },
         sensitive,
+    }
+}
+
+/// A copy of `value` (found at `pointer`) with every sensitive value inside it masked: a whole
+/// object added at once (a created connector's `config`) must not carry its password along.
+fn scrub(value: &Value, pointer: &str, info: &KindInfo) -> Value {
+    let child = |key: &str, v: &Value| {
+        let ptr = format!("{pointer}/{}", crate::path::escape(key));
+        if info.is_sensitive(&ptr) {
+            Value::String(crate::redact::MASK.to_string())
+        } else {
+            scrub(v, &ptr, info)
+        }
+    };
+    match value {
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), child(k, v))).collect())
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| child(&i.to_string(), v))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -181,5 +214,18 @@ mod tests {
         assert!(diffs[0].sensitive);
         assert!(diffs[0].before.is_none() && diffs[0].after.is_none());
         assert!(!serde_json::to_string(&diffs).unwrap().contains("new"));
+    }
+
+    #[test]
+    fn sensitive_values_inside_an_added_object_are_masked() {
+        let d = json!({"config": {"database.user": "u", "database.password": "hunter2-secret"}});
+        let diffs = diff(&d, &json!({}), &EXACT);
+        assert_eq!(diffs.len(), 1);
+        assert_eq!(diffs[0].pointer, "/config");
+        assert_eq!(
+            diffs[0].after,
+            Some(json!({"database.user": "u", "database.password": crate::redact::MASK}))
+        );
+        assert!(!serde_json::to_string(&diffs).unwrap().contains("hunter2"));
     }
 }

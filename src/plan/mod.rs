@@ -69,7 +69,8 @@ pub struct Change {
     /// Why the change is classified this way (e.g. "storage cannot change in place").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
-    /// Platform rules that shaped the desired state (e.g. "release agent keeps version 1.2").
+    /// Platform rules that shaped the desired state (e.g. "release agent keeps version 1.2"),
+    /// and remarks on the live object that are not compared (e.g. "task 0 is FAILED").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     /// Set when the change is refused, with how to allow it. A plan with a refused change is

@@ -79,7 +79,9 @@ fn describe(d: &FieldDiff) -> String {
 
 /// Line-by-line diff of multi-line text values (script bodies).
 fn text_body_diff(d: &FieldDiff) -> Option<String> {
-    if d.sensitive {
+    // A created or removed body is summarized as `<<N lines>>`: printing hundreds of `+`
+    // lines would bury the rest of the plan.
+    if d.sensitive || d.op != DiffOp::Change {
         return None;
     }
     let before = d.before.as_ref().and_then(Value::as_str).unwrap_or("");
@@ -135,6 +137,7 @@ fn text(plan: &Plan, color: bool) -> String {
             "No changes. Live state matches the manifest ({} resources checked).",
             plan.summary.noop
         );
+        unchanged_notes(plan, &mut out, "  # ");
         return out;
     }
     let _ = writeln!(out, "ofctl will perform the following actions:\n");
@@ -184,7 +187,23 @@ fn text(plan: &Plan, color: bool) -> String {
             s.blocked
         );
     }
+    unchanged_notes(plan, &mut out, "  # ");
     out
+}
+
+/// Notes on resources that need no change (e.g. a connector whose task FAILED): nothing to
+/// apply, but nothing a reader should miss either.
+fn unchanged_notes(plan: &Plan, out: &mut String, prefix: &str) {
+    let mut first = true;
+    for c in plan.changes.iter().filter(|c| c.action == Action::Noop) {
+        for n in &c.notes {
+            if first {
+                let _ = writeln!(out, "\nNotes on unchanged resources:");
+                first = false;
+            }
+            let _ = writeln!(out, "{prefix}{}: {n}", c.address);
+        }
+    }
 }
 
 fn risk_label(c: &Change) -> &'static str {
@@ -219,6 +238,7 @@ fn markdown(plan: &Plan) -> String {
     let mut pending: Vec<&Change> = plan.pending().collect();
     if pending.is_empty() {
         let _ = writeln!(out, "No changes: live state matches the manifest.");
+        unchanged_notes(plan, &mut out, "- ");
         return out;
     }
     // Risky changes first: that is what a reviewer must not miss.
@@ -267,6 +287,7 @@ fn markdown(plan: &Plan) -> String {
         }
         let _ = writeln!(out, "```\n\n</details>\n");
     }
+    unchanged_notes(plan, &mut out, "- ");
     out
 }
 

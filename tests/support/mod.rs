@@ -14,12 +14,33 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `$OFCTL_TOOLS_DIR`, else `<repo>/.tools` (where `scripts/dev-stack.sh install` puts things).
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("OFCTL_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools"))
+}
+
+/// The shared fixtures folder (`$OFCTL_SHARED_DIR`, else `<repo>/../shared`), or `None` with a
+/// printed note: a user's clone has no shared folder, and tests that need it skip.
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("OFCTL_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "note: shared fixtures not found at {} (set OFCTL_SHARED_DIR); skipping",
+            dir.display()
+        );
+        None
+    }
+}
+
 /// Path of a server binary: `$OFCTL_TOOLS_DIR/bin`, `.tools/bin`, then PATH.
 pub fn tool(name: &str) -> PathBuf {
-    let tools = std::env::var_os("OFCTL_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".tools"));
-    let local = tools.join("bin").join(name);
+    let local = tools_dir().join("bin").join(name);
     if local.exists() {
         return local;
     }
@@ -135,6 +156,53 @@ pub fn nats() -> (Server, String) {
     (server, format!("nats://127.0.0.1:{port}"))
 }
 
+/// SecantusDB (a MongoDB wire-protocol server) in memory; the URI names database `openframe`.
+pub fn mongo() -> (Server, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut cmd = Command::new(tool("secantusd-py"));
+    cmd.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--storage-path",
+        ":memory:",
+    ]);
+    let server = Server::start("secantusd-py", cmd, port, dir);
+    (
+        server,
+        format!("mongodb://127.0.0.1:{port}/openframe?directConnection=true"),
+    )
+}
+
+/// The Python of the tools venv (with `cryptography`, from `scripts/dev-stack.sh install`).
+pub fn python() -> PathBuf {
+    let p = tools_dir().join("venv").join("bin").join("python");
+    assert!(
+        p.exists(),
+        "{} not found: run `scripts/dev-stack.sh install` first",
+        p.display()
+    );
+    p
+}
+
+/// noida-db speaking the Kafka protocol, storing in a temporary folder. The native binary is
+/// started directly (scripts/dev-stack.sh links it): the pip wrapper would leave the broker
+/// running when killed. Returns the bootstrap address.
+pub fn kafka() -> (Server, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut cmd = Command::new(tool("noida-db"));
+    cmd.arg("start")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--host", "127.0.0.1", "--only", "kafka", "--kafka-port"])
+        .arg(port.to_string());
+    let server = Server::start("noida-db (kafka)", cmd, port, dir);
+    (server, format!("127.0.0.1:{port}"))
+}
+
 /// Result of one `ofctl` invocation.
 pub struct Run {
     pub code: i32,
@@ -143,6 +211,22 @@ pub struct Run {
 }
 
 impl Run {
+    /// The request counts ofctl logs at `OFCTL_LOG=info` after `marker` ("read live state in"
+    /// or "applied in"), e.g. `{"connect": {"reads": 1, "writes": 0}}`.
+    pub fn logged_requests(&self, marker: &str) -> serde_json::Value {
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.contains(marker))
+            .unwrap_or_else(|| {
+                panic!("no `{marker}` log line (run with OFCTL_LOG=info): {self:?}")
+            });
+        let json = &line[line
+            .find('{')
+            .unwrap_or_else(|| panic!("no counts in `{line}`"))..];
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("bad counts in `{line}`: {e}"))
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
@@ -236,6 +320,96 @@ fn copy_tree(from: &Path, to: &Path) {
 /// A NATS stream document.
 pub fn stream(name: &str, spec: &str) -> String {
     format!("apiVersion: ofctl.openframe.io/v1\nkind: NatsStream\nmetadata:\n  name: {name}\nspec:\n{spec}\n---\n")
+}
+
+/// Credentials that `desired-state/` takes from the environment (test values): loading the
+/// integrated tools resolves them. The tool databases' passwords are variables with dev
+/// defaults (desired-state/ofctl.toml); these set them too, so that masking is tested.
+pub const DESIRED_STATE_SECRETS: &[(&str, &str)] = &[
+    (
+        "OFCTL_ENCRYPTION_PASSWORD",
+        "test-encryption-password-0123456789abcdef",
+    ),
+    ("OFCTL_ENCRYPTION_SALT", "5c0744940b5c369b"),
+    ("OFCTL_TRMM_USER", "trmm-admin"),
+    ("OFCTL_TRMM_PASSWORD", "trmm-Secret-Pw-1"),
+    ("OFCTL_TACTICAL_API_KEY", "tactical-Api-Key-2"),
+    ("OFCTL_FLEET_ADMIN_EMAIL", "admin@example.test"),
+    ("OFCTL_FLEET_ADMIN_PASSWORD", "fleet-Secret-Pw-4"),
+    ("OFCTL_MESH_USER", "mesh-admin"),
+    ("OFCTL_MESH_PASSWORD", "mesh-Secret-Pw-6"),
+    ("OFCTL_TRMM_DB_PASSWORD", "pg-Secret-Pw-3"),
+    ("OFCTL_FLEET_DB_PASSWORD", "mysql-Secret-Pw-5"),
+    ("OFCTL_MESH_MONGO_PASSWORD", "mongo-Secret-Pw-7"),
+];
+
+/// The local stack started by `scripts/dev-stack.sh up` in a private stack folder, stopped
+/// (and its data removed) when dropped.
+pub struct DevStack {
+    dir: tempfile::TempDir,
+    /// The variables of the stack's env file (`OFCTL_CONNECT_URL`, `OFCTL_POSTGRES_PORT`, ...).
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl DevStack {
+    /// Runs `dev-stack.sh up ARGS`; the error carries the script's output.
+    pub fn up(args: &[&str]) -> Result<DevStack, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let out = Command::new(repo_root().join("scripts/dev-stack.sh"))
+            .arg("up")
+            .args(args)
+            .env("OFCTL_STACK_DIR", dir.path())
+            .env("OFCTL_TOOLS_DIR", tools_dir())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run dev-stack.sh: {e}"))?;
+        // From here on, dropping the value runs `down`, also on the error paths below.
+        let mut stack = DevStack {
+            dir,
+            env: Default::default(),
+        };
+        if !out.status.success() {
+            return Err(format!(
+                "dev-stack.sh up {} failed ({}):\n{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let env_file = stack.dir.path().join("env");
+        let text = std::fs::read_to_string(&env_file)
+            .map_err(|e| format!("{}: {e}", env_file.display()))?;
+        // Lines are `export NAME='value'`.
+        for line in text.lines() {
+            if let Some((name, value)) =
+                line.strip_prefix("export ").and_then(|l| l.split_once('='))
+            {
+                stack
+                    .env
+                    .insert(name.to_string(), value.trim_matches('\'').to_string());
+            }
+        }
+        Ok(stack)
+    }
+
+    pub fn var(&self, name: &str) -> &str {
+        self.env
+            .get(name)
+            .unwrap_or_else(|| panic!("the dev stack's env file has no {name}: {:?}", self.env))
+    }
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/dev-stack.sh"))
+            .args(["down", "--purge"])
+            .env("OFCTL_STACK_DIR", self.dir.path())
+            .env("OFCTL_TOOLS_DIR", tools_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// redis-server without persistence.

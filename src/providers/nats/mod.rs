@@ -230,6 +230,7 @@ impl Provider for NatsProvider {
                     name: name.to_string(),
                     spec,
                     managed,
+                    notes: Vec::new(),
                 });
             }
             offset += streams.len() as u64;

@@ -1,0 +1,356 @@
+//! Kafka Connect connectors (the platform's Debezium CDC sources), through Connect's REST API
+//! (apis.md §2).
+//!
+//! One bulk read (`GET /connectors?expand=info&expand=status`, KIP-465) returns every
+//! connector's config and status. A write is made only when something differs, because every
+//! `PUT …/config` restarts the connector and its tasks even when nothing changed (§2.7).
+
+mod normalize;
+
+use async_trait::async_trait;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::http::{HttpClient, Response};
+use super::{Finding, OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
+use crate::kind::{Compare, Effect, FieldRule, KindInfo, System, Trigger};
+use crate::resource::Observed;
+
+pub use normalize::{check_spec, normalize_desired, normalize_live, wire_config, OWNER_KEY};
+
+pub const KIND: &str = "KafkaConnector";
+
+pub static KINDS: [KindInfo; 1] = [KindInfo {
+    kind: KIND,
+    system: System::Connect,
+    // Connect stores exactly the submitted map (no defaults merged, §2.7), and a config PUT
+    // replaces it whole: a key the manifest dropped is a real removal.
+    compare: Compare::Exact,
+    field_rules: &[FieldRule {
+        path: "/config",
+        trigger: Trigger::AnyChange,
+        effect: Effect::Restarts,
+        reason: "every config write restarts the connector and its tasks",
+    }],
+    sensitive: &[],
+    // apis.md §2.8: Debezium's PASSWORD-typed keys (`database.password`, `mongodb.password`,
+    // `database.sslpassword`, the ssl keystore/truststore passwords: all end in `password`
+    // after a dot), and strings that embed credentials.
+    sensitive_keys: &[
+        "password",
+        "sslpassword",
+        "mongodb.connection.string",
+        "sasl.jaas.config",
+        "basic.auth.user.info",
+    ],
+    interpolate_spec_file: true,
+}];
+
+/// Characters left as they are in a connector name used as a path segment.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn connector_path(name: &str, suffix: &str) -> String {
+    format!(
+        "/connectors/{}{suffix}",
+        utf8_percent_encode(name, PATH_SEGMENT)
+    )
+}
+
+/// Whether a Connect error is worth retrying (apis.md §2.5): the 409s of a rebalance or a
+/// missing leader, the 500 a non-forwarding GET gives for the same condition, and timeouts.
+/// Other 500s are Connect's mapping of a ConnectException (an unknown connector class, a
+/// Debezium validation that threw): retrying them only repeats the same answer.
+pub fn is_transient(status: u16, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    let rebalancing = [
+        "rebalance",
+        "no known leader",
+        "conflicting operation",
+        "stale configuration",
+    ]
+    .iter()
+    .any(|p| m.contains(p));
+    match status {
+        409 => rebalancing,
+        500 => rebalancing || m.contains("timed out"),
+        429 | 502..=504 => true,
+        _ => false,
+    }
+}
+
+pub struct ConnectProvider {
+    http: HttpClient,
+}
+
+impl ConnectProvider {
+    pub fn new(url: &str) -> Result<Self, ProviderError> {
+        Ok(Self {
+            http: HttpClient::new(System::Connect, url, &[])?,
+        })
+    }
+
+    /// One request; any non-2xx status becomes an error carrying Connect's `message`.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, ProviderError> {
+        let response = self.http.send(method.clone(), path, body).await?;
+        if response.is_success() {
+            Ok(response)
+        } else {
+            Err(error(&method, path, &response))
+        }
+    }
+
+    async fn create(&self, name: &str, desired: &Value) -> Result<(), ProviderError> {
+        let state = normalize::state_of(desired);
+        let mut body = json!({ "name": name, "config": wire_config(name, desired) });
+        // KIP-980 (3.7+). Left out for `running`, the default, so older workers accept it too.
+        if state != normalize::RUNNING {
+            body["initial_state"] = json!(state.to_ascii_uppercase());
+        }
+        let path = "/connectors";
+        let response = self.http.send(Method::POST, path, Some(&body)).await?;
+        if response.is_success() {
+            return Ok(());
+        }
+        // An earlier attempt whose answer was lost may have created it: that is success if
+        // what exists is what was asked for.
+        if response.status == 409 && !is_transient(409, &response.message()) {
+            let existing = self
+                .call(Method::GET, &connector_path(name, "/config"), None)
+                .await?;
+            let created = normalize_desired(&json!({ "config": existing.body, "state": state }));
+            if created == normalize_desired(desired) {
+                return Ok(());
+            }
+        }
+        Err(error(&Method::POST, path, &response))
+    }
+
+    async fn update(&self, name: &str, desired: &Value, live: &Value) -> Result<(), ProviderError> {
+        if desired.get("config") != live.get("config") {
+            // The target state survives a config PUT (apis.md §2.2), so it is set afterwards.
+            self.call(
+                Method::PUT,
+                &connector_path(name, "/config"),
+                Some(&wire_config(name, desired)),
+            )
+            .await?;
+        }
+        let state = normalize::state_of(desired);
+        if state != normalize::state_of(live) {
+            let verb = match state {
+                "paused" => "/pause",
+                "stopped" => "/stop",
+                _ => "/resume",
+            };
+            self.call(Method::PUT, &connector_path(name, verb), None)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn error(method: &Method, path: &str, response: &Response) -> ProviderError {
+    let text = response.message();
+    let message = format!(
+        "connect {method} {path} returned {}: {text}",
+        response.status
+    );
+    if is_transient(response.status, &text) {
+        ProviderError::transient(message)
+    } else {
+        ProviderError::permanent(message)
+    }
+}
+
+#[async_trait]
+impl Provider for ConnectProvider {
+    fn system(&self) -> System {
+        System::Connect
+    }
+
+    async fn read(
+        &self,
+        _kind: &str,
+        scope: ReadScope<'_>,
+    ) -> Result<Vec<Observed>, ProviderError> {
+        let path = "/connectors?expand=info&expand=status";
+        let response = self.call(Method::GET, path, None).await?;
+        let Some(connectors) = response.body.as_object() else {
+            return Err(ProviderError::permanent(format!(
+                "connect GET {path}: expected a map of connectors (Kafka Connect 2.3+, KIP-465), got {}",
+                response.body
+            )));
+        };
+        let mut observed = Vec::new();
+        for (name, entry) in connectors {
+            if !scope.all && !scope.names.contains(name) {
+                continue;
+            }
+            let Some(info) = entry.get("info") else {
+                return Err(ProviderError::permanent(format!(
+                    "connect GET {path}: connector {name} came without its `info`"
+                )));
+            };
+            let live = normalize_live(name, info, entry.get("status"));
+            observed.push(Observed {
+                name: name.clone(),
+                spec: live.spec,
+                managed: live.managed,
+                notes: live.notes,
+            });
+        }
+        Ok(observed)
+    }
+
+    fn normalize_desired(&self, _kind: &str, _name: &str, spec: &Value) -> Result<Value, String> {
+        Ok(normalize_desired(spec))
+    }
+
+    fn findings(&self, _kind: &str, desired: &Value, live: &Value) -> Vec<Finding> {
+        let prefix = "/config/topic.prefix";
+        let (before, after) = (live.pointer(prefix), desired.pointer(prefix));
+        if before == after {
+            return Vec::new();
+        }
+        let shown = |v: Option<&Value>| v.map_or_else(|| "(unset)".to_string(), Value::to_string);
+        vec![Finding {
+            effect: Effect::Replace,
+            reason: format!(
+                "config[\"topic.prefix\"] {} -> {}: Debezium names every topic and keys its source offsets by topic.prefix, so changing it disrupts a running connector (DBZ-4014); ofctl deletes and recreates the connector, and since it keeps the same name Kafka Connect keeps the offsets stored under it (the new connector is not a clean start: reset them while it is stopped if that matters)",
+                shown(before),
+                shown(after)
+            ),
+        }]
+    }
+
+    async fn apply(&self, op: Operation<'_>) -> Result<(), ProviderError> {
+        let missing = |what: &str| {
+            ProviderError::permanent(format!("{} {}: no {what} spec given", op.kind, op.name))
+        };
+        match op.action {
+            OpAction::Create => {
+                let desired = op.desired.ok_or_else(|| missing("desired"))?;
+                self.create(op.name, desired).await
+            }
+            OpAction::Update => {
+                let desired = op.desired.ok_or_else(|| missing("desired"))?;
+                let live = op.live.ok_or_else(|| missing("live"))?;
+                self.update(op.name, desired, live).await
+            }
+            OpAction::Delete => {
+                let path = connector_path(op.name, "");
+                let response = self.http.send(Method::DELETE, &path, None).await?;
+                // 404: already gone (e.g. a retry after an answer that was lost).
+                if response.is_success() || response.status == 404 {
+                    Ok(())
+                } else {
+                    Err(error(&Method::DELETE, &path, &response))
+                }
+            }
+        }
+    }
+
+    fn requests(&self) -> RequestCount {
+        self.http.requests()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebalance_answers_are_transient_and_others_are_not() {
+        // apis.md §2.5, verbatim messages.
+        for (status, msg) in [
+            (409, "Cannot complete request momentarily due to stale configuration (typically caused by a concurrent config change)"),
+            (409, "Cannot complete request momentarily due to no known leader URL, likely because a rebalance was underway."),
+            (409, "Cannot complete request because of a conflicting operation (e.g. worker rebalance)"),
+            (500, "Request cannot be completed because a rebalance is expected"),
+            (500, "Request timed out"),
+            (503, "Service Unavailable"),
+        ] {
+            assert!(is_transient(status, msg), "{status} {msg}");
+        }
+        for (status, msg) in [
+            (409, "Connector pg already exists"),
+            (
+                400,
+                "Connector configuration is invalid and contains the following 1 error(s):",
+            ),
+            (404, "Connector pg not found"),
+            (
+                500,
+                "Failed to find any class that implements Connector and which name matches x",
+            ),
+        ] {
+            assert!(!is_transient(status, msg), "{status} {msg}");
+        }
+    }
+
+    #[test]
+    fn names_are_path_segments() {
+        assert_eq!(
+            connector_path("a b/c", "/config"),
+            "/connectors/a%20b%2Fc/config"
+        );
+        assert_eq!(
+            connector_path("fleet-mysql_v1.2", ""),
+            "/connectors/fleet-mysql_v1.2"
+        );
+    }
+
+    #[test]
+    fn sensitive_keys_cover_debezium_secrets() {
+        let info = &KINDS[0];
+        for key in [
+            "database.password",
+            "mongodb.password",
+            "database.sslpassword",
+            "database.ssl.keystore.password",
+            "database.ssl.truststore.password",
+            "mongodb.ssl.keystore.password",
+            "mongodb.connection.string",
+            "connection.password",
+            "producer.override.sasl.jaas.config",
+        ] {
+            assert!(info.is_sensitive(&format!("/config/{key}")), "{key}");
+        }
+        for key in [
+            "database.user",
+            "database.hostname",
+            "topic.prefix",
+            "connector.class",
+        ] {
+            assert!(!info.is_sensitive(&format!("/config/{key}")), "{key}");
+        }
+    }
+
+    #[test]
+    fn topic_prefix_change_is_a_replace_finding() {
+        let p = ConnectProvider::new("http://127.0.0.1:1").unwrap();
+        let live = json!({"config": {"topic.prefix": "trmm", "a": "1"}, "state": "running"});
+        let same = json!({"config": {"topic.prefix": "trmm", "a": "2"}, "state": "running"});
+        assert!(p.findings(KIND, &same, &live).is_empty());
+        let moved = json!({"config": {"topic.prefix": "trmm2"}, "state": "running"});
+        let f = p.findings(KIND, &moved, &live);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].effect, Effect::Replace);
+        assert!(
+            f[0].reason.contains("\"trmm\" -> \"trmm2\""),
+            "{}",
+            f[0].reason
+        );
+        assert!(f[0].reason.contains("offsets"), "{}", f[0].reason);
+    }
+}

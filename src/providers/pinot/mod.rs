@@ -1,0 +1,439 @@
+//! Apache Pinot schemas and table configs, through the controller REST API (apis.md §1).
+//!
+//! Pinot has no bulk read of configs: the controller lists names (`GET /schemas`, `GET /tables`)
+//! and returns one config per call. A plan of declared objects therefore GETs exactly those
+//! objects (concurrently, a 404 meaning absent) and lists only when it must see everything
+//! (`--prune`).
+
+mod normalize;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::http::{HttpClient, Response};
+use super::{Finding, OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
+use crate::kind::{Compare, Effect, KindInfo, System};
+use crate::resource::{Address, Observed};
+
+pub use normalize::{
+    canonical_schema, canonical_table, normalize_desired_schema, normalize_desired_table,
+    split_table_name,
+};
+
+pub const SCHEMA: &str = "PinotSchema";
+pub const TABLE: &str = "PinotTable";
+
+/// Key in a table's `metadata.customConfigs` marking it as managed by ofctl (only these, and the
+/// schemas they use, are ever pruned).
+pub const OWNER_KEY: &str = "ofctl.openframe.io/managed-by";
+pub const OWNER_VALUE: &str = "ofctl";
+
+/// GETs in flight at once during a read.
+const READ_CONCURRENCY: usize = 8;
+
+pub static KINDS: [KindInfo; 2] = [
+    KindInfo {
+        kind: SCHEMA,
+        system: System::Pinot,
+        // Schema serialization is fully known (§1.2), so a live column the manifest lacks is a
+        // removal, which `findings` refuses unless forced.
+        compare: Compare::Exact,
+        field_rules: &[],
+        sensitive: &[],
+        sensitive_keys: &[],
+        interpolate_spec_file: true,
+    },
+    KindInfo {
+        kind: TABLE,
+        system: System::Pinot,
+        // Exact after stripping the §1.5 defaults on both sides; see normalize.rs for why.
+        compare: Compare::Exact,
+        field_rules: &[],
+        sensitive: &[],
+        // Kafka client credentials in `streamConfigs` (`stream.kafka.…sasl.jaas.config`,
+        // `…ssl.truststore.password`) and Kinesis keys.
+        sensitive_keys: &["password", "sasl.jaas.config", "secretkey"],
+        interpolate_spec_file: true,
+    },
+];
+
+pub struct PinotProvider {
+    http: HttpClient,
+}
+
+/// Percent-encodes a name read from the controller for use as one path segment.
+fn segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl PinotProvider {
+    pub fn new(url: &str) -> Result<Self, ProviderError> {
+        Ok(Self {
+            http: HttpClient::new(System::Pinot, url, &[])?,
+        })
+    }
+
+    /// One request whose only acceptable answers are 200 and, when `absent_ok`, 404.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        absent_ok: bool,
+    ) -> Result<Option<Response>, ProviderError> {
+        let response = self.http.send(method.clone(), path, body).await?;
+        match response.status {
+            200 => Ok(Some(response)),
+            404 if absent_ok => Ok(None),
+            _ => Err(self.http.status_error(&method, path, &response)),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Option<Value>, ProviderError> {
+        Ok(self
+            .call(Method::GET, path, None, true)
+            .await?
+            .map(|r| r.body))
+    }
+
+    /// `GET /schemas`: every schema name.
+    async fn schema_names(&self) -> Result<Vec<String>, ProviderError> {
+        let body = self.get("/schemas").await?.unwrap_or(Value::Null);
+        Ok(body
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn read_schemas(&self, scope: ReadScope<'_>) -> Result<Vec<Observed>, ProviderError> {
+        let names = if scope.all {
+            self.schema_names().await?
+        } else {
+            scope.names.to_vec()
+        };
+        // A schema is managed when a managed table uses it (Pinot ties a table to the schema of
+        // its raw name, §1.3): schemas have no metadata of their own to carry a marker. Only a
+        // prune needs this, so only a full read pays for the table read.
+        let managed_raw: BTreeSet<String> = if scope.all {
+            self.read_tables(scope)
+                .await?
+                .into_iter()
+                .filter(|t| t.managed)
+                .filter_map(|t| split_table_name(&t.name).map(|(raw, _)| raw.to_string()))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let schemas: Vec<Option<Observed>> = futures::stream::iter(names)
+            .map(|name| {
+                let managed = managed_raw.contains(&name);
+                async move {
+                    let body = self.get(&format!("/schemas/{}", segment(&name))).await?;
+                    Ok::<_, ProviderError>(body.map(|schema| Observed {
+                        spec: canonical_schema(&schema),
+                        name,
+                        managed,
+                        notes: Vec::new(),
+                    }))
+                }
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(schemas.into_iter().flatten().collect())
+    }
+
+    /// `GET /tables/{raw}[?type=]`: the configs keyed by type, as observed objects.
+    async fn read_table(
+        &self,
+        raw: &str,
+        kind: Option<&str>,
+    ) -> Result<Vec<Observed>, ProviderError> {
+        let mut path = format!("/tables/{}", segment(raw));
+        if let Some(kind) = kind {
+            path.push_str(&format!("?type={}", kind.to_ascii_lowercase()));
+        }
+        let Some(body) = self.get(&path).await? else {
+            return Ok(Vec::new());
+        };
+        let configs = body.as_object().cloned().unwrap_or_default();
+        Ok(configs
+            .into_iter()
+            .filter(|(k, v)| v.is_object() && (k == normalize::OFFLINE || k == normalize::REALTIME))
+            .map(|(k, config)| Observed {
+                name: format!("{raw}_{k}"),
+                managed: normalize::is_managed(&config),
+                spec: canonical_table(&config),
+                notes: Vec::new(),
+            })
+            .collect())
+    }
+
+    async fn read_tables(&self, scope: ReadScope<'_>) -> Result<Vec<Observed>, ProviderError> {
+        // Raw name → the types wanted (`None`: all of them, one GET for a hybrid table).
+        // (Owned strings: a borrowed `&'static str` here trips rustc's higher-ranked lifetime
+        // check on the `Send` future.)
+        let mut wanted: BTreeMap<String, Option<String>> = BTreeMap::new();
+        if scope.all {
+            let body = self.get("/tables").await?.unwrap_or(Value::Null);
+            for raw in body
+                .get("tables")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                wanted.insert(raw.to_string(), None);
+            }
+        } else {
+            for (raw, kind) in scope.names.iter().filter_map(|n| split_table_name(n)) {
+                wanted
+                    .entry(raw.to_string())
+                    .and_modify(|k| {
+                        if k.as_deref() != Some(kind) {
+                            *k = None;
+                        }
+                    })
+                    .or_insert_with(|| Some(kind.to_string()));
+            }
+        }
+        let tables: Vec<Vec<Observed>> = futures::stream::iter(wanted)
+            .map(|(raw, kind)| async move { self.read_table(&raw, kind.as_deref()).await })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(tables
+            .into_iter()
+            .flatten()
+            .filter(|t| scope.all || scope.names.contains(&t.name))
+            .collect())
+    }
+
+    /// A write; `conflict` explains a 409 on create (POST).
+    async fn write(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        conflict: Option<&str>,
+    ) -> Result<Option<Response>, ProviderError> {
+        let absent_ok = method == Method::DELETE;
+        let response = self.http.send(method.clone(), path, body).await?;
+        match response.status {
+            200 => {
+                // §1.1: unknown keys are accepted, dropped and echoed back; they would show as
+                // a difference on every plan, so say which ones.
+                let unknown = response.body.get("unrecognizedProperties");
+                if let Some(u) = unknown.and_then(Value::as_object).filter(|u| !u.is_empty()) {
+                    let keys: Vec<&str> = u.keys().map(String::as_str).collect();
+                    tracing::warn!(
+                        "pinot {method} {path}: Pinot ignored unknown properties {keys:?}; remove them from the manifest"
+                    );
+                }
+                Ok(Some(response))
+            }
+            404 if absent_ok => Ok(None),
+            409 => match conflict {
+                Some(why) => Err(ProviderError::permanent(format!(
+                    "pinot {method} {path} returned 409: {} ({why})",
+                    response.message()
+                ))),
+                None => Err(self.http.status_error(&method, path, &response)),
+            },
+            _ => Err(self.http.status_error(&method, path, &response)),
+        }
+    }
+
+    async fn apply_schema(&self, op: &Operation<'_>, body: &Value) -> Result<(), ProviderError> {
+        let name = segment(op.name);
+        match op.action {
+            // override=false: an existing schema is a 409, never a silent overwrite of a schema
+            // that appeared after the plan was made.
+            OpAction::Create => {
+                self.write(
+                    Method::POST,
+                    "/schemas?override=false",
+                    Some(body),
+                    Some("the schema appeared after planning; re-run plan"),
+                )
+                .await?;
+            }
+            OpAction::Update => {
+                let path = format!("/schemas/{name}?force={}", op.force);
+                self.write(Method::PUT, &path, Some(body), None).await?;
+            }
+            OpAction::Delete => {
+                // Pinot refuses to delete a schema a REALTIME table uses but not one an OFFLINE
+                // table uses (§1.2): check both, so a table is never left without its schema.
+                let path = format!("/tables/{name}");
+                if let Some(tables) = self.get(&path).await? {
+                    let users: Vec<String> = tables
+                        .as_object()
+                        .map(|m| m.keys().map(|k| format!("{}_{k}", op.name)).collect())
+                        .unwrap_or_default();
+                    if !users.is_empty() {
+                        return Err(ProviderError::permanent(format!(
+                            "cannot delete schema {}: table(s) {} still use it",
+                            op.name,
+                            users.join(", ")
+                        )));
+                    }
+                }
+                self.write(Method::DELETE, &format!("/schemas/{name}"), None, None)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_table(&self, op: &Operation<'_>, body: &Value) -> Result<(), ProviderError> {
+        let (raw, kind) = split_table_name(op.name).ok_or_else(|| {
+            ProviderError::permanent(format!("{} is not a table name with type", op.name))
+        })?;
+        match op.action {
+            OpAction::Create => {
+                self.write(
+                    Method::POST,
+                    "/tables",
+                    Some(&with_owner(body)),
+                    Some("the table appeared after planning, or a recent delete has not finished; re-run plan"),
+                )
+                .await?;
+            }
+            OpAction::Update => {
+                let path = format!("/tables/{}?force={}", segment(op.name), op.force);
+                self.write(Method::PUT, &path, Some(&with_owner(body)), None)
+                    .await?;
+            }
+            OpAction::Delete => {
+                let path = format!(
+                    "/tables/{}?type={}",
+                    segment(raw),
+                    kind.to_ascii_lowercase()
+                );
+                self.write(Method::DELETE, &path, None, None).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The config to send: the desired spec plus ofctl's owner marker.
+fn with_owner(config: &Value) -> Value {
+    let mut config = config.clone();
+    if let Some(obj) = config.as_object_mut() {
+        let meta = obj.entry("metadata").or_insert_with(|| json!({}));
+        if !meta.is_object() {
+            *meta = json!({});
+        }
+        let custom = meta
+            .as_object_mut()
+            .map(|m| m.entry("customConfigs").or_insert_with(|| json!({})));
+        if let Some(custom) = custom {
+            if !custom.is_object() {
+                *custom = json!({});
+            }
+            custom[OWNER_KEY] = json!(OWNER_VALUE);
+        }
+    }
+    config
+}
+
+#[async_trait]
+impl Provider for PinotProvider {
+    fn system(&self) -> System {
+        System::Pinot
+    }
+
+    async fn read(&self, kind: &str, scope: ReadScope<'_>) -> Result<Vec<Observed>, ProviderError> {
+        match kind {
+            SCHEMA => self.read_schemas(scope).await,
+            TABLE => self.read_tables(scope).await,
+            other => Err(ProviderError::permanent(format!(
+                "pinot has no kind {other}"
+            ))),
+        }
+    }
+
+    fn normalize_desired(&self, kind: &str, name: &str, spec: &Value) -> Result<Value, String> {
+        match kind {
+            SCHEMA => normalize_desired_schema(name, spec),
+            _ => normalize_desired_table(name, spec),
+        }
+    }
+
+    fn merge_live(&self, kind: &str, desired: &Value, live: &Value) -> (Value, Vec<String>) {
+        let mut merged = desired.clone();
+        let mut notes = Vec::new();
+        if kind == SCHEMA {
+            for column in normalize::keep_legacy_boolean_columns(&mut merged, live) {
+                notes.push(format!(
+                    "column {column} stays STRING: Pinot keeps a legacy STRING column declared BOOLEAN as STRING"
+                ));
+            }
+        } else {
+            normalize::adopt_server_zeroes(&mut merged, live);
+        }
+        (merged, notes)
+    }
+
+    fn findings(&self, kind: &str, desired: &Value, live: &Value) -> Vec<Finding> {
+        let reasons = match kind {
+            SCHEMA => normalize::schema_incompatibilities(desired, live),
+            _ => normalize::table_incompatibilities(desired, live),
+        };
+        reasons
+            .into_iter()
+            .map(|reason| Finding {
+                effect: Effect::Block,
+                reason,
+            })
+            .collect()
+    }
+
+    fn dependencies(&self, kind: &str, name: &str, spec: &Value) -> Vec<Address> {
+        if kind != TABLE {
+            return Vec::new();
+        }
+        let mut deps = Vec::new();
+        if let Some((raw, _)) = split_table_name(name) {
+            deps.push(Address::new(SCHEMA, raw));
+        }
+        deps.extend(
+            normalize::kafka_topics(spec)
+                .into_iter()
+                .map(|t| Address::new("KafkaTopic", t)),
+        );
+        deps
+    }
+
+    async fn apply(&self, op: Operation<'_>) -> Result<(), ProviderError> {
+        let empty = json!({});
+        let body = op.desired.unwrap_or(&empty);
+        match op.kind {
+            SCHEMA => self.apply_schema(&op, body).await,
+            _ => self.apply_table(&op, body).await,
+        }
+    }
+
+    fn requests(&self) -> RequestCount {
+        self.http.requests()
+    }
+}

@@ -1,0 +1,1095 @@
+//! Making Pinot schemas and table configs from the manifest and from the controller comparable.
+//!
+//! Both sides go through the same canonical form: the server-added defaults of apis.md §1.2
+//! (schema) and §1.5 (table config) are removed when they hold the default value, values are put
+//! in the type Pinot's model stores them in (`replication` is a string, `Map<String, String>`
+//! values are strings, assignment counts are integers), and deprecated spellings are rewritten
+//! the way the controller rewrites them (`comparisonColumn`, `indexType`). Applying one function
+//! to both sides means a default is the same whether the controller printed it, an older
+//! release omitted it, or the user wrote it out — and the result is still a valid config,
+//! because it is also what ofctl sends.
+//!
+//! Why the kinds compare `Exact` rather than `DesiredSubset`: a subset compare cannot see a
+//! field the manifest dropped (the platform's logs table lost `upsertConfig`, `sortedColumn`
+//! and `realtimeSegmentConfig` between two releases), so the live table would silently keep it.
+//! With defaults stripped, removals show as removals. The one thing a subset compare does
+//! better — tolerating a primitive default that a newer Pinot emits and this list does not know
+//! (§1.5 names "several false flags" without listing them) — is kept by
+//! [`adopt_server_zeroes`], which the provider runs in `merge_live`.
+
+use serde_json::{json, Map, Value};
+
+use super::OWNER_KEY;
+
+pub const OFFLINE: &str = "OFFLINE";
+pub const REALTIME: &str = "REALTIME";
+/// What a single-tenant controller fills into a missing `tenants.broker` / `tenants.server`.
+const DEFAULT_TENANT: &str = "DefaultTenant";
+
+type Obj = Map<String, Value>;
+
+/// `devices_REALTIME` → (`devices`, `REALTIME`).
+pub fn split_table_name(name: &str) -> Option<(&str, &'static str)> {
+    for kind in [OFFLINE, REALTIME] {
+        if let Some(raw) = name.strip_suffix(kind).and_then(|r| r.strip_suffix('_')) {
+            if !raw.is_empty() {
+                return Some((raw, kind));
+            }
+        }
+    }
+    None
+}
+
+/// `TableNameBuilder.tableNameWithType`: the suffix is added unless it is already there.
+fn with_type(raw: &str, kind: &str) -> String {
+    let suffix = format!("_{kind}");
+    if raw.ends_with(&suffix) {
+        raw.to_string()
+    } else {
+        format!("{raw}{suffix}")
+    }
+}
+
+/// Names Pinot accepts and that are safe in a URL path segment as they are (alphanumerics,
+/// `-`, `_`, and `.` for a database prefix).
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.contains("__")
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} `{name}` is not a valid Pinot name (letters, digits, `-`, `_`, `.`; no `__`)"
+        ))
+    }
+}
+
+/// Jackson's lenient boolean binding: JSON booleans or the strings "true"/"false".
+fn as_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// `value` in the JSON type of `like` when Jackson would coerce it (`"false"` into a boolean
+/// field, `"2"` into an int field); otherwise unchanged.
+fn coerce_like(value: &Value, like: &Value) -> Value {
+    let Value::String(s) = value else {
+        return value.clone();
+    };
+    let coerced = match like {
+        Value::Bool(_) => as_bool(value).map(Value::from),
+        Value::Number(n) if n.is_f64() => s.trim().parse::<f64>().ok().map(Value::from),
+        Value::Number(_) => s.trim().parse::<i64>().ok().map(Value::from),
+        _ => None,
+    };
+    coerced.unwrap_or_else(|| value.clone())
+}
+
+/// Removes the keys that hold their default, and coerces the others to the default's type.
+fn strip_defaults(obj: &mut Obj, defaults: &[(&str, Value)]) {
+    for (key, default) in defaults {
+        let Some(v) = obj.get_mut(*key) else { continue };
+        *v = coerce_like(v, default);
+        if v.is_null() || crate::plan::diff::values_equal(v, default) {
+            obj.remove(*key);
+        }
+    }
+}
+
+/// Scalars as the text a `String` field or a `Map<String, String>` value stores.
+fn stringify(v: &mut Value) {
+    if v.is_number() || v.is_boolean() {
+        *v = Value::String(v.to_string());
+    }
+}
+
+fn stringify_keys(obj: &mut Obj, keys: &[&str]) {
+    for key in keys {
+        if let Some(v) = obj.get_mut(*key) {
+            stringify(v);
+        }
+    }
+}
+
+fn stringify_map(v: Option<&mut Value>) {
+    if let Some(Value::Object(map)) = v {
+        map.values_mut().for_each(stringify);
+    }
+}
+
+fn section<'a>(obj: &'a mut Obj, key: &str) -> Option<&'a mut Obj> {
+    obj.get_mut(key).and_then(Value::as_object_mut)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas (apis.md §1.2)
+
+/// Column sections of a schema and the `fieldType` Pinot reports for their columns.
+const FIELD_SECTIONS: [(&str, &str); 4] = [
+    ("dimensionFieldSpecs", "DIMENSION"),
+    ("metricFieldSpecs", "METRIC"),
+    ("dateTimeFieldSpecs", "DATE_TIME"),
+    ("complexFieldSpecs", "COMPLEX"),
+];
+const TIME_SECTION: (&str, &str) = ("timeFieldSpec", "TIME");
+
+/// The default null value `FieldSpec` uses for a column type, which GET leaves out.
+fn is_type_default_null(field_type: &str, data_type: &str, v: &Value) -> bool {
+    let text = match v {
+        Value::String(s) => s.trim().to_string(),
+        other => other.to_string(),
+    };
+    let number = text.parse::<f64>().ok();
+    match (field_type, data_type) {
+        (_, "BYTES") => text.is_empty(),
+        ("METRIC", _) => number == Some(0.0),
+        (_, "INT") => number == Some(f64::from(i32::MIN)),
+        (_, "LONG") => number == Some(i64::MIN as f64),
+        (_, "FLOAT" | "DOUBLE") => number == Some(f64::NEG_INFINITY) || text == "-Infinity",
+        (_, "BIG_DECIMAL" | "TIMESTAMP") => number == Some(0.0),
+        (_, "BOOLEAN") => number == Some(0.0) || text.eq_ignore_ascii_case("false"),
+        _ => text == "null",
+    }
+}
+
+/// One column as `Schema.toJsonObject` prints it: `fieldType` always, `singleValueField` only
+/// when false, `notNull` only when true, `defaultNullValue` and `maxLength` only when not the
+/// default.
+fn canonical_field(field: &Value, field_type: &str) -> Value {
+    let Some(obj) = field.as_object() else {
+        return field.clone();
+    };
+    // Key order as GET prints it (name, dataType, fieldType, …), so a column list reads the
+    // same on both sides of a diff.
+    let mut out = Obj::new();
+    for key in ["name", "dataType"] {
+        if let Some(v) = obj.get(key) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    out.insert("fieldType".into(), json!(field_type));
+    for (k, v) in obj {
+        out.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let data_type = obj
+        .get("dataType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    strip_defaults(
+        &mut out,
+        &[
+            ("singleValueField", json!(true)),
+            ("notNull", json!(false)),
+            ("maxLength", json!(512)),
+        ],
+    );
+    if out
+        .get("defaultNullValue")
+        .is_some_and(|v| v.is_null() || is_type_default_null(field_type, data_type, v))
+    {
+        out.remove("defaultNullValue");
+    }
+    Value::Object(out)
+}
+
+/// The schema in the form GET returns it, minus the always-printed
+/// `enableColumnBasedNullHandling: false`.
+pub fn canonical_schema(spec: &Value) -> Value {
+    let Some(obj) = spec.as_object() else {
+        return spec.clone();
+    };
+    let mut out = obj.clone();
+    strip_defaults(
+        &mut out,
+        &[
+            ("enableColumnBasedNullHandling", json!(false)),
+            ("description", json!("")),
+            ("tags", json!([])),
+            ("primaryKeyColumns", json!([])),
+        ],
+    );
+    for (key, field_type) in FIELD_SECTIONS {
+        match out.get_mut(key) {
+            Some(Value::Array(fields)) if fields.is_empty() => {
+                out.remove(key);
+            }
+            Some(Value::Array(fields)) => {
+                for f in fields.iter_mut() {
+                    *f = canonical_field(f, field_type);
+                }
+            }
+            Some(Value::Null) => {
+                out.remove(key);
+            }
+            _ => {}
+        }
+    }
+    let (key, field_type) = TIME_SECTION;
+    match out.get_mut(key) {
+        Some(Value::Null) => {
+            out.remove(key);
+        }
+        Some(f) => *f = canonical_field(f, field_type),
+        None => {}
+    }
+    Value::Object(out)
+}
+
+/// Manifest schema → canonical; `schemaName` must be `metadata.name` (filled in when absent).
+pub fn normalize_desired_schema(name: &str, spec: &Value) -> Result<Value, String> {
+    check_name("metadata.name", name)?;
+    let mut obj = spec
+        .as_object()
+        .cloned()
+        .ok_or("a Pinot schema must be a JSON object")?;
+    match obj.get("schemaName") {
+        None | Some(Value::Null) => {
+            obj.insert("schemaName".into(), json!(name));
+        }
+        Some(Value::String(s)) if s == name => {}
+        Some(other) => {
+            return Err(format!(
+                "spec.schemaName {other} does not match metadata.name `{name}`: a Pinot schema is addressed by its name"
+            ))
+        }
+    }
+    Ok(canonical_schema(&Value::Object(obj)))
+}
+
+/// A column as the compatibility rule sees it (`FieldSpec.isBackwardCompatibleWith`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column<'a> {
+    pub name: &'a str,
+    pub data_type: &'a str,
+    pub single_value: bool,
+}
+
+/// Every column of a canonical schema, whatever its section.
+pub fn columns(schema: &Value) -> Vec<Column<'_>> {
+    fn column(spec: &Value) -> Option<Column<'_>> {
+        Some(Column {
+            name: spec.get("name")?.as_str()?,
+            data_type: spec
+                .get("dataType")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            single_value: spec.get("singleValueField").and_then(as_bool) != Some(false),
+        })
+    }
+    let mut out: Vec<Column<'_>> = FIELD_SECTIONS
+        .iter()
+        .filter_map(|(key, _)| schema.get(*key).and_then(Value::as_array))
+        .flatten()
+        .filter_map(column)
+        .collect();
+    out.extend(schema.get(TIME_SECTION.0).and_then(column));
+    out
+}
+
+/// Why Pinot would reject `desired` as an update of `live` (`Schema.isBackwardCompatibleWith`,
+/// apis.md §1.2): a removed column, a changed `dataType` or `singleValueField`, or changed
+/// primary keys when there were some.
+pub fn schema_incompatibilities(desired: &Value, live: &Value) -> Vec<String> {
+    let new = columns(desired);
+    let mut reasons = Vec::new();
+    for old in columns(live) {
+        match new.iter().find(|c| c.name == old.name) {
+            None => reasons.push(format!(
+                "column {} removed (Pinot only allows adding columns)",
+                old.name
+            )),
+            Some(c) => {
+                if c.data_type != old.data_type {
+                    reasons.push(format!(
+                        "column {} dataType changed from {} to {}",
+                        old.name, old.data_type, c.data_type
+                    ));
+                }
+                if c.single_value != old.single_value {
+                    let shape = |sv: bool| if sv { "single-value" } else { "multi-value" };
+                    reasons.push(format!(
+                        "column {} changed from {} to {}",
+                        old.name,
+                        shape(old.single_value),
+                        shape(c.single_value)
+                    ));
+                }
+            }
+        }
+    }
+    let (old_pk, new_pk) = (
+        live.get("primaryKeyColumns"),
+        desired.get("primaryKeyColumns"),
+    );
+    if old_pk.is_some() && old_pk != new_pk {
+        let show = |v: Option<&Value>| v.map_or_else(|| "[]".to_string(), Value::to_string);
+        reasons.push(format!(
+            "primaryKeyColumns changed from {} to {}",
+            show(old_pk),
+            show(new_pk)
+        ));
+    }
+    reasons
+}
+
+/// `updateBooleanFieldsIfNeeded` (apis.md §1.2): a column stored as STRING that the manifest
+/// declares BOOLEAN is silently kept STRING by the controller, so the desired side keeps it too.
+/// Returns the columns it rewrote.
+pub fn keep_legacy_boolean_columns(desired: &mut Value, live: &Value) -> Vec<String> {
+    let strings: Vec<&str> = columns(live)
+        .into_iter()
+        .filter(|c| c.data_type == "STRING")
+        .map(|c| c.name)
+        .collect();
+    let mut kept = Vec::new();
+    let Some(obj) = desired.as_object_mut() else {
+        return kept;
+    };
+    for (key, _) in FIELD_SECTIONS.iter().chain([&TIME_SECTION]) {
+        let fields: Vec<&mut Value> = match obj.get_mut(*key) {
+            Some(Value::Array(list)) => list.iter_mut().collect(),
+            Some(v @ Value::Object(_)) => vec![v],
+            _ => continue,
+        };
+        for f in fields {
+            let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+            if f.get("dataType") == Some(&json!("BOOLEAN")) && strings.contains(&name) {
+                kept.push(name.to_string());
+                f["dataType"] = json!("STRING");
+            }
+        }
+    }
+    kept
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table configs (apis.md §1.3, §1.5)
+
+/// Primitive fields of `IndexingConfig`, always printed (1.5.1, plus master's addition).
+fn index_defaults() -> Vec<(&'static str, Value)> {
+    vec![
+        ("rangeIndexVersion", json!(2)),
+        ("autoGeneratedInvertedIndex", json!(false)),
+        ("createInvertedIndexDuringSegmentGeneration", json!(false)),
+        ("enableDefaultStarTree", json!(false)),
+        ("enableDynamicStarTreeCreation", json!(false)),
+        ("aggregateMetrics", json!(false)),
+        ("nullHandlingEnabled", json!(false)),
+        ("columnMajorSegmentBuilderEnabled", json!(true)),
+        ("optimizeDictionary", json!(false)),
+        ("optimizeDictionaryForMetrics", json!(false)),
+        ("noDictionarySizeRatioThreshold", json!(0.85)),
+        ("skipSegmentPreprocess", json!(false)),
+        ("optimizeNoDictStatsCollection", json!(false)),
+        ("optimizeDictionaryType", json!(false)),
+        ("compressionStatsEnabled", json!(false)),
+    ]
+}
+
+fn upsert_defaults() -> Vec<(&'static str, Value)> {
+    vec![
+        ("hashFunction", json!("NONE")),
+        ("defaultPartialUpsertStrategy", json!("OVERWRITE")),
+        ("snapshot", json!("DEFAULT")),
+        ("preload", json!("DEFAULT")),
+        ("metadataTTL", json!(0.0)),
+        ("deletedKeysTTL", json!(0.0)),
+        ("consistencyMode", json!("NONE")),
+        ("upsertViewRefreshIntervalMs", json!(3000)),
+        ("newSegmentTrackingTimeMs", json!(10000)),
+        ("enableSnapshot", json!(false)),
+        ("enablePreload", json!(false)),
+        ("dropOutOfOrderRecord", json!(false)),
+    ]
+}
+
+/// Primitive fields of the instance-assignment model (`InstanceAssignmentConfig`,
+/// `InstanceTagPoolConfig`, `InstanceReplicaGroupPartitionConfig`).
+fn assignment_defaults() -> [(&'static str, Vec<(&'static str, Value)>); 2] {
+    [
+        (
+            "tagPoolConfig",
+            vec![("poolBased", json!(false)), ("numPools", json!(0))],
+        ),
+        (
+            "replicaGroupPartitionConfig",
+            vec![
+                ("replicaGroupBased", json!(false)),
+                ("numInstances", json!(0)),
+                ("numReplicaGroups", json!(0)),
+                ("numInstancesPerReplicaGroup", json!(0)),
+                ("numPartitions", json!(0)),
+                ("numInstancesPerPartition", json!(0)),
+                ("minimizeDataMovement", json!(false)),
+            ],
+        ),
+    ]
+}
+
+/// The table config in one canonical form (see the module comment).
+pub fn canonical_table(spec: &Value) -> Value {
+    let Some(obj) = spec.as_object() else {
+        return spec.clone();
+    };
+    let mut out = obj.clone();
+    if let Some(Value::String(t)) = out.get_mut("tableType") {
+        *t = t.to_ascii_uppercase();
+    }
+    if let (Some(Value::String(name)), Some(Value::String(kind))) =
+        (out.get("tableName"), out.get("tableType"))
+    {
+        let full = with_type(name, kind);
+        out.insert("tableName".into(), json!(full));
+    }
+    strip_defaults(
+        &mut out,
+        &[
+            ("isDimTable", json!(false)),
+            ("isMaterializedView", json!(false)),
+        ],
+    );
+
+    // `metadata.customConfigs` is a Map<String, String>; ofctl's owner key is not part of the
+    // spec. Absent and empty are the same (1.3.0+ adds the empty form).
+    if let Some(meta) = section(&mut out, "metadata") {
+        if let Some(custom) = section(meta, "customConfigs") {
+            custom.remove(OWNER_KEY);
+            custom.values_mut().for_each(stringify);
+            if custom.is_empty() {
+                meta.remove("customConfigs");
+            }
+        }
+    }
+    if out
+        .get("metadata")
+        .is_some_and(|m| m.is_null() || m.as_object().is_some_and(Obj::is_empty))
+    {
+        out.remove("metadata");
+    }
+
+    // A single-tenant controller fills a missing broker/server tenant (§1.5).
+    if !out.get("tenants").is_some_and(Value::is_object) {
+        out.insert("tenants".into(), json!({}));
+    }
+    if let Some(tenants) = section(&mut out, "tenants") {
+        for role in ["broker", "server"] {
+            if !tenants.get(role).is_some_and(Value::is_string) {
+                tenants.insert(role.into(), json!(DEFAULT_TENANT));
+            }
+        }
+    }
+
+    if let Some(segments) = section(&mut out, "segmentsConfig") {
+        stringify_keys(
+            segments,
+            &["replication", "replicasPerPartition", "retentionTimeValue"],
+        );
+        strip_defaults(segments, &[("minimizeDataMovement", json!(false))]);
+    }
+    if let Some(index) = section(&mut out, "tableIndexConfig") {
+        strip_defaults(index, &index_defaults());
+        stringify_map(index.get_mut("streamConfigs"));
+    }
+    if let Some(upsert) = section(&mut out, "upsertConfig") {
+        // The deprecated single-column setter; no getter prints it back.
+        if let Some(col) = upsert.remove("comparisonColumn").filter(|c| !c.is_null()) {
+            upsert
+                .entry("comparisonColumns")
+                .or_insert_with(|| json!([col]));
+        }
+        strip_defaults(upsert, &upsert_defaults());
+        // `mode` says what the section is for, so it is spelled out rather than stripped: a
+        // plan then shows `{"mode":"FULL"}`, not an empty section.
+        upsert.entry("mode").or_insert_with(|| json!("FULL"));
+    }
+    if let Some(dedup) = section(&mut out, "dedupConfig") {
+        strip_defaults(
+            dedup,
+            &[("hashFunction", json!("NONE")), ("metadataTTL", json!(0.0))],
+        );
+        // Spelled out like upsert `mode`.
+        let enabled = dedup.get("dedupEnabled").and_then(as_bool).unwrap_or(true);
+        dedup.insert("dedupEnabled".into(), json!(enabled));
+    }
+    if let Some(ingestion) = section(&mut out, "ingestionConfig") {
+        strip_defaults(
+            ingestion,
+            &[
+                ("continueOnError", json!(false)),
+                ("rowTimeValueCheck", json!(false)),
+                ("segmentTimeValueCheck", json!(true)),
+            ],
+        );
+        for (sub, default, maps) in [
+            (
+                "streamIngestionConfig",
+                ("columnMajorSegmentBuilderEnabled", json!(true)),
+                "streamConfigMaps",
+            ),
+            (
+                "batchIngestionConfig",
+                ("consistentDataPush", json!(false)),
+                "batchConfigMaps",
+            ),
+        ] {
+            if let Some(sub) = section(ingestion, sub) {
+                strip_defaults(sub, &[default]);
+                if let Some(Value::Array(list)) = sub.get_mut(maps) {
+                    list.iter_mut().for_each(|m| stringify_map(Some(m)));
+                }
+            }
+        }
+    }
+    if let Some(Value::Array(fields)) = out.get_mut("fieldConfigList") {
+        for field in fields.iter_mut().filter_map(Value::as_object_mut) {
+            // The deprecated single `indexType` is read into `indexTypes`.
+            if let Some(t) = field.remove("indexType").filter(|t| !t.is_null()) {
+                field.entry("indexTypes").or_insert_with(|| json!([t]));
+            }
+            strip_defaults(
+                field,
+                &[
+                    ("encodingType", json!("DICTIONARY")),
+                    ("indexTypes", json!([])),
+                ],
+            );
+            stringify_map(field.get_mut("properties"));
+        }
+    }
+    if let Some(types) = section(&mut out, "task").and_then(|t| section(t, "taskTypeConfigsMap")) {
+        types.values_mut().for_each(|cfg| stringify_map(Some(cfg)));
+    }
+    if let Some(assignments) = section(&mut out, "instanceAssignmentConfigMap") {
+        for cfg in assignments.values_mut().filter_map(Value::as_object_mut) {
+            strip_defaults(
+                cfg,
+                &[
+                    (
+                        "partitionSelector",
+                        json!("INSTANCE_REPLICA_GROUP_PARTITION_SELECTOR"),
+                    ),
+                    ("minimizeDataMovement", json!(false)),
+                ],
+            );
+            for (part, defaults) in assignment_defaults() {
+                if let Some(part) = section(cfg, part) {
+                    strip_defaults(part, &defaults);
+                }
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Manifest table config → canonical. `metadata.name` is the table name with its type suffix
+/// and must agree with `tableName`/`tableType`, which are filled in when absent.
+pub fn normalize_desired_table(name: &str, spec: &Value) -> Result<Value, String> {
+    let (raw, kind) = split_table_name(name).ok_or_else(|| {
+        format!(
+            "metadata.name `{name}` must be the table name with its type suffix, e.g. `{name}_REALTIME` or `{name}_OFFLINE`"
+        )
+    })?;
+    check_name("metadata.name", raw)?;
+    let mut obj = spec
+        .as_object()
+        .cloned()
+        .ok_or("a Pinot table config must be a JSON object")?;
+    match obj.get("tableType") {
+        None | Some(Value::Null) => {
+            obj.insert("tableType".into(), json!(kind));
+        }
+        Some(Value::String(t)) if t.eq_ignore_ascii_case(kind) => {}
+        Some(other) => {
+            return Err(format!(
+                "spec.tableType {other} does not match metadata.name `{name}` (type {kind}); a table's type cannot change: declare a new `{raw}_<TYPE>` resource instead"
+            ))
+        }
+    }
+    match obj.get("tableName") {
+        None | Some(Value::Null) => {
+            obj.insert("tableName".into(), json!(raw));
+        }
+        Some(Value::String(t)) if with_type(t, kind) == name => {}
+        Some(other) => {
+            return Err(format!(
+                "spec.tableName {other} does not match metadata.name `{name}` (expected `{raw}` or `{name}`)"
+            ))
+        }
+    }
+    Ok(canonical_table(&Value::Object(obj)))
+}
+
+/// Whether a live table config carries ofctl's owner marker.
+pub fn is_managed(config: &Value) -> bool {
+    config
+        .get("metadata")
+        .and_then(|m| m.get("customConfigs"))
+        .and_then(|c| c.get(OWNER_KEY))
+        .and_then(Value::as_str)
+        == Some(super::OWNER_VALUE)
+}
+
+/// Copies into `desired` the live scalars that are `false` or zero under keys the manifest
+/// does not mention: primitive defaults a Pinot release prints that [`canonical_table`] does
+/// not know by name. A removed field the user cares about is a section, a list, a string or a
+/// non-zero number, so it still shows as a removal.
+pub fn adopt_server_zeroes(desired: &mut Value, live: &Value) {
+    let (Some(d), Some(l)) = (desired.as_object_mut(), live.as_object()) else {
+        return;
+    };
+    for (key, lv) in l {
+        match d.get_mut(key) {
+            None => {
+                let zero = *lv == Value::Bool(false) || lv.as_f64() == Some(0.0);
+                if zero {
+                    d.insert(key.clone(), lv.clone());
+                }
+            }
+            Some(dv) if dv.is_object() && lv.is_object() => adopt_server_zeroes(dv, lv),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Why Pinot would refuse `desired` as an update of `live` unless forced
+/// (`TableConfigUtils.validateBackwardCompatibility`, apis.md §1.3).
+pub fn table_incompatibilities(desired: &Value, live: &Value) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let time_column = |v: &Value| v.pointer("/segmentsConfig/timeColumnName").cloned();
+    let time_changed = time_column(desired) != time_column(live);
+    let mut check = |section: &str, keys: &[&str], implicit_time_key: &str| {
+        // The rule holds while the feature stays enabled; adding or removing it is allowed
+        // (Pinot only logs it). `mode: NONE` / `dedupEnabled: false` switch it off.
+        let enabled = |v: &Value| {
+            v.get("mode").and_then(Value::as_str) != Some("NONE")
+                && v.get("dedupEnabled").and_then(as_bool) != Some(false)
+        };
+        let (Some(d), Some(l)) = (
+            desired.get(section).filter(|v| enabled(v)),
+            live.get(section).filter(|v| enabled(v)),
+        ) else {
+            return;
+        };
+        for key in keys {
+            let (a, b) = (d.get(*key), l.get(*key));
+            let same = match (a, b) {
+                (Some(a), Some(b)) => crate::plan::diff::values_equal(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                reasons.push(format!(
+                    "{section}.{key} cannot change on an existing table (Pinot: it may lead to data inconsistencies; create a new table instead)"
+                ));
+            }
+        }
+        if d.get(implicit_time_key).is_none() && l.get(implicit_time_key).is_none() && time_changed
+        {
+            reasons.push(format!(
+                "segmentsConfig.timeColumnName cannot change while it is the implicit {section} time column"
+            ));
+        }
+    };
+    check(
+        "upsertConfig",
+        &[
+            "mode",
+            "hashFunction",
+            "comparisonColumns",
+            "dropOutOfOrderRecord",
+            "outOfOrderRecordColumn",
+            "partialUpsertStrategies",
+            "defaultPartialUpsertStrategy",
+        ],
+        "comparisonColumns",
+    );
+    check(
+        "dedupConfig",
+        &["hashFunction", "dedupTimeColumn"],
+        "dedupTimeColumn",
+    );
+    reasons
+}
+
+/// The Kafka topics a table consumes (`stream.kafka.topic.name` in its stream configs).
+pub fn kafka_topics(table: &Value) -> Vec<String> {
+    let mut maps: Vec<&Value> = table
+        .pointer("/tableIndexConfig/streamConfigs")
+        .into_iter()
+        .collect();
+    if let Some(list) = table
+        .pointer("/ingestionConfig/streamIngestionConfig/streamConfigMaps")
+        .and_then(Value::as_array)
+    {
+        maps.extend(list);
+    }
+    let mut topics: Vec<String> = maps
+        .into_iter()
+        .filter(|m| {
+            m.get("streamType")
+                .and_then(Value::as_str)
+                .unwrap_or("kafka")
+                == "kafka"
+        })
+        .filter_map(|m| m.get("stream.kafka.topic.name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
+    topics.sort();
+    topics.dedup();
+    topics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::interpolate::Variables;
+
+    /// The shipped desired-state JSON with its placeholders resolved as ofctl.toml's defaults
+    /// resolve them.
+    fn shipped(file: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("desired-state/pinot")
+            .join(file);
+        let raw: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut vars = Variables::new();
+        for (k, v) in [
+            ("pinot.tables.devices.name", "devices"),
+            ("pinot.tables.logs.name", "logs"),
+            ("pinot.tables.devices.replication", "2"),
+            ("pinot.tables.logs.replication", "2"),
+            (
+                "openframe.oss-tenant.kafka.topics.inbound.devices-topic.name",
+                "devices-topic",
+            ),
+            (
+                "openframe.oss-tenant.kafka.topics.inbound.integrated-tool-events.name",
+                "integrated-tool.events.pinot",
+            ),
+            ("spring.oss-tenant.kafka.bootstrap-servers", "kafka:9092"),
+        ] {
+            vars.insert(k, json!(v));
+        }
+        vars.resolve_value(&raw).unwrap()
+    }
+
+    #[test]
+    fn table_names_split_on_the_type_suffix() {
+        assert_eq!(
+            split_table_name("devices_REALTIME"),
+            Some(("devices", REALTIME))
+        );
+        assert_eq!(split_table_name("logs_OFFLINE"), Some(("logs", OFFLINE)));
+        assert_eq!(split_table_name("logs"), None);
+        assert_eq!(split_table_name("_OFFLINE"), None);
+        assert_eq!(split_table_name("logs_realtime"), None);
+    }
+
+    #[test]
+    fn shipped_schema_equals_what_get_returns() {
+        let desired = normalize_desired_schema("devices", &shipped("schema-devices.json")).unwrap();
+        // GET /schemas/devices after POSTing the file (apis.md §1.2): fieldType on every column,
+        // singleValueField only when false, enableColumnBasedNullHandling always.
+        let dim =
+            |name: &str| json!({"name": name, "dataType": "STRING", "fieldType": "DIMENSION"});
+        let mv = |name: &str| json!({"name": name, "dataType": "STRING", "fieldType": "DIMENSION", "singleValueField": false});
+        let live = json!({
+            "schemaName": "devices",
+            "enableColumnBasedNullHandling": false,
+            "dimensionFieldSpecs": [
+                dim("tenantId"), dim("machineId"), dim("status"), dim("deviceType"), dim("osType"),
+                dim("organizationId"), mv("tags"), mv("tagKeyValues")
+            ],
+            "dateTimeFieldSpecs": [{
+                "name": "ingestionTime", "dataType": "LONG", "fieldType": "DATE_TIME",
+                "format": "1:MILLISECONDS:EPOCH", "granularity": "1:MILLISECONDS"
+            }],
+            "primaryKeyColumns": ["machineId"]
+        });
+        assert_eq!(canonical_schema(&live), desired);
+        // Idempotent: what is sent normalizes to itself.
+        assert_eq!(canonical_schema(&desired), desired);
+    }
+
+    #[test]
+    fn schema_name_is_filled_or_must_match() {
+        let spec = json!({"dimensionFieldSpecs": [{"name": "a", "dataType": "INT"}]});
+        let n = normalize_desired_schema("x", &spec).unwrap();
+        assert_eq!(n["schemaName"], "x");
+        let err = normalize_desired_schema("x", &json!({"schemaName": "y"})).unwrap_err();
+        assert!(err.contains("does not match metadata.name `x`"), "{err}");
+    }
+
+    #[test]
+    fn default_null_values_and_lengths_are_defaults() {
+        let field = |extra: Value| {
+            let mut f = json!({"name": "c", "dataType": "INT"});
+            f.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            canonical_field(&f, "DIMENSION")
+        };
+        assert!(field(json!({"defaultNullValue": -2147483648i64}))
+            .get("defaultNullValue")
+            .is_none());
+        assert_eq!(field(json!({"defaultNullValue": 0}))["defaultNullValue"], 0);
+        assert!(field(json!({"maxLength": 512, "notNull": false}))
+            .get("maxLength")
+            .is_none());
+        let metric = canonical_field(
+            &json!({"name": "m", "dataType": "DOUBLE", "defaultNullValue": 0.0}),
+            "METRIC",
+        );
+        assert!(metric.get("defaultNullValue").is_none());
+        let s = canonical_field(
+            &json!({"name": "s", "dataType": "STRING", "defaultNullValue": "null", "singleValueField": "true"}),
+            "DIMENSION",
+        );
+        assert_eq!(
+            s,
+            json!({"name": "s", "dataType": "STRING", "fieldType": "DIMENSION"})
+        );
+    }
+
+    #[test]
+    fn schema_incompatibilities_name_the_column() {
+        let v = |extra: &str| -> Value {
+            normalize_desired_schema("devices", &serde_json::from_str(extra).unwrap()).unwrap()
+        };
+        let live = normalize_desired_schema("devices", &shipped("schema-devices.json")).unwrap();
+        // Adding a column is compatible.
+        let mut added = live.clone();
+        added["dimensionFieldSpecs"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "site", "dataType": "STRING", "fieldType": "DIMENSION"}));
+        assert!(schema_incompatibilities(&added, &live).is_empty());
+        // Removing one, changing a type or the shape, or the primary key is not.
+        let mut changed = live.clone();
+        let dims = changed["dimensionFieldSpecs"].as_array_mut().unwrap();
+        dims.retain(|c| c["name"] != "osType");
+        dims[0]["dataType"] = json!("INT");
+        dims.iter_mut()
+            .find(|c| c["name"] == "tags")
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+            .remove("singleValueField");
+        changed["primaryKeyColumns"] = json!(["machineId", "tenantId"]);
+        let reasons = schema_incompatibilities(&changed, &live);
+        assert_eq!(
+            reasons,
+            vec![
+                "column tenantId dataType changed from STRING to INT",
+                "column osType removed (Pinot only allows adding columns)",
+                "column tags changed from multi-value to single-value",
+                r#"primaryKeyColumns changed from ["machineId"] to ["machineId","tenantId"]"#,
+            ]
+        );
+        // Moving a column between sections with the same type passes Pinot's check.
+        let a = v(r#"{"dimensionFieldSpecs": [{"name": "n", "dataType": "LONG"}]}"#);
+        let b = v(r#"{"metricFieldSpecs": [{"name": "n", "dataType": "LONG"}]}"#);
+        assert!(schema_incompatibilities(&b, &a).is_empty());
+        // Adding a primary key where there was none is allowed.
+        let pk = v(
+            r#"{"dimensionFieldSpecs": [{"name": "n", "dataType": "LONG"}], "primaryKeyColumns": ["n"]}"#,
+        );
+        assert!(schema_incompatibilities(&pk, &a).is_empty());
+    }
+
+    #[test]
+    fn legacy_string_columns_stay_string() {
+        let live = json!({"dimensionFieldSpecs": [{"name": "flag", "dataType": "STRING", "fieldType": "DIMENSION"}]});
+        let mut desired = json!({"dimensionFieldSpecs": [{"name": "flag", "dataType": "BOOLEAN", "fieldType": "DIMENSION"}]});
+        assert_eq!(
+            keep_legacy_boolean_columns(&mut desired, &live),
+            vec!["flag"]
+        );
+        assert_eq!(desired, live);
+    }
+
+    /// What GET /tables/devices?type=realtime returns after ofctl POSTed the shipped file
+    /// (apis.md §1.5, Pinot 1.5.1).
+    fn devices_as_served() -> Value {
+        let mut live = shipped("table-config-devices.json");
+        let obj = live.as_object_mut().unwrap();
+        obj.insert("tableName".into(), json!("devices_REALTIME"));
+        obj.insert("isDimTable".into(), json!(false));
+        obj.insert(
+            "metadata".into(),
+            json!({"customConfigs": {OWNER_KEY: super::super::OWNER_VALUE}}),
+        );
+        obj["segmentsConfig"]["minimizeDataMovement"] = json!(false);
+        let index = obj["tableIndexConfig"].as_object_mut().unwrap();
+        for (k, v) in index_defaults() {
+            index.entry(k).or_insert(v);
+        }
+        let rg = &mut obj["instanceAssignmentConfigMap"]["CONSUMING"];
+        rg["replicaGroupPartitionConfig"]["numReplicaGroups"] = json!(2);
+        rg["replicaGroupPartitionConfig"]["minimizeDataMovement"] = json!(false);
+        rg["partitionSelector"] = json!("INSTANCE_REPLICA_GROUP_PARTITION_SELECTOR");
+        let upsert = obj["upsertConfig"].as_object_mut().unwrap();
+        upsert.remove("comparisonColumn");
+        upsert.insert("comparisonColumns".into(), json!(["ingestionTime"]));
+        upsert.insert("mode".into(), json!("FULL"));
+        for (k, v) in upsert_defaults() {
+            upsert.entry(k).or_insert(v);
+        }
+        for f in obj["fieldConfigList"].as_array_mut().unwrap() {
+            f["indexTypes"] = json!([]);
+            f["properties"]["maxMultiValueEntries"] = json!("50");
+        }
+        live
+    }
+
+    #[test]
+    fn shipped_table_equals_what_get_returns() {
+        let desired =
+            normalize_desired_table("devices_REALTIME", &shipped("table-config-devices.json"))
+                .unwrap();
+        let live = devices_as_served();
+        assert!(is_managed(&live));
+        assert_eq!(canonical_table(&live), desired);
+        assert_eq!(canonical_table(&desired), desired);
+        // The canonical form is what the controller stores, spelled its way.
+        assert_eq!(desired["tableName"], "devices_REALTIME");
+        assert_eq!(desired["segmentsConfig"]["replication"], "2");
+        assert_eq!(
+            desired["upsertConfig"],
+            json!({"mode": "FULL", "comparisonColumns": ["ingestionTime"], "snapshot": "ENABLE"})
+        );
+        assert_eq!(
+            desired["instanceAssignmentConfigMap"]["CONSUMING"]["replicaGroupPartitionConfig"],
+            json!({"replicaGroupBased": true, "numReplicaGroups": 2})
+        );
+        assert_eq!(
+            desired["fieldConfigList"][0]["properties"]["maxMultiValueEntries"],
+            "50"
+        );
+        assert!(desired.get("metadata").is_none());
+    }
+
+    #[test]
+    fn table_name_and_type_must_agree_with_metadata_name() {
+        let spec = shipped("table-config-logs-realtime.json");
+        assert!(normalize_desired_table("logs_REALTIME", &spec).is_ok());
+        let err = normalize_desired_table("logs", &spec).unwrap_err();
+        assert!(err.contains("type suffix"), "{err}");
+        let err = normalize_desired_table("logs_OFFLINE", &spec).unwrap_err();
+        assert!(
+            err.contains("spec.tableType \"REALTIME\" does not match"),
+            "{err}"
+        );
+        let err = normalize_desired_table("events_REALTIME", &spec).unwrap_err();
+        assert!(
+            err.contains("spec.tableName \"logs\" does not match"),
+            "{err}"
+        );
+        // Absent name and type are filled from metadata.name; a lower-case type is accepted.
+        let mut bare = spec.clone();
+        bare.as_object_mut().unwrap().remove("tableName");
+        bare["tableType"] = json!("realtime");
+        let n = normalize_desired_table("logs_REALTIME", &bare).unwrap();
+        assert_eq!(
+            (n["tableName"].as_str(), n["tableType"].as_str()),
+            (Some("logs_REALTIME"), Some("REALTIME"))
+        );
+    }
+
+    #[test]
+    fn unknown_zero_defaults_are_adopted_but_removals_are_not() {
+        let desired =
+            normalize_desired_table("devices_REALTIME", &shipped("table-config-devices.json"))
+                .unwrap();
+        let mut live = devices_as_served();
+        live["tableIndexConfig"]["someFutureFlag"] = json!(false);
+        live["ingestionConfig"] = json!({"continueOnError": false, "segmentTimeValueCheck": true});
+        live["tableIndexConfig"]["sortedColumn"] = json!(["machineId"]);
+        let live = canonical_table(&live);
+        let mut merged = desired.clone();
+        adopt_server_zeroes(&mut merged, &live);
+        assert_eq!(merged["tableIndexConfig"]["someFutureFlag"], false);
+        // A section and a list the manifest does not have remain differences.
+        assert!(merged.get("ingestionConfig").is_none());
+        assert!(merged["tableIndexConfig"].get("sortedColumn").is_none());
+    }
+
+    #[test]
+    fn upsert_and_dedup_rules() {
+        let base =
+            normalize_desired_table("devices_REALTIME", &shipped("table-config-devices.json"))
+                .unwrap();
+        let mut changed = base.clone();
+        changed["upsertConfig"]["comparisonColumns"] = json!(["machineId"]);
+        changed["upsertConfig"]["hashFunction"] = json!("MD5");
+        assert_eq!(
+            table_incompatibilities(&changed, &base),
+            vec![
+                "upsertConfig.hashFunction cannot change on an existing table (Pinot: it may lead to data inconsistencies; create a new table instead)",
+                "upsertConfig.comparisonColumns cannot change on an existing table (Pinot: it may lead to data inconsistencies; create a new table instead)",
+            ]
+        );
+        // Other upsert settings, and adding or removing the section, are allowed.
+        let mut snap = base.clone();
+        snap["upsertConfig"]["snapshot"] = json!("DISABLE");
+        assert!(table_incompatibilities(&snap, &base).is_empty());
+        let mut without = base.clone();
+        without.as_object_mut().unwrap().remove("upsertConfig");
+        assert!(table_incompatibilities(&without, &base).is_empty());
+        assert!(table_incompatibilities(&base, &without).is_empty());
+        // The time column is the implicit comparison column when none is named.
+        let logs =
+            normalize_desired_table("logs_REALTIME", &shipped("table-config-logs-realtime.json"))
+                .unwrap();
+        let mut moved = logs.clone();
+        moved["segmentsConfig"]["timeColumnName"] = json!("ingestDay");
+        assert_eq!(
+            table_incompatibilities(&moved, &logs),
+            vec!["segmentsConfig.timeColumnName cannot change while it is the implicit upsertConfig time column"]
+        );
+        let mut dedup_a = logs.clone();
+        dedup_a["dedupConfig"] = json!({"dedupTimeColumn": "eventTimestamp"});
+        let mut dedup_off = dedup_a.clone();
+        dedup_off["dedupConfig"] = json!({"dedupEnabled": false});
+        assert!(table_incompatibilities(&dedup_off, &dedup_a).is_empty());
+        let mut dedup_b = logs.clone();
+        dedup_b["dedupConfig"] = json!({"dedupTimeColumn": "ingestDay", "hashFunction": "NONE"});
+        assert_eq!(
+            table_incompatibilities(&canonical_table(&dedup_b), &dedup_a).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn kafka_topics_come_from_stream_configs() {
+        let t =
+            normalize_desired_table("logs_REALTIME", &shipped("table-config-logs-realtime.json"))
+                .unwrap();
+        assert_eq!(kafka_topics(&t), vec!["integrated-tool.events.pinot"]);
+        let multi = json!({"ingestionConfig": {"streamIngestionConfig": {"streamConfigMaps": [
+            {"streamType": "kafka", "stream.kafka.topic.name": "a"},
+            {"streamType": "kinesis", "stream.kinesis.topic.name": "k"}
+        ]}}});
+        assert_eq!(kafka_topics(&multi), vec!["a"]);
+    }
+
+    #[test]
+    fn stream_credentials_are_sensitive() {
+        let info = &super::super::KINDS[1];
+        for key in [
+            "stream.kafka.consumer.prop.sasl.jaas.config",
+            "stream.kafka.sasl.jaas.config",
+            "stream.kafka.ssl.truststore.password",
+        ] {
+            let ptr = format!("/tableIndexConfig/streamConfigs/{key}");
+            assert!(info.is_sensitive(&ptr), "{ptr}");
+        }
+        assert!(!info.is_sensitive("/tableIndexConfig/streamConfigs/stream.kafka.topic.name"));
+    }
+}

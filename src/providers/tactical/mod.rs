@@ -1,0 +1,320 @@
+//! Tactical RMM scripts, through the REST API at the server root (`/scripts/…`, apis.md §3).
+//!
+//! Scripts have no unique key but their numeric id, which the manifest cannot know and which
+//! `POST` does not even return; ofctl addresses a script by its exact `name`, the way the
+//! management service did (openframe.md §13), and refuses to guess when a name is ambiguous.
+//! Community (`builtin`) scripts belong to TRMM and are never written.
+
+mod normalize;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use reqwest::Method;
+use serde_json::Value;
+
+use super::http::{HttpClient, Response};
+use super::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
+use crate::kind::{Compare, KindInfo, System};
+use crate::resource::Observed;
+
+pub use normalize::{normalize_desired, normalize_live, OWNER_MARKER};
+
+pub static KINDS: [KindInfo; 1] = [KindInfo {
+    kind: "TacticalScript",
+    system: System::Tactical,
+    // Normalization fills every default on both sides, so every field counts.
+    compare: Compare::Exact,
+    // Every script field can be changed in place with a partial PUT.
+    field_rules: &[],
+    // env_vars exist so that secrets reach a script without showing in its arguments
+    // (TRMM 0.15); their values are treated as secret in plans.
+    sensitive: &["/env_vars"],
+    sensitive_keys: &[],
+    // A script body is data for the agent's shell: PowerShell's `${env:X}` must stay verbatim.
+    interpolate_spec_file: false,
+}];
+
+/// The list query: community scripts so a declared builtin name is caught, hidden ones so a
+/// managed script someone hid is found rather than created twice (apis.md §3 [EMU]).
+const LIST_PATH: &str = "/scripts/?showCommunityScripts=true&showHiddenScripts=true";
+/// Concurrent `GET /scripts/{id}/` while reading bodies.
+const DETAIL_CONCURRENCY: usize = 8;
+
+/// What the last read learned about a live script that apply needs and the spec leaves out.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    id: u64,
+    managed: bool,
+}
+
+pub struct TacticalProvider {
+    http: HttpClient,
+    /// name → id and ownership, from the last read (apply always follows a read).
+    known: Mutex<HashMap<String, Known>>,
+}
+
+/// One row of `GET /scripts/`.
+#[derive(Debug)]
+struct Listed {
+    id: u64,
+    builtin: bool,
+    row: Value,
+}
+
+impl TacticalProvider {
+    pub fn new(url: &str, api_key: &str) -> Result<Self, ProviderError> {
+        Ok(Self {
+            http: HttpClient::new(System::Tactical, url, &[("x-api-key", api_key.to_string())])?,
+            known: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Sends one request and maps the statuses every script endpoint shares.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, ProviderError> {
+        let response = self.http.send(method.clone(), path, body).await?;
+        match response.status {
+            401 => Err(ProviderError::permanent(format!(
+                "tactical {method} {path}: the API key was rejected (401 {}); check `[tactical] api_key` in the target config",
+                response.message()
+            ))),
+            403 => Err(ProviderError::permanent(format!(
+                "tactical {method} {path}: the API key's user lacks a permission (403 {}); reading needs `can_list_scripts`, writing `can_manage_scripts`",
+                response.message()
+            ))),
+            _ => Ok(response),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, ProviderError> {
+        let response = self.call(Method::GET, LIST_PATH, None).await?;
+        if !response.is_success() {
+            return Err(self.http.status_error(&Method::GET, LIST_PATH, &response));
+        }
+        let rows = response.body.as_array().ok_or_else(|| {
+            ProviderError::permanent(format!(
+                "tactical GET {LIST_PATH}: expected a JSON array, got {}",
+                response.body
+            ))
+        })?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                Some(Listed {
+                    id: row.get("id")?.as_u64()?,
+                    builtin: row.get("script_type").and_then(Value::as_str) == Some("builtin"),
+                    row: row.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// The full script, with its body; `None` when it was deleted since the list was read.
+    async fn detail(&self, id: u64) -> Result<Option<Value>, ProviderError> {
+        let path = format!("/scripts/{id}/");
+        let response = self.call(Method::GET, &path, None).await?;
+        match response.status {
+            200 => Ok(Some(response.body)),
+            404 => Ok(None),
+            _ => Err(self.http.status_error(&Method::GET, &path, &response)),
+        }
+    }
+
+    fn known(&self, name: &str) -> Result<Known, ProviderError> {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+            .ok_or_else(|| {
+                ProviderError::permanent(format!(
+                    "tactical: script `{name}` was not found when live state was read"
+                ))
+            })
+    }
+
+    /// Sends a write and accepts TRMM's 200 with a JSON string (`"<name> was added!"`).
+    async fn write(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(), ProviderError> {
+        let response = self.call(method.clone(), path, body).await?;
+        if response.is_success() {
+            Ok(())
+        } else {
+            Err(self.http.status_error(&method, path, &response))
+        }
+    }
+}
+
+/// Groups the list by name; a declared name must resolve to exactly one userdefined script.
+fn resolve_declared<'a>(
+    name: &str,
+    rows: &[&'a Listed],
+) -> Result<Option<&'a Listed>, ProviderError> {
+    if let Some(builtin) = rows.iter().find(|r| r.builtin) {
+        return Err(ProviderError::permanent(format!(
+            "TacticalScript/{name}: the name belongs to the community (builtin) script id {}; ofctl never modifies community scripts, so give the manifest's script another name",
+            builtin.id
+        )));
+    }
+    match rows {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        many => Err(ProviderError::permanent(format!(
+            "TacticalScript/{name}: {} scripts have this name (ids {}); ofctl cannot tell which one the manifest means — delete or rename the extra ones in Tactical RMM",
+            many.len(),
+            many.iter()
+                .map(|r| r.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+#[async_trait]
+impl Provider for TacticalProvider {
+    fn system(&self) -> System {
+        System::Tactical
+    }
+
+    /// One list request, then one detail request per declared script that exists (the list
+    /// has no `script_body`); with `scope.all` (`--prune`, export) one per userdefined script.
+    async fn read(
+        &self,
+        _kind: &str,
+        scope: ReadScope<'_>,
+    ) -> Result<Vec<Observed>, ProviderError> {
+        let listed = self.list().await?;
+        let mut by_name: BTreeMap<&str, Vec<&Listed>> = BTreeMap::new();
+        for l in &listed {
+            if let Some(name) = l.row.get("name").and_then(Value::as_str) {
+                by_name.entry(name).or_default().push(l);
+            }
+        }
+        let mut wanted = Vec::new();
+        for name in scope.names {
+            let rows = by_name.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            if let Some(l) = resolve_declared(name, rows)? {
+                wanted.push((name.to_string(), l.id));
+            }
+        }
+        if scope.all {
+            // Undeclared userdefined scripts with a unique name, complete with their bodies
+            // (export writes them out, prune fingerprints them). A name shared by several
+            // cannot be addressed, so those are left alone (never pruned).
+            for (name, rows) in &by_name {
+                if let [l] = rows.as_slice() {
+                    if !l.builtin && !scope.names.iter().any(|n| n == name) {
+                        wanted.push((name.to_string(), l.id));
+                    }
+                }
+            }
+        }
+        let details: Vec<(String, u64, Option<Value>)> = stream::iter(wanted)
+            .map(|(name, id)| async move { Ok((name, id, self.detail(id).await?)) })
+            .buffer_unordered(DETAIL_CONCURRENCY)
+            .try_collect()
+            .await?;
+
+        let mut known = HashMap::new();
+        let mut observed = Vec::new();
+        for (name, id, script) in details {
+            let Some(script) = script else { continue };
+            let (spec, managed) = normalize_live(&script);
+            known.insert(name.clone(), Known { id, managed });
+            observed.push(Observed {
+                name,
+                spec,
+                managed,
+                notes: Vec::new(),
+            });
+        }
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = known;
+        Ok(observed)
+    }
+
+    fn normalize_desired(&self, _kind: &str, name: &str, spec: &Value) -> Result<Value, String> {
+        // TRMM trims names when it stores them, so such a name would never be found again.
+        if name.trim() != name {
+            return Err(format!(
+                "Tactical RMM trims script names, so `{name}` would be stored as `{}`; remove the surrounding whitespace",
+                name.trim()
+            ));
+        }
+        Ok(normalize_desired(spec))
+    }
+
+    async fn apply(&self, op: Operation<'_>) -> Result<(), ProviderError> {
+        let desired = op.desired.cloned().unwrap_or(Value::Null);
+        match op.action {
+            OpAction::Create => {
+                let body = Value::Object(normalize::create_body(op.name, &desired));
+                self.write(Method::POST, "/scripts/", Some(&body)).await
+            }
+            OpAction::Update => {
+                let known = self.known(op.name)?;
+                let live = op.live.cloned().unwrap_or(Value::Null);
+                let body = Value::Object(normalize::update_body(&desired, &live, known.managed));
+                self.write(Method::PUT, &format!("/scripts/{}/", known.id), Some(&body))
+                    .await
+            }
+            OpAction::Delete => {
+                let known = self.known(op.name)?;
+                let path = format!("/scripts/{}/", known.id);
+                let response = self.call(Method::DELETE, &path, None).await?;
+                // Already gone is what a delete wants (a retried delete may see it).
+                if response.is_success() || response.status == 404 {
+                    Ok(())
+                } else {
+                    Err(self.http.status_error(&Method::DELETE, &path, &response))
+                }
+            }
+        }
+    }
+
+    fn requests(&self) -> RequestCount {
+        self.http.requests()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn listed(id: u64, builtin: bool) -> Listed {
+        Listed {
+            id,
+            builtin,
+            row: json!({"id": id, "name": "S"}),
+        }
+    }
+
+    #[test]
+    fn a_declared_name_must_be_one_userdefined_script() {
+        let (a, b, c) = (listed(7, false), listed(9, false), listed(2, true));
+        assert!(resolve_declared("S", &[]).unwrap().is_none());
+        assert_eq!(resolve_declared("S", &[&a]).unwrap().unwrap().id, 7);
+
+        let err = resolve_declared("S", &[&a, &b]).unwrap_err();
+        assert!(!err.transient);
+        assert!(err.message.contains("ids 7, 9"), "{}", err.message);
+
+        let err = resolve_declared("S", &[&a, &c]).unwrap_err();
+        assert!(
+            err.message.contains("community (builtin) script id 2"),
+            "{}",
+            err.message
+        );
+    }
+}
