@@ -540,9 +540,12 @@ impl Drop for Watch {
 }
 
 /// The platform's desired state (`desired-state/`, its ofctl.toml included) in a temporary folder.
+/// The platform's desired state without its Mongo documents, which need a Mongo-wire server
+/// and generated credentials (tests/mongo_platform.rs covers them).
 pub fn desired_state() -> ManifestDir {
     let m = ManifestDir::new();
     m.copy_from("desired-state");
+    std::fs::remove_dir_all(m.path().join("mongo")).expect("desired-state/mongo exists");
     m
 }
 
