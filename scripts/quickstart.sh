@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 cargo build --release --locked
 export OFCTL_BIN="$PWD/target/release/ofctl"
-scripts/dev-stack.sh down >/dev/null 2>&1 || true
+scripts/dev-stack.sh down --purge >/dev/null 2>&1 || true
 scripts/dev-stack.sh up --with-kafka
 eval "$(scripts/dev-stack.sh env)"
 

@@ -16,7 +16,7 @@ use crate::config::TargetConfig;
 use crate::engine::{stale_reasons, Engine, Observation};
 use crate::manifest::{self, Manifest};
 use crate::plan::render::{render, render_drift, Format};
-use crate::plan::{Plan, PlanOptions, FORMAT_VERSION};
+use crate::plan::{Plan, PlanOptions};
 use crate::redact::redact;
 
 /// Exit code for "the plan has changes" (Terraform's -detailed-exitcode convention).
@@ -90,12 +90,16 @@ struct SandboxArgs {
     /// Fraction of Kafka Connect writes answered with a rebalance 409.
     #[arg(long, default_value_t = 0.0)]
     rebalance_rate: f64,
-    /// Fraction of connections closed without a response.
+    /// Fraction of connections closed without a response (half of them after the request was
+    /// handled: a write is made but its answer lost).
     #[arg(long, default_value_t = 0.0)]
     drop_rate: f64,
     /// Seed for the fault draws, for reproducible runs.
     #[arg(long)]
     seed: Option<u64>,
+    /// Inject faults into writes only (GET and HEAD are always answered).
+    #[arg(long)]
+    faults_writes_only: bool,
 }
 
 #[derive(Args, Debug)]
@@ -315,8 +319,8 @@ async fn plan(args: PlanArgs) -> anyhow::Result<u8> {
         )
     );
     if let Some(out) = &args.out {
-        let text = serde_json::to_string_pretty(&plan)?;
-        std::fs::write(out, redact(&text).as_bytes())
+        let text = crate::redact::to_json(&plan)?;
+        std::fs::write(out, text.as_bytes())
             .with_context(|| format!("cannot write plan file {}", out.display()))?;
         eprintln!(
             "Saved the plan to {}. Apply it with: ofctl apply {}",
@@ -449,6 +453,7 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
             rebalance_rate: args.rebalance_rate,
             drop_rate: args.drop_rate,
             seed: args.seed,
+            writes_only: args.faults_writes_only,
         },
     })
     .await
@@ -557,20 +562,7 @@ fn summarize(report: &ApplyReport) -> u8 {
 
 async fn apply(args: ApplyArgs) -> anyhow::Result<u8> {
     let saved: Option<Plan> = match &args.plan_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read plan file {}", path.display()))?;
-            let plan: Plan = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not an ofctl plan file", path.display()))?;
-            if plan.format_version != FORMAT_VERSION {
-                bail!(
-                    "{} has plan format {}, this ofctl reads format {FORMAT_VERSION}; re-run ofctl plan",
-                    path.display(),
-                    plan.format_version
-                );
-            }
-            Some(plan)
-        }
+        Some(path) => Some(Plan::read_file(path)?),
         None => None,
     };
     let mut inputs = args.inputs.clone();
@@ -591,7 +583,16 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<u8> {
     let engine_config = config.engine().clone();
     let config_path = config.path.clone();
     let mut engine = Engine::new(config);
-    let obs = observe(&mut engine, manifest, options.prune).await?;
+    let obs = match observe(&mut engine, manifest, options.prune).await {
+        Ok(obs) => obs,
+        Err(e) => {
+            eprintln!("{}", redact(&format!("error: {e:#}")));
+            eprintln!(
+                "Nothing was applied: live state could not be read, so no change was started."
+            );
+            return Ok(1);
+        }
+    };
     let fresh = engine.plan(&obs, &options, config_path)?;
     let plan = match saved {
         Some(saved) => {

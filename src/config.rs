@@ -31,8 +31,6 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    #[error("ofctl has no provider for {0} in this build")]
-    Unsupported(System),
     #[error("the manifest has {kinds} resources but the target config {path} has no `[{section}] {key}`")]
     Missing {
         path: String,
@@ -82,6 +80,10 @@ struct TacticalSection {
 struct MongoSection {
     uri: String,
     database: Option<String>,
+    /// The platform's `security.encryption.password` and `.salt`, which encrypt the agent
+    /// registration secret (openframe.md §12).
+    encryption_password: Option<String>,
+    encryption_salt: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,7 +98,7 @@ struct KafkaSection {
 pub struct EngineConfig {
     /// Requests in flight per live system (reads and writes), and changes applied at once.
     pub concurrency: usize,
-    /// Attempts per change for transient failures.
+    /// Attempts per change, and per read of a kind, for transient failures.
     pub max_attempts: usize,
     /// First retry delay in milliseconds; doubles each attempt.
     pub retry_base_ms: u64,
@@ -345,6 +347,25 @@ impl TargetConfig {
         {
             plaintext("tactical.api_key", api_key, "OFCTL_TACTICAL_API_KEY")?;
         }
+        if let Some(mongo) = &self.raw.mongo {
+            let keys = [
+                (
+                    "mongo.encryption_password",
+                    &mongo.encryption_password,
+                    "OFCTL_ENCRYPTION_PASSWORD",
+                ),
+                (
+                    "mongo.encryption_salt",
+                    &mongo.encryption_salt,
+                    "OFCTL_ENCRYPTION_SALT",
+                ),
+            ];
+            for (key, value, hint) in keys {
+                if let Some(value) = value {
+                    plaintext(key, value, hint)?;
+                }
+            }
+        }
         let uris = [
             ("mongo.uri", self.raw.mongo.as_ref().map(|m| m.uri.as_str())),
             ("redis.url", self.raw.redis.as_ref().map(|r| r.url.as_str())),
@@ -473,6 +494,21 @@ impl TargetConfig {
     pub fn mongo_database(&self) -> Option<String> {
         self.raw.mongo.as_ref()?.database.clone()
     }
+
+    /// `(password, salt)` for the registration secret, both secret; `None` unless both are set.
+    pub fn mongo_encryption(&self) -> Option<Result<(String, String), ConfigError>> {
+        let mongo = self.raw.mongo.as_ref()?;
+        let (password, salt) = (
+            mongo.encryption_password.as_ref()?,
+            mongo.encryption_salt.as_ref()?,
+        );
+        Some((|| {
+            Ok((
+                self.resolve("mongo.encryption_password", password, true)?,
+                self.resolve("mongo.encryption_salt", salt, true)?,
+            ))
+        })())
+    }
 }
 
 #[cfg(test)]
@@ -493,6 +529,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("mongo.uri"), "{err}");
+        let err = TargetConfig::parse(
+            "[mongo]\nuri = \"mongodb://h/db\"\nencryption_password = \"p\"\n",
+            Path::new("ofctl.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("mongo.encryption_password"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn encryption_settings_resolve_from_the_environment_and_are_secret() {
+        std::env::set_var(
+            "OFCTL_TEST_CFG_ENC_PW",
+            "a-password-for-the-config-test-0001",
+        );
+        let cfg = TargetConfig::parse(
+            "[mongo]\nuri = \"mongodb://h/db\"\nencryption_password = \"${env:OFCTL_TEST_CFG_ENC_PW}\"\nencryption_salt = \"${env:OFCTL_TEST_CFG_ENC_SALT:-0011223344556677}\"\n",
+            Path::new("ofctl.toml"),
+        )
+        .unwrap();
+        let (pw, salt) = cfg.mongo_encryption().unwrap().unwrap();
+        assert_eq!(pw, "a-password-for-the-config-test-0001");
+        assert_eq!(salt, "0011223344556677");
+        assert!(!redact::redact(&pw).contains(&pw));
     }
 
     #[test]

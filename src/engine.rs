@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
@@ -102,6 +102,11 @@ impl Engine {
                 }
             }
         }
+        let tuning = self.config.engine();
+        let (retry_base, max_attempts) = (
+            std::time::Duration::from_millis(tuning.retry_base_ms),
+            tuning.max_attempts,
+        );
         // Every read starts first, on its own task: the desired specs are normalized, and each
         // kind's live objects processed, while the slower reads are still in flight.
         let mut reads = JoinSet::new();
@@ -127,11 +132,7 @@ impl Engine {
                         .await
                 };
                 let observed = read
-                    .retry(
-                        ExponentialBuilder::default()
-                            .with_max_times(3)
-                            .with_jitter(),
-                    )
+                    .retry(apply::backoff(retry_base, max_attempts))
                     .when(|e: &ProviderError| e.transient)
                     .await
                     .map_err(|error| EngineError::Read {

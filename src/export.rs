@@ -96,12 +96,14 @@ pub fn document(address: &Address, info: &KindInfo, spec: &Value) -> Exported {
     let mut spec = spec.clone();
     let mut env = Vec::new();
     mask(&mut spec, String::new(), info, address, &mut env);
-    let doc = serde_json::json!({
+    let mut doc = serde_json::json!({
         "apiVersion": API_VERSION,
         "kind": address.kind,
         "metadata": { "name": address.name },
         "spec": spec,
     });
+    // Before emitting: YAML quoting would escape a secret holding `"` or `\`.
+    crate::redact::redact_value(&mut doc);
     let mut out = String::new();
     let mut emitter = YamlEmitter::new(&mut out);
     emitter.multiline_strings(true);

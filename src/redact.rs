@@ -81,6 +81,30 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Masks secrets in every string of a JSON value. JSON output is redacted this way, before it
+/// is serialized: escaping turns a secret holding `"` or `\` into text that [`redact`] would
+/// not find.
+pub fn redact_value(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            if let Cow::Owned(masked) = redact(s) {
+                *s = masked;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_value),
+        Value::Object(map) => map.values_mut().for_each(redact_value),
+        _ => {}
+    }
+}
+
+/// `value` as pretty JSON with every secret masked (see [`redact_value`]).
+pub fn to_json(value: &impl serde::Serialize) -> serde_json::Result<String> {
+    let mut value = serde_json::to_value(value)?;
+    redact_value(&mut value);
+    serde_json::to_string_pretty(&value)
+}
+
 /// A `tracing` writer that masks secrets before they reach stderr.
 pub struct RedactingWriter;
 
@@ -108,6 +132,21 @@ mod tests {
         assert!(!out.contains("s3cr3t"));
         assert!(!out.contains("hunter2"));
         assert_eq!(redact("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn json_is_redacted_before_escaping() {
+        let secret = "json\"quo\\ted-pw";
+        register(secret);
+        let value = serde_json::json!({"error": format!("refused {{password={secret}}}")});
+        let text = serde_json::to_string(&value).unwrap();
+        assert!(
+            redact(&text).contains("quo"),
+            "escaped: text redaction misses it"
+        );
+        let json = to_json(&value).unwrap();
+        assert!(!json.contains("quo"), "{json}");
+        assert!(json.contains("password=(sensitive)"), "{json}");
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn valid_manifests_validate() {
                 "-f",
                 &format!("{}/{dir}", env!("CARGO_MANIFEST_DIR")),
             ],
-            &[],
+            support::DESIRED_STATE_SECRETS,
         );
         assert_eq!(run.code, 0, "{dir}: {run:?}");
     }

@@ -457,8 +457,8 @@ async fn server_errors_are_retried() {
     let run = ofctl(&["plan", "-f", m.arg()], &[]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("returned 500"), "{run:?}");
-    // 5xx is transient: the engine's read retries (three) ran.
-    assert_eq!(sb.stats.snapshot().pinot.faults, 4);
+    // 5xx is transient: the read was attempted `[engine] max_attempts` (5) times.
+    assert_eq!(sb.stats.snapshot().pinot.faults, 5);
 }
 
 // ---------------------------------------------------------------------------------------------

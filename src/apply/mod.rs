@@ -119,22 +119,34 @@ fn dependency_edges(work: &[Work]) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// The retry schedule for transient failures, for writes and reads alike (`[engine]`
+/// `retry_base_ms` and `max_attempts`, the first attempt included).
+pub fn backoff(retry_base: Duration, max_attempts: usize) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(retry_base)
+        .with_max_delay(Duration::from_secs(10))
+        .with_max_times(max_attempts.saturating_sub(1))
+        .with_jitter()
+}
+
+/// One operation with retries. An error is marked `unanswered` when any attempt went
+/// unanswered, not only the last: that attempt may have made the change.
 async fn run_op(
     provider: &Arc<dyn Provider>,
     op: Operation<'_>,
     options: &ApplyOptions,
     attempts: &AtomicUsize,
 ) -> Result<(), ProviderError> {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(options.retry_base)
-        .with_max_delay(Duration::from_secs(10))
-        .with_max_times(options.max_attempts.saturating_sub(1))
-        .with_jitter();
+    let unanswered = AtomicBool::new(false);
     (|| async {
         attempts.fetch_add(1, Ordering::Relaxed);
-        provider.apply(op).await
+        let result = provider.apply(op).await;
+        if result.as_ref().is_err_and(|e| e.unanswered) {
+            unanswered.store(true, Ordering::Relaxed);
+        }
+        result
     })
-    .retry(backoff)
+    .retry(backoff(options.retry_base, options.max_attempts))
     .when(|e: &ProviderError| e.transient)
     .notify(|e, after| {
         tracing::warn!(
@@ -150,14 +162,19 @@ async fn run_op(
         )
     })
     .await
+    .map_err(|mut e| {
+        e.unanswered |= unanswered.load(Ordering::Relaxed);
+        e
+    })
 }
 
-/// Carries out one change; a replace is a delete followed by a create.
+/// Carries out one change; a replace is a delete followed by a create. The error says whether
+/// its last cause was transient (the system kept failing through every retry).
 async fn run_change(
     w: &Work,
     options: &ApplyOptions,
     attempts: &AtomicUsize,
-) -> Result<(), String> {
+) -> Result<(), (String, bool)> {
     let c = &w.change;
     let op = |action| Operation {
         kind: &c.address.kind,
@@ -181,11 +198,30 @@ async fn run_change(
             } else {
                 ""
             };
-            return Err(format!("{e}{done}"));
+            let unknown = if e.unanswered {
+                " (an attempt got no answer: the change may or may not have been made)"
+            } else {
+                ""
+            };
+            return Err((format!("{e}{unknown}{done}"), e.transient));
         }
     }
     Ok(())
 }
+
+/// What became of a change that was started.
+enum Ran {
+    Done,
+    Failed(String),
+    /// Its system had stopped answering before its turn came.
+    Skipped(String),
+}
+
+/// Per system, the first change that failed through every retry for a transient cause. Once a
+/// system has failed like that it is down for this apply: the changes still waiting for it are
+/// not started (a dead server would otherwise cost every one of them all its attempts, minutes
+/// before the report), and a re-run picks them up.
+type Failing = Arc<std::sync::Mutex<BTreeMap<System, Address>>>;
 
 /// Runs the work in dependency order and reports every item's fate.
 pub async fn execute(
@@ -198,6 +234,7 @@ pub async fn execute(
     let mut state = vec![State::Pending; work.len()];
     let mut outcomes: Vec<Option<Outcome>> = vec![None; work.len()];
     let mut limits: BTreeMap<System, Arc<Semaphore>> = BTreeMap::new();
+    let failing: Failing = Arc::default();
     let mut running = JoinSet::new();
 
     loop {
@@ -241,37 +278,59 @@ pub async fn execute(
                         .or_insert_with(|| Arc::new(Semaphore::new(options.concurrency.max(1)))),
                 );
                 let options = options.clone();
+                let failing = Arc::clone(&failing);
                 running.spawn(async move {
                     let _permit = limit.acquire_owned().await;
+                    let down = |f: &Failing| {
+                        f.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(&w.system)
+                            .cloned()
+                    };
+                    if let Some(first) = down(&failing) {
+                        let why = format!(
+                            "{} stopped answering ({first} failed through every retry)",
+                            w.system
+                        );
+                        return (i, Ran::Skipped(why), 0, Duration::ZERO);
+                    }
                     let started = Instant::now();
                     let attempts = AtomicUsize::new(0);
-                    let result = run_change(&w, &options, &attempts).await;
-                    (
-                        i,
-                        result,
-                        attempts.load(Ordering::Relaxed),
-                        started.elapsed(),
-                    )
+                    let ran = match run_change(&w, &options, &attempts).await {
+                        Ok(()) => Ran::Done,
+                        Err((e, transient)) => {
+                            if transient {
+                                failing
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .entry(w.system)
+                                    .or_insert_with(|| w.change.address.clone());
+                            }
+                            Ran::Failed(e)
+                        }
+                    };
+                    (i, ran, attempts.load(Ordering::Relaxed), started.elapsed())
                 });
             }
         }
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let (i, result, attempts, elapsed) = match joined {
+        let (i, ran, attempts, elapsed) = match joined {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("apply task panicked: {e}");
                 continue;
             }
         };
-        state[i] = State::Finished(result.is_ok());
+        state[i] = State::Finished(matches!(ran, Ran::Done));
         let o = Outcome {
             address: work[i].change.address.clone(),
             action: work[i].change.action,
-            status: match result {
-                Ok(()) => Status::Done,
-                Err(e) => Status::Failed(e),
+            status: match ran {
+                Ran::Done => Status::Done,
+                Ran::Failed(e) => Status::Failed(e),
+                Ran::Skipped(why) => Status::NotAttempted(why),
             },
             attempts,
             elapsed_ms: elapsed.as_millis() as u64,
@@ -292,5 +351,130 @@ pub async fn execute(
     }
     ApplyReport {
         outcomes: outcomes.into_iter().flatten().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{ReadScope, RequestCount};
+    use crate::resource::Observed;
+    use async_trait::async_trait;
+    use serde_json::json;
+
+    /// A provider whose every write fails (transiently or not), or succeeds.
+    struct Fake {
+        system: System,
+        fails: Option<bool>,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Provider for Fake {
+        fn system(&self) -> System {
+            self.system
+        }
+
+        async fn read(&self, _: &str, _: ReadScope<'_>) -> Result<Vec<Observed>, ProviderError> {
+            Ok(Vec::new())
+        }
+
+        async fn apply(&self, _: Operation<'_>) -> Result<(), ProviderError> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            match self.fails {
+                // The first write goes out and its answer is lost; then the server is gone.
+                Some(true) if call == 0 => Err(ProviderError::unanswered("timed out")),
+                Some(true) => Err(ProviderError::transient("connection refused")),
+                Some(false) => Err(ProviderError::permanent("400 bad config")),
+                None => Ok(()),
+            }
+        }
+
+        fn requests(&self) -> RequestCount {
+            RequestCount::default()
+        }
+    }
+
+    fn fake(system: System, fails: Option<bool>) -> Arc<Fake> {
+        Arc::new(Fake {
+            system,
+            fails,
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    fn work(provider: &Arc<Fake>, n: usize) -> Vec<Work> {
+        (0..n)
+            .map(|i| Work {
+                change: crate::plan::prune_change(
+                    Address::new("NatsStream", format!("{:?}{i}", provider.system)),
+                    &json!({}),
+                    Vec::new(),
+                ),
+                system: provider.system,
+                provider: Arc::clone(provider) as Arc<dyn Provider>,
+                desired: None,
+                live: Some(json!({})),
+            })
+            .collect()
+    }
+
+    fn options() -> ApplyOptions {
+        ApplyOptions {
+            concurrency: 2,
+            max_attempts: 2,
+            retry_base: Duration::from_millis(1),
+            ..ApplyOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_system_failing_through_every_retry_gets_no_new_changes() {
+        let (down, up) = (fake(System::Nats, Some(true)), fake(System::Pinot, None));
+        let mut all = work(&down, 6);
+        all.extend(work(&up, 2));
+        let report = execute(all, &options(), &|_| {}).await;
+        assert_eq!(report.count(|s| matches!(s, Status::Failed(_))), 2);
+        assert_eq!(
+            report.count(|s| *s == Status::Done),
+            2,
+            "other systems go on"
+        );
+        let skipped: Vec<&Outcome> = report
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o.status, Status::NotAttempted(_)))
+            .collect();
+        assert_eq!(skipped.len(), 4);
+        for o in skipped {
+            assert_eq!(o.attempts, 0);
+            assert!(
+                matches!(&o.status, Status::NotAttempted(why) if why.starts_with("nats stopped answering (NatsStream/Nats")),
+                "{o:?}"
+            );
+        }
+        assert_eq!(
+            down.calls.load(Ordering::SeqCst),
+            4,
+            "2 changes × 2 attempts"
+        );
+        // Only the change whose first attempt went unanswered may have been made.
+        let unknown: Vec<bool> = report
+            .outcomes
+            .iter()
+            .filter_map(|o| match &o.status {
+                Status::Failed(e) => Some(e.contains("may or may not have been made")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(unknown.iter().filter(|u| **u).count(), 1, "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn permanent_failures_do_not_stop_the_others() {
+        let refused = fake(System::Nats, Some(false));
+        let report = execute(work(&refused, 5), &options(), &|_| {}).await;
+        assert_eq!(report.count(|s| matches!(s, Status::Failed(_))), 5);
+        assert_eq!(refused.calls.load(Ordering::SeqCst), 5, "not retried");
     }
 }

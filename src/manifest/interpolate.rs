@@ -22,11 +22,13 @@ pub struct Variables {
 pub enum PlaceholderError {
     #[error("unresolved placeholder `${{{0}}}`: no variable `{0}` is defined (set it in ofctl.toml [variables] or pass --var {0}=VALUE)")]
     UnknownVariable(String),
-    #[error("unresolved placeholder `${{env:{0}}}`: environment variable `{0}` is not set")]
+    #[error("unresolved placeholder `${{env:{0}}}`: environment variable `{0}` is not set (set it, or give a default: `${{env:{0}:-VALUE}}`)")]
     UnsetEnv(String),
-    #[error("unterminated placeholder starting at `{0}` (missing `}}`)")]
+    #[error("unterminated placeholder starting at `{0}` (missing `}}`; write `$${{` for a literal `${{`)")]
     Unterminated(String),
-    #[error("empty placeholder `${{}}`")]
+    #[error(
+        "empty placeholder `${{}}` (name a variable, or write `$${{}}` for a literal `${{}}`)"
+    )]
     Empty,
     #[error("`${{file:{0}}}`: cannot read {1}")]
     File(String, String),
@@ -107,7 +109,8 @@ impl Variables {
                     .find('}')
                     .ok_or_else(|| PlaceholderError::Unterminated(truncate(tail)))?;
                 let value = self.lookup(&after[..end])?;
-                let whole = i == 0 && end + 3 == rest.len() && out.is_empty();
+                // The input is this one placeholder (not one that follows an empty one).
+                let whole = tail.len() == input.len() && end + 3 == input.len();
                 if whole {
                     return Ok(value);
                 }
@@ -180,6 +183,14 @@ mod tests {
         assert_eq!(v.resolve_str("$${literal}").unwrap(), json!("${literal}"));
         assert_eq!(v.resolve_str("cost $5").unwrap(), json!("cost $5"));
         assert_eq!(v.resolve_str("${missing:-dflt}").unwrap(), json!("dflt"));
+    }
+
+    #[test]
+    fn a_placeholder_after_an_empty_one_is_text() {
+        let mut v = vars();
+        v.insert("empty", json!(""));
+        assert_eq!(v.resolve_str("${empty}${replicas}").unwrap(), json!("3"));
+        assert_eq!(v.resolve_str("${nope:-}${replicas}").unwrap(), json!("3"));
     }
 
     #[test]

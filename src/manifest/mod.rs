@@ -116,16 +116,21 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
     let mut errors = Vec::new();
     let mut resources: Vec<Resource> = Vec::new();
     let mut seen: HashMap<Address, Span> = HashMap::new();
+    let mut expanded: Vec<(Resource, PathBuf, Position)> = Vec::new();
     for file in &files {
-        let text = match std::fs::read_to_string(file) {
+        let text = match read_text(file) {
             Ok(t) => t,
-            Err(e) => {
+            Err(ReadError::Io(e)) => {
                 errors.push(error_at(
                     file,
-                    Position::default(),
+                    FILE_START,
                     None,
                     format!("cannot read: {e}"),
                 ));
+                continue;
+            }
+            Err(ReadError::NotUtf8(position)) => {
+                errors.push(error_at(file, position, None, NOT_UTF8.into()));
                 continue;
             }
         };
@@ -145,8 +150,12 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
             if doc.value.is_null() {
                 continue;
             }
-            match load_document(file, &doc, variables) {
-                Ok(resource) => {
+            let loaded = load_document(file, &doc, variables).and_then(|resource| {
+                let extra = expand(file, &doc, &resource)?;
+                Ok((resource, extra))
+            });
+            match loaded {
+                Ok((resource, extra)) => {
                     if let Some(first) = seen.get(&resource.address) {
                         errors.push(error_at(
                             file,
@@ -161,8 +170,38 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
                         seen.insert(resource.address.clone(), resource.source.clone());
                         resources.push(resource);
                     }
+                    let at = doc.position_of("/metadata/name");
+                    expanded.extend(extra.into_iter().map(|r| (r, file.clone(), at)));
                 }
                 Err(mut errs) => errors.append(&mut errs),
+            }
+        }
+    }
+    // Resources that others stand for (a tool's connectors) join once every file is read: the
+    // same object may also be declared on its own, which is fine only when both say the same.
+    for (extra, file, at) in expanded {
+        match resources.iter_mut().find(|r| r.address == extra.address) {
+            Some(declared) if declared.spec.get("config") == extra.spec.get("config") => {
+                for dep in extra.depends_on {
+                    if !declared.depends_on.contains(&dep) {
+                        declared.depends_on.push(dep);
+                    }
+                }
+            }
+            Some(declared) => errors.push(error_at(
+                &file,
+                at,
+                Some("spec".into()),
+                format!(
+                    "{} comes from {}'s connectors and is also declared at {} with a different config; keep one source",
+                    extra.address,
+                    extra.depends_on.first().map(ToString::to_string).unwrap_or_default(),
+                    declared.source
+                ),
+            )),
+            None => {
+                seen.insert(extra.address.clone(), extra.source.clone());
+                resources.push(extra);
             }
         }
     }
@@ -184,6 +223,14 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
             }
         }
     }
+    // In file and line order, as an editor lists them (validation reports by field).
+    errors.sort_by(|a, b| {
+        (&a.file, a.position.line, a.position.column).cmp(&(
+            &b.file,
+            b.position.line,
+            b.position.column,
+        ))
+    });
     if errors.is_empty() {
         Ok(Manifest {
             dir: dir.to_path_buf(),
@@ -192,6 +239,31 @@ pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestError
     } else {
         Err(ManifestErrors(errors))
     }
+}
+
+/// Where errors about a whole file point.
+const FILE_START: Position = Position { line: 1, column: 1 };
+
+const NOT_UTF8: &str = "not UTF-8 text (invalid byte here); save the file as UTF-8";
+
+enum ReadError {
+    Io(std::io::Error),
+    /// Where the first invalid byte is.
+    NotUtf8(Position),
+}
+
+/// Reads a manifest or spec file as text.
+fn read_text(path: &Path) -> Result<String, ReadError> {
+    let bytes = std::fs::read(path).map_err(ReadError::Io)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let before = String::from_utf8_lossy(valid);
+        let last_line = before.rsplit('\n').next().unwrap_or_default();
+        ReadError::NotUtf8(Position {
+            line: before.matches('\n').count() + 1,
+            column: last_line.chars().count() + 1,
+        })
+    })
 }
 
 fn error_at(
@@ -253,6 +325,14 @@ fn load_document(
         Ok(other) => other.to_string(),
         Err(e) => return Err(at("/metadata/name", e.to_string())),
     };
+    // The schema saw the placeholder, not the value: `${prefix}` with an empty prefix would
+    // make an address (`Kind/`) that no system accepts and no saved plan can read back.
+    if name.is_empty() {
+        return Err(at(
+            "/metadata/name",
+            "resolves to an empty name; give the variable a value or write the name out".into(),
+        ));
+    }
     let metadata = &obj["metadata"];
     let string_map = |key: &str| -> BTreeMap<String, String> {
         metadata
@@ -279,7 +359,23 @@ fn load_document(
     let (raw_spec, spec_doc, spec_file, spec_prefix, interpolate) = match obj.get("specFile") {
         Some(Value::String(rel)) => {
             let path = file.parent().unwrap_or(Path::new(".")).join(rel);
-            let (value, positions) = load_spec_file(&path).map_err(|e| vec![e])?;
+            // A missing file is the YAML's mistake, so that is where the error points.
+            let text = match read_text(&path) {
+                Ok(text) => text,
+                Err(ReadError::Io(e)) => {
+                    return Err(at(
+                        "/specFile",
+                        format!(
+                            "cannot read spec file {}: {e}; the path is relative to this YAML file",
+                            path.display()
+                        ),
+                    ))
+                }
+                Err(ReadError::NotUtf8(position)) => {
+                    return Err(vec![error_at(&path, position, None, NOT_UTF8.into())])
+                }
+            };
+            let (value, positions) = parse_spec_file(&path, &text).map_err(|e| vec![e])?;
             (
                 value,
                 positions,
@@ -339,22 +435,41 @@ fn load_document(
     })
 }
 
-/// Reads a raw JSON spec file strictly, keeping positions for later errors.
-fn load_spec_file(path: &Path) -> Result<(Value, Document), ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        error_at(
-            path,
-            Position::default(),
-            Some("specFile".into()),
-            format!("cannot read spec file: {e}"),
-        )
-    })?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| {
+/// The resources a loaded one stands for (a tool's connectors), each validated against its
+/// kind's schema like a declared one. Errors point at the declaring document.
+fn expand(
+    file: &Path,
+    doc: &Document,
+    resource: &Resource,
+) -> Result<Vec<Resource>, Vec<ManifestError>> {
+    let at = |ptr: &str, message: String| ManifestError {
+        file: file.to_path_buf(),
+        position: doc.position_of(&format!("/spec{ptr}")),
+        field: Some(crate::path::display(&format!("/spec{ptr}"))),
+        message: format!("{}: {message}", resource.address),
+    };
+    let extra = providers::expand(resource).map_err(|(ptr, msg)| vec![at(&ptr, msg)])?;
+    let mut errors = Vec::new();
+    for r in &extra {
+        for (ptr, msg) in schema::validate_spec(&r.address.kind, &r.spec) {
+            errors.push(at("", format!("connector {}: {ptr}: {msg}", r.address)));
+        }
+    }
+    if errors.is_empty() {
+        Ok(extra)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Parses a raw JSON spec file strictly, keeping positions for later errors.
+fn parse_spec_file(path: &Path, text: &str) -> Result<(Value, Document), ManifestError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
         error_at(
             path,
             Position {
-                line: e.line(),
-                column: e.column(),
+                line: e.line().max(1),
+                column: e.column().max(1),
             },
             None,
             format!("invalid JSON: {e}"),
@@ -362,7 +477,7 @@ fn load_spec_file(path: &Path) -> Result<(Value, Document), ManifestError> {
     })?;
     // JSON is YAML, so the YAML loader recovers positions; a file that is valid JSON but trips
     // the YAML parser still loads, only with coarser positions.
-    let doc = yaml::parse_documents(&text)
+    let doc = yaml::parse_documents(text)
         .ok()
         .and_then(|mut docs| docs.pop())
         .map(|d| Document {
@@ -375,4 +490,76 @@ fn load_spec_file(path: &Path) -> Result<(Value, Document), ManifestError> {
             start: Position { line: 1, column: 1 },
         });
     Ok((value, doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "apiVersion: ofctl.openframe.io/v1\nkind: NatsStream\nmetadata: {name: A}\n";
+
+    fn load_errors(files: &[(&str, &[u8])]) -> (tempfile::TempDir, Vec<ManifestError>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let errors = load(dir.path(), &Variables::new()).unwrap_err().0;
+        (dir, errors)
+    }
+
+    #[test]
+    fn a_name_that_resolves_to_nothing_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = "apiVersion: ofctl.openframe.io/v1\nkind: NatsStream\nmetadata:\n  name: \"${prefix}\"\nspec: {}\n";
+        std::fs::write(dir.path().join("a.yaml"), doc).unwrap();
+        let mut vars = Variables::new();
+        vars.insert("prefix", serde_json::json!(""));
+        let errors = load(dir.path(), &vars).unwrap_err().0;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].position.line, 4);
+        assert_eq!(errors[0].field.as_deref(), Some("metadata.name"));
+        assert!(errors[0].message.contains("empty name"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn a_missing_spec_file_is_reported_where_it_is_named() {
+        let doc = format!("{DOC}specFile: specs/a.json\n");
+        let (dir, errors) = load_errors(&[("a.yaml", doc.as_bytes())]);
+        assert_eq!(errors.len(), 1);
+        let e = &errors[0];
+        assert_eq!(e.file, dir.path().join("a.yaml"));
+        assert_eq!((e.position.line, e.field.as_deref()), (4, Some("specFile")));
+        assert!(e.message.contains("specs/a.json"), "{e}");
+        assert!(e.message.contains("relative to this YAML file"), "{e}");
+    }
+
+    #[test]
+    fn non_utf8_files_point_at_the_first_bad_byte() {
+        let (dir, errors) = load_errors(&[
+            ("a.yaml", b"a: 1\nb: \"caf\xe9\"\n"),
+            ("b.yaml", format!("{DOC}specFile: b.json\n").as_bytes()),
+            ("b.json", b"{\"subjects\": [\"\xff\"]}"),
+        ]);
+        let at: Vec<_> = errors
+            .iter()
+            .map(|e| (e.file.clone(), e.position.line, e.position.column))
+            .collect();
+        assert_eq!(
+            at,
+            vec![
+                (dir.path().join("a.yaml"), 2, 8),
+                (dir.path().join("b.json"), 1, 16)
+            ]
+        );
+        assert!(errors[0].message.contains("save the file as UTF-8"));
+    }
+
+    #[test]
+    fn json_errors_at_a_line_start_have_a_column() {
+        let (_dir, errors) = load_errors(&[
+            ("b.yaml", format!("{DOC}specFile: b.json\n").as_bytes()),
+            ("b.json", b"{\"subjects\": [\"a\"]\n"),
+        ]);
+        assert_eq!(errors[0].position, Position { line: 2, column: 1 });
+    }
 }

@@ -16,26 +16,27 @@ fn schema() -> &'static Value {
     })
 }
 
-fn compile(root: Value) -> Validator {
-    jsonschema::validator_for(&root).expect("embedded schema compiles")
+fn compile(root: &Value) -> Validator {
+    jsonschema::validator_for(root).expect("embedded schema compiles")
 }
 
 /// Checks apiVersion, kind, metadata and the spec/specFile choice (not the spec body).
 pub fn validate_envelope(doc: &Value) -> Vec<(String, String)> {
-    static ENVELOPE: OnceLock<Validator> = OnceLock::new();
-    let validator = ENVELOPE.get_or_init(|| {
+    static ENVELOPE: OnceLock<(Value, Validator)> = OnceLock::new();
+    let (root, validator) = ENVELOPE.get_or_init(|| {
         let mut root = schema().clone();
         if let Some(obj) = root.as_object_mut() {
             obj.remove("allOf");
         }
-        compile(root)
+        let validator = compile(&root);
+        (root, validator)
     });
-    collect(validator, doc)
+    collect(root, validator, doc)
 }
 
 /// Checks a spec against its kind's definition `#/$defs/<Kind>Spec`.
 pub fn validate_spec(kind: &str, spec: &Value) -> Vec<(String, String)> {
-    static SPECS: OnceLock<HashMap<String, Validator>> = OnceLock::new();
+    static SPECS: OnceLock<HashMap<String, (Value, Validator)>> = OnceLock::new();
     let validators = SPECS.get_or_init(|| {
         crate::providers::all_kinds()
             .iter()
@@ -44,27 +45,40 @@ pub fn validate_spec(kind: &str, spec: &Value) -> Vec<(String, String)> {
                     "$ref": format!("#/$defs/{}Spec", k.kind),
                     "$defs": schema()["$defs"].clone(),
                 });
-                (k.kind.to_string(), compile(root))
+                let validator = compile(&root);
+                (k.kind.to_string(), (root, validator))
             })
             .collect()
     });
     match validators.get(kind) {
-        Some(v) => collect(v, spec),
+        Some((root, validator)) => collect(root, validator, spec),
         None => Vec::new(),
     }
 }
 
-/// Errors as (JSON pointer, message), pointing unknown fields at the field itself.
-fn collect(validator: &Validator, instance: &Value) -> Vec<(String, String)> {
+/// Errors as (JSON pointer, message), pointing unknown fields at the field itself and saying
+/// what would be accepted instead.
+fn collect(root: &Value, validator: &Validator, instance: &Value) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for err in validator.iter_errors(instance) {
         let ptr = err.instance_path.to_string();
+        // The keyword's path minus the keyword: the (sub)schema the value failed against.
+        let subschema = err
+            .schema_path
+            .as_str()
+            .rsplit_once('/')
+            .and_then(|(parent, _)| schema_at(root, parent));
         match &err.kind {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
+                let allowed: Vec<&str> = subschema
+                    .and_then(|s| s.get("properties"))
+                    .and_then(Value::as_object)
+                    .map(|p| p.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
                 for field in unexpected {
                     out.push((
                         format!("{ptr}/{}", crate::path::escape(field)),
-                        format!("unknown field `{field}`"),
+                        unknown_field(field, &allowed),
                     ));
                 }
             }
@@ -73,6 +87,23 @@ fn collect(validator: &Validator, instance: &Value) -> Vec<(String, String)> {
                 "a document needs exactly one of `spec` (inline) or `specFile` (a JSON file)"
                     .into(),
             )),
+            // "is not valid under any of the schemas listed in the 'oneOf' keyword" and a
+            // regex do not say what is valid; the definition's description does (e.g. the
+            // duration forms).
+            ValidationErrorKind::OneOfNotValid { .. }
+            | ValidationErrorKind::AnyOf { .. }
+            | ValidationErrorKind::Pattern { .. } => {
+                match subschema
+                    .and_then(|s| s.get("description"))
+                    .and_then(Value::as_str)
+                {
+                    Some(description) => out.push((
+                        ptr,
+                        shorten(&format!("{} is not valid: {description}", err.instance)),
+                    )),
+                    None => out.push((ptr, shorten(&err.to_string()))),
+                }
+            }
             _ => out.push((ptr, shorten(&err.to_string()))),
         }
     }
@@ -81,11 +112,130 @@ fn collect(validator: &Validator, instance: &Value) -> Vec<(String, String)> {
     out
 }
 
+/// The subschema at a validator's keyword path (`/$ref/properties/max_age/$ref`), following
+/// each `$ref` within `root`.
+fn schema_at<'s>(root: &'s Value, keyword_path: &str) -> Option<&'s Value> {
+    let mut node = root;
+    for segment in keyword_path.split('/').skip(1) {
+        node = if segment == "$ref" {
+            let target = node.get("$ref")?.as_str()?.strip_prefix('#')?;
+            root.pointer(target)?
+        } else {
+            node.pointer(&format!("/{segment}"))?
+        };
+    }
+    Some(node)
+}
+
+/// "unknown field `max_msg`; did you mean `max_msgs`?", else the fields the object takes.
+fn unknown_field(field: &str, allowed: &[&str]) -> String {
+    // Case and separators are the usual slips (maxMsgs, max-msgs for max_msgs).
+    let fold = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-'))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let folded = fold(field);
+    let closest = allowed
+        .iter()
+        .map(|a| (strsim::levenshtein(&folded, &fold(a)), *a))
+        .min();
+    match closest {
+        Some((distance, name)) if distance <= (folded.chars().count() / 3).max(1) => {
+            format!("unknown field `{field}`; did you mean `{name}`?")
+        }
+        _ if allowed.is_empty() => format!("unknown field `{field}`"),
+        _ => format!(
+            "unknown field `{field}`; allowed fields: {}",
+            allowed.join(", ")
+        ),
+    }
+}
+
 /// jsonschema echoes the offending value; a whole spec echoed back would bury the message.
 fn shorten(message: &str) -> String {
     if message.chars().count() > 200 {
         format!("{}…", message.chars().take(200).collect::<String>())
     } else {
         message.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_suggest_the_closest() {
+        let allowed = ["max_msgs", "max_bytes", "storage", "subjects"];
+        assert_eq!(
+            unknown_field("max_msg", &allowed),
+            "unknown field `max_msg`; did you mean `max_msgs`?"
+        );
+        assert_eq!(
+            unknown_field("maxBytes", &allowed),
+            "unknown field `maxBytes`; did you mean `max_bytes`?"
+        );
+        assert_eq!(
+            unknown_field("storge", &allowed),
+            "unknown field `storge`; did you mean `storage`?"
+        );
+        assert_eq!(
+            unknown_field("replicas", &allowed),
+            "unknown field `replicas`; allowed fields: max_msgs, max_bytes, storage, subjects"
+        );
+        assert_eq!(unknown_field("x", &[]), "unknown field `x`");
+    }
+
+    #[test]
+    fn unknown_fields_are_checked_against_their_own_object() {
+        let spec = validate_spec("NatsStream", &json!({"subjects": ["a"], "max_msg": 1}));
+        assert_eq!(
+            spec,
+            vec![(
+                "/max_msg".to_string(),
+                "unknown field `max_msg`; did you mean `max_msgs`?".to_string()
+            )]
+        );
+        let doc = json!({
+            "apiVersion": "ofctl.openframe.io/v1",
+            "kind": "NatsStream",
+            "metadata": {"name": "a", "label": {}},
+            "spec": {},
+        });
+        assert_eq!(
+            validate_envelope(&doc),
+            vec![(
+                "/metadata/label".to_string(),
+                "unknown field `label`; did you mean `labels`?".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn pattern_errors_say_what_is_valid() {
+        let errors = validate_spec("NatsStream", &json!({"subjects": ["a b"]}));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "/subjects/0");
+        assert!(
+            errors[0]
+                .1
+                .starts_with("\"a b\" is not valid: A subject without spaces"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn one_of_errors_say_what_is_valid() {
+        let errors = validate_spec("NatsStream", &json!({"max_age": "5 minutes"}));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "/max_age");
+        assert!(
+            errors[0]
+                .1
+                .starts_with("\"5 minutes\" is not valid: A duration:"),
+            "{errors:?}"
+        );
     }
 }

@@ -40,6 +40,15 @@ impl Document {
     }
 }
 
+/// Deepest nesting accepted. Values are built, validated and dropped recursively, so without
+/// a limit a few hundred kilobytes of `- - - ...` overflow the stack; serde_json (spec files)
+/// stops at 128 too.
+const MAX_DEPTH: usize = 128;
+
+/// Most values that aliases may copy in one document. Each alias copies its anchor's whole
+/// value, so a few lines of nested aliases ("billion laughs") would otherwise exhaust memory.
+const MAX_ALIAS_NODES: usize = 100_000;
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct YamlError {
@@ -51,13 +60,62 @@ pub struct YamlError {
 pub fn parse_documents(source: &str) -> Result<Vec<Document>, YamlError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(source);
-    parser.load(&mut builder, true).map_err(|e| YamlError {
-        message: e.info().to_string(),
-        position: to_position(e.marker()),
-    })?;
-    match builder.error {
-        Some(err) => Err(err),
-        None => Ok(builder.documents),
+    // Events are pulled one by one: `Parser::load` recurses once per nesting level (so deep
+    // input overflows the stack before the builder can refuse it) and asserts on bad input.
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| YamlError {
+            message: with_hint(e.info()),
+            position: within(source, to_position(e.marker())),
+        })?;
+        let end = event == Event::StreamEnd;
+        builder.on_event(event, mark);
+        if let Some(err) = builder.error.take() {
+            return Err(err);
+        }
+        if end {
+            return Ok(builder.documents);
+        }
+    }
+}
+
+/// The parser says what it expected; for the usual slips, also how to fix them.
+fn with_hint(message: &str) -> String {
+    const HINTS: &[(&str, &str)] = &[
+        ("tab", "YAML indents with spaces only: replace the tab"),
+        (
+            "mapping values are not allowed",
+            "quote a value that contains `: `, or check this line's indentation",
+        ),
+        ("did not find expected key", "check this line's indentation"),
+        (
+            "did not find expected '-'",
+            "check this line's indentation: list items line up",
+        ),
+        (
+            "unknown anchor",
+            "define the anchor (&name) before its alias (*name), in the same document",
+        ),
+    ];
+    match HINTS.iter().find(|(needle, _)| message.contains(needle)) {
+        Some((_, hint)) => format!("{message} ({hint})"),
+        None => message.to_string(),
+    }
+}
+
+/// The scanner reports an error at the end of input on the line after a last line without a
+/// newline, which editors cannot jump to; such errors point at the end of the last line.
+fn within(source: &str, position: Position) -> Position {
+    // YAML breaks lines at \n, \r\n and a lone \r.
+    let breaks = source.matches('\n').count() + source.matches('\r').count()
+        - source.matches("\r\n").count();
+    let lines = breaks + 1;
+    if position.line <= lines {
+        return position;
+    }
+    let last = source.rsplit(['\n', '\r']).next().unwrap_or_default();
+    Position {
+        line: lines,
+        column: last.chars().count() + 1,
     }
 }
 
@@ -83,7 +141,10 @@ struct Builder {
     documents: Vec<Document>,
     stack: Vec<Frame>,
     seq_anchors: Vec<usize>,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values with their number of nodes.
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Nodes copied by aliases so far in this document.
+    alias_nodes: usize,
     positions: HashMap<String, Position>,
     doc_start: Position,
     root: Option<Value>,
@@ -114,6 +175,25 @@ impl Builder {
                 position: to_position(&mark),
             });
         }
+    }
+
+    fn anchor(&mut self, anchor: usize, value: &Value) {
+        if anchor > 0 {
+            self.anchors
+                .insert(anchor, (value.clone(), count_nodes(value)));
+        }
+    }
+
+    /// Refuses a collection that would nest deeper than [`MAX_DEPTH`].
+    fn too_deep(&mut self, mark: Marker) -> bool {
+        if self.stack.len() < MAX_DEPTH {
+            return false;
+        }
+        self.fail(
+            format!("nested more than {MAX_DEPTH} levels deep; flatten the structure"),
+            mark,
+        );
+        true
     }
 
     fn push_value(&mut self, value: Value, mark: Marker) {
@@ -151,6 +231,7 @@ impl MarkedEventReceiver for Builder {
             Event::DocumentStart => {
                 self.positions.clear();
                 self.anchors.clear();
+                self.alias_nodes = 0;
                 self.root = None;
                 self.doc_start = to_position(&mark);
             }
@@ -178,13 +259,20 @@ impl MarkedEventReceiver for Builder {
                 if let Some(ptr) = self.next_pointer() {
                     self.positions.insert(ptr, to_position(&mark));
                 }
-                if anchor > 0 {
-                    self.anchors.insert(anchor, value.clone());
-                }
+                self.anchor(anchor, &value);
                 self.push_value(value, mark);
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(v) => {
+            Event::Alias(id) => match self.anchors.get(&id) {
+                Some((_, nodes)) if self.alias_nodes + nodes > MAX_ALIAS_NODES => self.fail(
+                    format!(
+                        "aliases copy more than {MAX_ALIAS_NODES} values (nested aliases multiply); \
+                         write the values out or use fewer aliases"
+                    ),
+                    mark,
+                ),
+                Some((v, nodes)) => {
+                    let v = v.clone();
+                    self.alias_nodes += nodes;
                     if let Some(ptr) = self.next_pointer() {
                         self.positions.insert(ptr, to_position(&mark));
                     }
@@ -192,6 +280,7 @@ impl MarkedEventReceiver for Builder {
                 }
                 None => self.fail("alias refers to an unknown anchor".into(), mark),
             },
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.too_deep(mark) => {}
             Event::SequenceStart(anchor, _) => match self.next_pointer() {
                 Some(ptr) => {
                     self.positions
@@ -206,9 +295,7 @@ impl MarkedEventReceiver for Builder {
                 if let Some(Frame::Seq(items, _)) = self.stack.pop() {
                     let value = Value::Array(items);
                     let anchor = self.seq_anchors.pop().unwrap_or(0);
-                    if anchor > 0 {
-                        self.anchors.insert(anchor, value.clone());
-                    }
+                    self.anchor(anchor, &value);
                     self.push_value(value, mark);
                 }
             }
@@ -229,14 +316,21 @@ impl MarkedEventReceiver for Builder {
             Event::MappingEnd => {
                 if let Some(Frame::Map { map, anchor, .. }) = self.stack.pop() {
                     let value = Value::Object(map);
-                    if anchor > 0 {
-                        self.anchors.insert(anchor, value.clone());
-                    }
+                    self.anchor(anchor, &value);
                     self.push_value(value, mark);
                 }
             }
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
         }
+    }
+}
+
+/// Nodes in a value (itself included).
+fn count_nodes(value: &Value) -> usize {
+    1 + match value {
+        Value::Array(items) => items.iter().map(count_nodes).sum(),
+        Value::Object(map) => map.values().map(count_nodes).sum(),
+        _ => 0,
     }
 }
 
@@ -304,6 +398,54 @@ mod tests {
         let err = parse_documents("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert!(err.message.contains("duplicate key `a`"));
         assert_eq!(err.position.line, 3);
+    }
+
+    #[test]
+    fn errors_at_the_end_of_input_stay_in_the_file() {
+        let err = parse_documents("a: [").unwrap_err();
+        assert_eq!(err.position, Position { line: 1, column: 5 });
+        let err = parse_documents("&*[").unwrap_err();
+        assert_eq!(err.position.line, 1);
+        let err = parse_documents("a:\r  - [").unwrap_err();
+        assert_eq!(err.position, Position { line: 2, column: 6 });
+    }
+
+    #[test]
+    fn common_slips_get_a_hint() {
+        let err = parse_documents("a: 1\n\tb: 2\n").unwrap_err();
+        assert!(err
+            .message
+            .ends_with("(YAML indents with spaces only: replace the tab)"));
+        let err = parse_documents("a: b: c\n").unwrap_err();
+        assert!(
+            err.message.contains("quote a value that contains `: `"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("a:\n{}x\n", "- ".repeat(200_000));
+        let err = parse_documents(&deep).unwrap_err();
+        assert!(
+            err.message.contains("nested more than 128 levels"),
+            "{err:?}"
+        );
+        assert_eq!(err.position.line, 2);
+        let ok = format!("a:\n{}x\n", "- ".repeat(MAX_DEPTH - 1));
+        assert!(parse_documents(&ok).is_ok());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            src.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse_documents(&src).unwrap_err();
+        assert!(err.message.contains("aliases copy more than"), "{err:?}");
+        assert_eq!(err.position.line, 5);
     }
 
     #[test]

@@ -20,13 +20,27 @@ pub struct FieldDiff {
     /// The same, readable: `config["database.password"]`.
     pub path: String,
     pub op: DiffOp,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub before: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub after: Option<Value>,
     /// The values are secret: `before`/`after` are withheld everywhere.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
+}
+
+/// A side that is present is `Some` even when it is JSON null: `None` means the field does not
+/// exist on that side, and a saved plan must read back showing the same diff.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// Values equal for diffing: JSON numbers compare by value (`1` == `1.0`).
@@ -206,6 +220,17 @@ mod tests {
         let d = json!({"a": {"b": 1}});
         let l = json!({"a": {"b": 1, "server": 2}, "other": 3});
         assert!(diff(&d, &l, &SUBSET).is_empty());
+    }
+
+    #[test]
+    fn null_sides_survive_a_saved_plan() {
+        let diffs = diff(&json!({"a": null}), &json!({}), &EXACT);
+        assert_eq!(diffs[0].after, Some(Value::Null));
+        let text = serde_json::to_string(&diffs).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Vec<FieldDiff>>(&text).unwrap(),
+            diffs
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 pub mod diff;
 pub mod render;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -134,7 +135,7 @@ pub struct PlanOptions {
     pub allow_replace: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub format_version: String,
     pub created_at: String,
@@ -146,7 +147,76 @@ pub struct Plan {
     pub summary: Summary,
 }
 
+/// Why a saved plan file (`ofctl plan -o FILE`) cannot be applied. Each names the file and
+/// how to get a usable one.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFileError {
+    #[error("cannot read plan file {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: is not an ofctl plan file: {message}; save a plan with `ofctl plan -o FILE`", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{} has plan format {found}, this ofctl reads format {FORMAT_VERSION}; re-run `ofctl plan -o FILE` with this ofctl", path.display())]
+    Version { path: PathBuf, found: String },
+    #[error("{}: the summary does not match the changes, so the file was edited after it was saved; re-run `ofctl plan -o FILE`", path.display())]
+    Edited { path: PathBuf },
+}
+
 impl Plan {
+    /// Reads a plan saved by `ofctl plan -o FILE`.
+    pub fn read_file(path: &Path) -> Result<Plan, PlanFileError> {
+        let text = std::fs::read_to_string(path).map_err(|error| PlanFileError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Plan::from_saved(path, &text)
+    }
+
+    /// Parses the text of a saved plan; `path` is only named in errors.
+    pub fn from_saved(path: &Path, text: &str) -> Result<Plan, PlanFileError> {
+        let invalid = |e: serde_json::Error| {
+            let message = e.to_string();
+            let position = format!(" at line {} column {}", e.line(), e.column());
+            PlanFileError::Invalid {
+                path: path.to_path_buf(),
+                line: e.line().max(1),
+                column: e.column().max(1),
+                message: message
+                    .strip_suffix(&position)
+                    .unwrap_or(&message)
+                    .to_string(),
+            }
+        };
+        // The version first: another format's fields would only produce a confusing error.
+        let value: Value = serde_json::from_str(text).map_err(invalid)?;
+        if let Some(found) = value.get("format_version") {
+            if found.as_str() != Some(FORMAT_VERSION) {
+                return Err(PlanFileError::Version {
+                    path: path.to_path_buf(),
+                    found: found
+                        .as_str()
+                        .map_or_else(|| found.to_string(), str::to_string),
+                });
+            }
+        }
+        // Parsed from the text again (not from `value`) so errors keep their line and column.
+        let plan: Plan = serde_json::from_str(text).map_err(invalid)?;
+        // Apply trusts the summary (e.g. "nothing pending"), so it must describe the changes.
+        if plan.summary != Summary::of(&plan.changes) {
+            return Err(PlanFileError::Edited {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(plan)
+    }
+
     pub fn has_blocked(&self) -> bool {
         self.changes.iter().any(|c| c.blocked.is_some())
     }
@@ -399,5 +469,65 @@ mod tests {
             None
         ));
         assert!(fires(Trigger::AnyChange, Some(&json!("memory")), None));
+    }
+}
+
+#[cfg(test)]
+mod saved_plan_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn saved(plan: Value) -> Result<Plan, PlanFileError> {
+        Plan::from_saved(Path::new("p.json"), &plan.to_string())
+    }
+
+    fn empty_plan() -> Value {
+        json!({
+            "format_version": FORMAT_VERSION,
+            "created_at": "2025-01-01T00:00:00Z",
+            "manifest_dir": "m",
+            "options": {"prune": false, "allow_replace": false},
+            "changes": [],
+            "summary": {"create": 0, "update": 0, "replace": 0, "delete": 0, "noop": 0, "blocked": 0},
+        })
+    }
+
+    #[test]
+    fn reads_a_saved_plan() {
+        assert!(saved(empty_plan()).unwrap().changes.is_empty());
+    }
+
+    #[test]
+    fn an_edited_summary_is_refused() {
+        // Summary::pending() on these numbers would overflow: apply used to panic here.
+        let mut plan = empty_plan();
+        plan["summary"]["create"] = json!(usize::MAX);
+        plan["summary"]["update"] = json!(1);
+        let err = saved(plan).unwrap_err();
+        assert!(matches!(err, PlanFileError::Edited { .. }), "{err}");
+        assert!(err
+            .to_string()
+            .starts_with("p.json: the summary does not match"));
+    }
+
+    #[test]
+    fn another_format_is_named_before_its_fields_are_checked() {
+        let err = saved(json!({"format_version": "2", "steps": []})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "p.json has plan format 2, this ofctl reads format 1; re-run `ofctl plan -o FILE` with this ofctl"
+        );
+    }
+
+    #[test]
+    fn invalid_files_name_the_position_and_the_fix() {
+        let err = Plan::from_saved(Path::new("p.json"), "{\n  \"format_version\": \"1\",\n  x")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "p.json:3:3: is not an ofctl plan file: key must be a string; save a plan with `ofctl plan -o FILE`"
+        );
+        let err = Plan::from_saved(Path::new("p.json"), "").unwrap_err();
+        assert!(err.to_string().starts_with("p.json:1:1: "), "{err}");
     }
 }

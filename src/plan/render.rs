@@ -21,7 +21,7 @@ pub enum Format {
 pub fn render(plan: &Plan, format: Format, color: bool) -> String {
     let out = match format {
         Format::Text => text(plan, color),
-        Format::Json => serde_json::to_string_pretty(plan).unwrap_or_default() + "\n",
+        Format::Json => crate::redact::to_json(plan).unwrap_or_default() + "\n",
         Format::Markdown => markdown(plan),
     };
     redact(&out).into_owned()
@@ -79,7 +79,9 @@ fn describe(d: &FieldDiff) -> String {
 
 /// Line-by-line diff of multi-line text values (script bodies).
 fn text_body_diff(d: &FieldDiff) -> Option<String> {
-    if d.sensitive {
+    // A created or removed body is summarized as `<<N lines>>`: printing hundreds of `+`
+    // lines would bury the rest of the plan.
+    if d.sensitive || d.op != DiffOp::Change {
         return None;
     }
     let before = d.before.as_ref().and_then(Value::as_str).unwrap_or("");

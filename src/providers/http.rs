@@ -120,6 +120,14 @@ impl HttpClient {
         if let Some(body) = body {
             request = request.json(body);
         }
+        // A write that reached the server but got no answer may still have been carried out.
+        let failed = |sent: bool, message: String| {
+            if sent && method != Method::GET {
+                ProviderError::unanswered(message)
+            } else {
+                ProviderError::transient(message)
+            }
+        };
         let response = request.send().await.map_err(|e| {
             let what = if e.is_connect() {
                 "cannot connect"
@@ -128,19 +136,21 @@ impl HttpClient {
             } else {
                 "request failed"
             };
-            ProviderError::transient(format!(
-                "{} {method} {}: {what}: {e}",
-                self.system,
-                redact(&url)
-            ))
+            failed(
+                !e.is_connect(),
+                format!("{} {method} {}: {what}: {e}", self.system, redact(&url)),
+            )
         })?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| {
-            ProviderError::transient(format!(
-                "{} {method} {}: response cut off: {e}",
-                self.system,
-                redact(&url)
-            ))
+            failed(
+                true,
+                format!(
+                    "{} {method} {}: response cut off: {e}",
+                    self.system,
+                    redact(&url)
+                ),
+            )
         })?;
         let body = if bytes.is_empty() {
             Value::Null

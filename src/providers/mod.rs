@@ -6,6 +6,7 @@
 pub mod connect;
 pub mod http;
 pub mod kafka;
+pub mod mongo;
 pub mod nats;
 pub mod pinot;
 pub mod tactical;
@@ -29,6 +30,7 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
     let concurrency = config.engine().concurrency;
     match system {
         System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint))),
+        System::Mongo => Ok(Arc::new(mongo::MongoProvider::new(endpoint, config))),
         System::Connect => {
             let provider = connect::ConnectProvider::new(&endpoint, concurrency).map_err(|e| {
                 ConfigError::Value {
@@ -72,7 +74,6 @@ pub fn connect(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider
                 .map_err(|e| key_error(e.message))?;
             Ok(Arc::new(provider))
         }
-        other => Err(ConfigError::Unsupported(other)),
     }
 }
 
@@ -84,7 +85,18 @@ pub fn all_kinds() -> Vec<&'static KindInfo> {
         .chain(&connect::KINDS)
         .chain(&tactical::KINDS)
         .chain(&kafka::KINDS)
+        .chain(&mongo::KINDS)
         .collect()
+}
+
+/// Resources a declared resource stands for besides itself (a tool's Kafka Connect
+/// connectors), as (pointer into its spec, message) on error. The loader adds them to the
+/// manifest like any other, so they are planned, ordered and shown (an identical explicit
+/// declaration is merged with them; a different one is an error).
+pub fn expand(
+    resource: &crate::resource::Resource,
+) -> Result<Vec<crate::resource::Resource>, (String, String)> {
+    mongo::expand(resource)
 }
 
 pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
@@ -106,6 +118,9 @@ pub fn check_spec(kind: &str, name: &str, spec: &Value) -> Vec<(String, String)>
 pub struct ProviderError {
     /// Worth retrying: the target was unreachable, overloaded or rebalancing.
     pub transient: bool,
+    /// A write reached the target but no answer came back (timeout, connection lost): the
+    /// change may have been made. Always transient; the apply report says so.
+    pub unanswered: bool,
     pub message: String,
 }
 
@@ -113,6 +128,7 @@ impl ProviderError {
     pub fn transient(message: impl Into<String>) -> Self {
         Self {
             transient: true,
+            unanswered: false,
             message: message.into(),
         }
     }
@@ -120,6 +136,16 @@ impl ProviderError {
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             transient: false,
+            unanswered: false,
+            message: message.into(),
+        }
+    }
+
+    /// A write sent without an answer coming back.
+    pub fn unanswered(message: impl Into<String>) -> Self {
+        Self {
+            transient: true,
+            unanswered: true,
             message: message.into(),
         }
     }

@@ -32,10 +32,15 @@ pub struct FaultConfig {
     pub error_rate: f64,
     /// Probability that a Kafka Connect forwarded write gets the 409 rebalance answer (apis.md §2.5).
     pub rebalance_rate: f64,
-    /// Probability that the connection is closed without any response.
+    /// Probability that the connection is closed without any response. Half of these drops
+    /// happen after the request was handled: a write is then made but its answer is lost, the
+    /// case in which a client that blindly retries a create makes a duplicate.
     pub drop_rate: f64,
     /// Seed for reproducible fault sequences (per process; concurrency still interleaves draws).
     pub seed: Option<u64>,
+    /// Fault only writes (every method but GET and HEAD); reads are always answered. For tests
+    /// of what retried writes do, which would otherwise mostly see their reads fail.
+    pub writes_only: bool,
 }
 
 impl FaultConfig {
@@ -157,7 +162,10 @@ pub(crate) struct Injector {
 }
 
 enum Fault {
-    Drop,
+    /// `handled`: the request reaches the emulator first, so only the answer is lost.
+    Drop {
+        handled: bool,
+    },
     Error,
     Rebalance,
 }
@@ -180,9 +188,14 @@ impl Injector {
         if cfg.drop_rate == 0.0 && cfg.error_rate == 0.0 && cfg.rebalance_rate == 0.0 {
             return None;
         }
+        if cfg.writes_only && (method == Method::GET || method == Method::HEAD) {
+            return None;
+        }
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         if rng.gen_bool(cfg.drop_rate) {
-            Some(Fault::Drop)
+            Some(Fault::Drop {
+                handled: rng.gen_bool(0.5),
+            })
         } else if rng.gen_bool(cfg.error_rate) {
             Some(Fault::Error)
         } else if system == System::Connect
@@ -218,12 +231,18 @@ async fn fault_layer(
     };
     inj.stats.record_fault(system);
     match fault {
-        Fault::Drop => match req.extensions().get::<ConnectInfo<ConnHandle>>() {
+        Fault::Drop { handled } => match req.extensions().get::<ConnectInfo<ConnHandle>>() {
             // The response below is never written: the socket refuses all further I/O, so hyper
             // tears the connection down and the client sees it closed mid-request.
             Some(ConnectInfo(conn)) => {
+                let conn = conn.clone();
+                let response = if handled {
+                    next.run(req).await
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                };
                 conn.kill();
-                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                response
             }
             // Router served without `KillableListener` (e.g. in a unit test): nearest substitute.
             None => internal_error(system),

@@ -1316,6 +1316,42 @@ async fn drop_rate_one_closes_the_connection() {
 }
 
 #[tokio::test]
+async fn dropped_writes_are_made_half_the_time_and_reads_can_be_spared() {
+    let e = env_with(FaultConfig {
+        drop_rate: 1.0,
+        writes_only: true,
+        seed: Some(11),
+        ..FaultConfig::default()
+    })
+    .await;
+    const POSTS: usize = 20;
+    for i in 0..POSTS {
+        let sent = e
+            .req(
+                Method::POST,
+                &e.sandbox.tactical_url,
+                "/scripts/",
+                Some(json!({"name": format!("s{i}"), "shell": "shell", "script_body": "x"})),
+            )
+            .header("X-API-KEY", KEY)
+            .send()
+            .await;
+        assert!(sent.is_err(), "every write is dropped: {sent:?}");
+    }
+    // Reads are answered; some dropped writes were made (the answer was lost), some not.
+    let list = e.trmm(Method::GET, "/scripts/", None).await;
+    assert_eq!(list.status, 200);
+    let made = list
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["script_type"] == "userdefined")
+        .count();
+    assert!(0 < made && made < POSTS, "{made} of {POSTS} made");
+}
+
+#[tokio::test]
 async fn rebalance_rate_one_hits_forwarded_writes_only() {
     let e = env_with(FaultConfig {
         rebalance_rate: 1.0,

@@ -41,7 +41,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn drift(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    Json(shared.tenants.read().await.clone())
+    // Apply errors are kept as the provider reported them, and a server may echo a secret in
+    // one (Kafka Connect prints a refused config whole).
+    let mut tenants = serde_json::to_value(&*shared.tenants.read().await).unwrap_or_default();
+    crate::redact::redact_value(&mut tenants);
+    Json(tenants)
 }
 
 /// Serves until shutdown.

@@ -132,7 +132,15 @@ impl Drop for Server {
 /// nats-server with JetStream, storing in a temporary folder.
 pub fn nats() -> (Server, String) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let store = dir.path().join("js");
+    let server = nats_server(dir, &store, free_port(), &[]);
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    (server, url)
+}
+
+/// nats-server with JetStream on `port`, storing in `store` (a restart on the same store finds
+/// its streams again), with `extra` arguments such as `--user`/`--pass`; its log goes into `dir`.
+pub fn nats_server(dir: tempfile::TempDir, store: &Path, port: u16, extra: &[&str]) -> Server {
     let monitor = free_port();
     let mut cmd = Command::new(tool("nats-server"));
     cmd.args([
@@ -143,9 +151,10 @@ pub fn nats() -> (Server, String) {
         "-m",
         &monitor.to_string(),
         "-js",
-        "-sd",
     ])
-    .arg(dir.path().join("js"));
+    .args(extra)
+    .arg("-sd")
+    .arg(store);
     let server = Server::start("nats-server", cmd, port, dir);
     // The client port opens before JetStream is ready; wait for the server to say it is.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -153,7 +162,38 @@ pub fn nats() -> (Server, String) {
         assert!(Instant::now() < deadline, "JetStream not ready within 30 s");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (server, format!("nats://127.0.0.1:{port}"))
+    server
+}
+
+/// SecantusDB (a MongoDB wire-protocol server) in memory; the URI names database `openframe`.
+pub fn mongo() -> (Server, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut cmd = Command::new(tool("secantusd-py"));
+    cmd.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--storage-path",
+        ":memory:",
+    ]);
+    let server = Server::start("secantusd-py", cmd, port, dir);
+    (
+        server,
+        format!("mongodb://127.0.0.1:{port}/openframe?directConnection=true"),
+    )
+}
+
+/// The Python of the tools venv (with `cryptography`, from `scripts/dev-stack.sh install`).
+pub fn python() -> PathBuf {
+    let p = tools_dir().join("venv").join("bin").join("python");
+    assert!(
+        p.exists(),
+        "{} not found: run `scripts/dev-stack.sh install` first",
+        p.display()
+    );
+    p
 }
 
 /// noida-db speaking the Kafka protocol, storing in a temporary folder. The native binary is
@@ -322,6 +362,27 @@ pub fn stream(name: &str, spec: &str) -> String {
     format!("apiVersion: ofctl.openframe.io/v1\nkind: NatsStream\nmetadata:\n  name: {name}\nspec:\n{spec}\n---\n")
 }
 
+/// Credentials that `desired-state/` takes from the environment (test values): loading the
+/// integrated tools resolves them. The tool databases' passwords are variables with dev
+/// defaults (desired-state/ofctl.toml); these set them too, so that masking is tested.
+pub const DESIRED_STATE_SECRETS: &[(&str, &str)] = &[
+    (
+        "OFCTL_ENCRYPTION_PASSWORD",
+        "test-encryption-password-0123456789abcdef",
+    ),
+    ("OFCTL_ENCRYPTION_SALT", "5c0744940b5c369b"),
+    ("OFCTL_TRMM_USER", "trmm-admin"),
+    ("OFCTL_TRMM_PASSWORD", "trmm-Secret-Pw-1"),
+    ("OFCTL_TACTICAL_API_KEY", "tactical-Api-Key-2"),
+    ("OFCTL_FLEET_ADMIN_EMAIL", "admin@example.test"),
+    ("OFCTL_FLEET_ADMIN_PASSWORD", "fleet-Secret-Pw-4"),
+    ("OFCTL_MESH_USER", "mesh-admin"),
+    ("OFCTL_MESH_PASSWORD", "mesh-Secret-Pw-6"),
+    ("OFCTL_TRMM_DB_PASSWORD", "pg-Secret-Pw-3"),
+    ("OFCTL_FLEET_DB_PASSWORD", "mysql-Secret-Pw-5"),
+    ("OFCTL_MESH_MONGO_PASSWORD", "mongo-Secret-Pw-7"),
+];
+
 /// The local stack started by `scripts/dev-stack.sh up` in a private stack folder, stopped
 /// (and its data removed) when dropped.
 pub struct DevStack {
@@ -422,6 +483,11 @@ pub struct Watch {
 
 impl Watch {
     pub fn start(args: &[&str]) -> Watch {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`Watch::start`], with extra environment variables (and `OFCTL_LOG` from them if given).
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Watch {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let log = dir.path().join("watch.log");
@@ -432,6 +498,7 @@ impl Watch {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ofctl"))
             .args(&full)
             .env("OFCTL_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(Stdio::from(file.try_clone().expect("clone")))
             .stderr(Stdio::from(file))
             .spawn()
@@ -501,4 +568,40 @@ impl Drop for Watch {
             self.terminate();
         }
     }
+}
+
+/// The platform's desired state (`desired-state/`, its ofctl.toml included) in a temporary folder.
+/// The platform's desired state without its Mongo documents, which need a Mongo-wire server
+/// and generated credentials (tests/mongo_platform.rs covers them).
+pub fn desired_state() -> ManifestDir {
+    let m = ManifestDir::new();
+    m.copy_from("desired-state");
+    std::fs::remove_dir_all(m.path().join("mongo")).expect("desired-state/mongo exists");
+    m
+}
+
+/// The variables desired-state/ofctl.toml takes its endpoints from, pointed at the sandbox
+/// emulators and at real NATS and Kafka servers.
+pub fn platform_env(
+    sandbox: &ofctl::sandbox::Sandbox,
+    tactical_api_key: &str,
+    nats_url: &str,
+    brokers: &str,
+) -> Vec<(String, String)> {
+    [
+        ("OFCTL_NATS_URL", nats_url),
+        ("OFCTL_PINOT_URL", sandbox.pinot_url.as_str()),
+        ("OFCTL_CONNECT_URL", sandbox.connect_url.as_str()),
+        ("OFCTL_TACTICAL_URL", sandbox.tactical_url.as_str()),
+        ("OFCTL_TACTICAL_API_KEY", tactical_api_key),
+        ("OFCTL_KAFKA_BROKERS", brokers),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Borrowed pairs for [`ofctl`] from owned ones.
+pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }

@@ -25,6 +25,8 @@ pub const OWNER_KEY: &str = "ofctl.openframe.io/managed-by";
 pub const OWNER_VALUE: &str = "ofctl";
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a request in flight checks that the connection is still up.
+const CONNECTION_CHECK: Duration = Duration::from_millis(100);
 
 pub static KINDS: [KindInfo; 1] = [KindInfo {
     kind: "NatsStream",
@@ -99,6 +101,32 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
     interpolate_spec_file: true,
 }];
 
+/// Credentials embedded in a server URL (`nats://user:pass@host`, `nats://token@host`) as
+/// connect options: async-nats reads only its options and would connect unauthenticated.
+pub fn with_url_credentials(
+    options: async_nats::ConnectOptions,
+    url: &str,
+) -> async_nats::ConnectOptions {
+    let first = url.split(',').next().unwrap_or_default().trim();
+    let Ok(addr) = first.parse::<async_nats::ServerAddr>() else {
+        return options;
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    match (addr.username(), addr.password()) {
+        (Some(user), Some(pass)) => options.user_and_password(decode(user), decode(pass)),
+        (Some(token), None) => {
+            // A token is the whole secret; the URL's own registration only covers passwords.
+            crate::redact::register(token);
+            options.token(decode(token))
+        }
+        _ => options,
+    }
+}
+
 pub struct NatsProvider {
     url: String,
     client: OnceCell<async_nats::Client>,
@@ -117,7 +145,7 @@ impl NatsProvider {
     async fn client(&self) -> Result<&async_nats::Client, ProviderError> {
         self.client
             .get_or_try_init(|| async {
-                async_nats::ConnectOptions::new()
+                with_url_credentials(async_nats::ConnectOptions::new(), &self.url)
                     .connection_timeout(Duration::from_secs(3))
                     .request_timeout(Some(REQUEST_TIMEOUT))
                     .connect(self.url.as_str())
@@ -140,20 +168,47 @@ impl NatsProvider {
         } else {
             self.counter.read();
         }
+        let lost = format!(
+            "{subject}: the connection to NATS at {} is lost",
+            crate::redact::redact(&self.url)
+        );
+        // A write that got no answer may still have been carried out by the server.
+        let no_answer = |message: String| {
+            if write {
+                ProviderError::unanswered(message)
+            } else {
+                ProviderError::transient(message)
+            }
+        };
+        // The client reconnects in the background; while it is down, a request would only wait
+        // for its timeout (and be sent later, on reconnect), so fail at once: the engine retries.
+        if client.connection_state() != async_nats::connection::State::Connected {
+            return Err(ProviderError::transient(format!("{lost}; not sent")));
+        }
+        // ... and a request in flight when the connection drops stops waiting too.
+        let dropped = async {
+            loop {
+                tokio::time::sleep(CONNECTION_CHECK).await;
+                if client.connection_state() != async_nats::connection::State::Connected {
+                    break;
+                }
+            }
+        };
         let payload = serde_json::to_vec(&body).unwrap_or_default();
-        let msg = client
-            .request(subject.clone(), payload.into())
-            .await
-            .map_err(|e| {
+        let request = client.request(subject.clone(), payload.into());
+        let msg = tokio::select! {
+            answer = request => answer.map_err(|e| {
                 use async_nats::RequestErrorKind as K;
                 match e.kind() {
                     K::NoResponders => ProviderError::transient(format!(
                         "{subject}: no responders (is JetStream enabled on the server?)"
                     )),
-                    K::TimedOut => ProviderError::transient(format!("{subject}: timed out")),
-                    K::Other => ProviderError::transient(format!("{subject}: {e}")),
+                    K::TimedOut => no_answer(format!("{subject}: timed out")),
+                    K::Other => no_answer(format!("{subject}: {e}")),
                 }
-            })?;
+            })?,
+            () = dropped => return Err(no_answer(lost)),
+        };
         let response: Value = serde_json::from_slice(&msg.payload).map_err(|e| {
             ProviderError::permanent(format!("{subject}: unreadable response: {e}"))
         })?;

@@ -225,39 +225,80 @@ impl PinotProvider {
             .collect())
     }
 
-    /// A write; `conflict` explains a 409 on create (POST).
+    /// A write whose acceptable answers are 200 and, for a DELETE, 404 (already gone).
     async fn write(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-        conflict: Option<&str>,
-    ) -> Result<Option<Response>, ProviderError> {
-        let absent_ok = method == Method::DELETE;
+    ) -> Result<(), ProviderError> {
         let response = self.http.send(method.clone(), path, body).await?;
         match response.status {
             200 => {
-                // §1.1: unknown keys are accepted, dropped and echoed back; they would show as
-                // a difference on every plan, so say which ones.
-                let unknown = response.body.get("unrecognizedProperties");
-                if let Some(u) = unknown.and_then(Value::as_object).filter(|u| !u.is_empty()) {
-                    let keys: Vec<&str> = u.keys().map(String::as_str).collect();
-                    tracing::warn!(
-                        "pinot {method} {path}: Pinot ignored unknown properties {keys:?}; remove them from the manifest"
-                    );
-                }
-                Ok(Some(response))
+                self.warn_unrecognized(&method, path, &response);
+                Ok(())
             }
-            404 if absent_ok => Ok(None),
-            409 => match conflict {
-                Some(why) => Err(ProviderError::permanent(format!(
-                    "pinot {method} {path} returned 409: {} ({why})",
-                    response.message()
-                ))),
-                None => Err(self.http.status_error(&method, path, &response)),
-            },
+            404 if method == Method::DELETE => Ok(()),
             _ => Err(self.http.status_error(&method, path, &response)),
         }
+    }
+
+    /// §1.1: unknown keys are accepted, dropped and echoed back; they would show as a difference
+    /// on every plan, so say which ones.
+    fn warn_unrecognized(&self, method: &Method, path: &str, response: &Response) {
+        let unknown = response.body.get("unrecognizedProperties");
+        if let Some(u) = unknown.and_then(Value::as_object).filter(|u| !u.is_empty()) {
+            let keys: Vec<&str> = u.keys().map(String::as_str).collect();
+            tracing::warn!(
+                "pinot {method} {path}: Pinot ignored unknown properties {keys:?}; remove them from the manifest"
+            );
+        }
+    }
+
+    /// The POST that creates `op`'s object. Pinot answers 409 when the name exists: that is
+    /// success when the object is exactly what was asked for (an earlier attempt whose answer was
+    /// lost created it), and otherwise a conflict that `conflict` explains.
+    async fn create(
+        &self,
+        op: &Operation<'_>,
+        path: &str,
+        body: &Value,
+        conflict: &str,
+    ) -> Result<(), ProviderError> {
+        let response = self.http.send(Method::POST, path, Some(body)).await?;
+        match response.status {
+            200 => {
+                self.warn_unrecognized(&Method::POST, path, &response);
+                Ok(())
+            }
+            409 if self.exists_as_desired(op).await? => Ok(()),
+            409 => Err(ProviderError::permanent(format!(
+                "pinot POST {path} returned 409: {} ({conflict})",
+                response.message()
+            ))),
+            _ => Err(self.http.status_error(&Method::POST, path, &response)),
+        }
+    }
+
+    /// Whether the live object `op` names equals its desired spec, as a plan would compare them
+    /// (a table must also carry ofctl's owner marker, or it is someone else's).
+    async fn exists_as_desired(&self, op: &Operation<'_>) -> Result<bool, ProviderError> {
+        let names = [op.name.to_string()];
+        let scope = ReadScope {
+            names: &names,
+            all: false,
+        };
+        let live = match op.kind {
+            SCHEMA => self.read_schemas(scope).await?,
+            _ => self.read_tables(scope).await?,
+        };
+        let (Some(live), Some(desired)) =
+            (live.into_iter().find(|o| o.name == op.name), op.desired)
+        else {
+            return Ok(false);
+        };
+        let (merged, _) = self.merge_live(op.kind, desired, &live.spec);
+        Ok((op.kind == SCHEMA || live.managed) && merged == live.spec)
     }
 
     async fn apply_schema(&self, op: &Operation<'_>, body: &Value) -> Result<(), ProviderError> {
@@ -266,17 +307,17 @@ impl PinotProvider {
             // override=false: an existing schema is a 409, never a silent overwrite of a schema
             // that appeared after the plan was made.
             OpAction::Create => {
-                self.write(
-                    Method::POST,
+                self.create(
+                    op,
                     "/schemas?override=false",
-                    Some(body),
-                    Some("the schema appeared after planning; re-run plan"),
+                    body,
+                    "the schema appeared after planning; re-run plan",
                 )
                 .await?;
             }
             OpAction::Update => {
                 let path = format!("/schemas/{name}?force={}", op.force);
-                self.write(Method::PUT, &path, Some(body), None).await?;
+                self.write(Method::PUT, &path, Some(body)).await?;
             }
             OpAction::Delete => {
                 // Pinot refuses to delete a schema a REALTIME table uses but not one an OFFLINE
@@ -295,7 +336,7 @@ impl PinotProvider {
                         )));
                     }
                 }
-                self.write(Method::DELETE, &format!("/schemas/{name}"), None, None)
+                self.write(Method::DELETE, &format!("/schemas/{name}"), None)
                     .await?;
             }
         }
@@ -308,17 +349,17 @@ impl PinotProvider {
         })?;
         match op.action {
             OpAction::Create => {
-                self.write(
-                    Method::POST,
+                self.create(
+                    op,
                     "/tables",
-                    Some(&with_owner(body)),
-                    Some("the table appeared after planning, or a recent delete has not finished; re-run plan"),
+                    &with_owner(body),
+                    "the table appeared after planning, or a recent delete has not finished; re-run plan",
                 )
                 .await?;
             }
             OpAction::Update => {
                 let path = format!("/tables/{}?force={}", segment(op.name), op.force);
-                self.write(Method::PUT, &path, Some(&with_owner(body)), None)
+                self.write(Method::PUT, &path, Some(&with_owner(body)))
                     .await?;
             }
             OpAction::Delete => {
@@ -327,7 +368,7 @@ impl PinotProvider {
                     segment(raw),
                     kind.to_ascii_lowercase()
                 );
-                self.write(Method::DELETE, &path, None, None).await?;
+                self.write(Method::DELETE, &path, None).await?;
             }
         }
         Ok(())

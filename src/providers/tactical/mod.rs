@@ -7,7 +7,7 @@
 
 mod normalize;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -52,6 +52,11 @@ pub struct TacticalProvider {
     http: HttpClient,
     /// name → id and ownership, from the last read (apply always follows a read).
     known: Mutex<HashMap<String, Known>>,
+    /// Names whose `POST /scripts/` was sent by this process. Names are not unique in TRMM and
+    /// the POST returns no id (apis.md §3), so a create retried after an answer that never
+    /// arrived (connection dropped, timeout, a 5xx after Django committed) must first look for
+    /// the script the earlier attempt may have made, or it would add a second one.
+    posted: Mutex<HashSet<String>>,
 }
 
 /// One row of `GET /scripts/`.
@@ -73,6 +78,7 @@ impl TacticalProvider {
                 concurrency,
             )?,
             known: Mutex::new(HashMap::new()),
+            posted: Mutex::new(HashSet::new()),
         })
     }
 
@@ -142,6 +148,29 @@ impl TacticalProvider {
                     "tactical: script `{name}` was not found when live state was read"
                 ))
             })
+    }
+
+    /// Whether an earlier POST of `name` already made the script `desired` describes. A script
+    /// of that name that differs is an error: ofctl cannot tell it from someone else's.
+    async fn created_earlier(&self, name: &str, desired: &Value) -> Result<bool, ProviderError> {
+        let listed = self.list().await?;
+        let rows: Vec<&Listed> = listed
+            .iter()
+            .filter(|l| l.row.get("name").and_then(Value::as_str) == Some(name))
+            .collect();
+        let Some(found) = resolve_declared(name, &rows)? else {
+            return Ok(false);
+        };
+        let Some(script) = self.detail(found.id).await? else {
+            return Ok(false);
+        };
+        if normalize_live(&script).0 == *desired {
+            return Ok(true);
+        }
+        Err(ProviderError::permanent(format!(
+            "TacticalScript/{name}: an earlier attempt to create it got no answer, and script id {} now has this name but differs from the manifest; re-run plan",
+            found.id
+        )))
     }
 
     /// Sends a write and accepts TRMM's 200 with a JSON string (`"<name> was added!"`).
@@ -262,6 +291,14 @@ impl Provider for TacticalProvider {
         let desired = op.desired.cloned().unwrap_or(Value::Null);
         match op.action {
             OpAction::Create => {
+                let first = self
+                    .posted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(op.name.to_string());
+                if !first && self.created_earlier(op.name, &desired).await? {
+                    return Ok(());
+                }
                 let body = Value::Object(normalize::create_body(op.name, &desired));
                 self.write(Method::POST, "/scripts/", Some(&body)).await
             }

@@ -1,0 +1,624 @@
+//! Faults: the platform's desired state applied through injected failures, interrupted
+//! applies, and a server that dies mid-apply. What is checked is what an operator relies on:
+//! re-running converges, nothing is created twice, and a failed apply says exactly what it did.
+//!
+//! The emulators (`ofctl::sandbox`) run in the test's own multi-threaded runtime; NATS and
+//! Kafka are the real servers (`tests/support`).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use ofctl::sandbox::{self, FaultConfig, Sandbox, SandboxOptions};
+use serde_json::Value;
+use support::{desired_state, env_refs, kafka, nats, ofctl, platform_env, ManifestDir, Run};
+
+const API_KEY: &str = "faults-trmm-key-5d1c";
+const SCRIPT: &str = "OpenFrame Client Latest Update";
+const CONNECTORS: [&str; 4] = [
+    "fleet-mysql-connector",
+    "meshcentral-mongo-connector",
+    "tactical-rmm-psql-connector",
+    "tactical-rmm-psql-task-result-connector",
+];
+
+async fn emulators(faults: FaultConfig) -> Sandbox {
+    sandbox::start(SandboxOptions {
+        tactical_api_key: API_KEY.into(),
+        faults,
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("start the sandbox")
+}
+
+/// A GET as a person would send it, repeated through the injected faults (bounded).
+async fn get(url: &str) -> Value {
+    let http = reqwest::Client::new();
+    for _ in 0..50 {
+        let sent = http.get(url).header("X-API-KEY", API_KEY).send().await;
+        if let Ok(r) = sent {
+            if r.status().is_success() {
+                if let Ok(v) = r.json::<Value>().await {
+                    return v;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("GET {url} kept failing");
+}
+
+/// What exists at the source, read from the emulators' own APIs.
+#[derive(Debug, PartialEq)]
+struct Inventory {
+    /// Names of user-defined Tactical scripts, one entry per script (duplicates kept).
+    scripts: Vec<String>,
+    connectors: BTreeSet<String>,
+    schemas: BTreeSet<String>,
+    tables: BTreeSet<String>,
+}
+
+async fn inventory(sb: &Sandbox) -> Inventory {
+    let scripts = get(&format!(
+        "{}/scripts/?showCommunityScripts=true&showHiddenScripts=true",
+        sb.tactical_url
+    ))
+    .await;
+    let mut scripts: Vec<String> = scripts
+        .as_array()
+        .expect("script list")
+        .iter()
+        .filter(|s| s["script_type"] == "userdefined")
+        .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    scripts.sort();
+    let names = |v: &Value| -> BTreeSet<String> {
+        v.as_array()
+            .expect("a list of names")
+            .iter()
+            .map(|n| n.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    Inventory {
+        scripts,
+        connectors: names(&get(&format!("{}/connectors", sb.connect_url)).await),
+        schemas: names(&get(&format!("{}/schemas", sb.pinot_url)).await),
+        tables: names(&get(&format!("{}/tables", sb.pinot_url)).await["tables"]),
+    }
+}
+
+/// Exactly the desired state's objects, each once.
+fn assert_no_duplicates(inv: &Inventory) {
+    assert_eq!(inv.scripts, vec![SCRIPT.to_string()], "{inv:?}");
+    assert_eq!(
+        inv.connectors,
+        CONNECTORS.iter().map(|c| c.to_string()).collect(),
+        "{inv:?}"
+    );
+    let pinot: BTreeSet<String> = ["devices", "logs"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(inv.schemas, pinot, "{inv:?}");
+    assert_eq!(inv.tables, pinot, "{inv:?}");
+}
+
+/// The apply summary's lines, e.g. `made: NatsStream/x (create)` → ("made", "NatsStream/x").
+fn summary_lines(run: &Run) -> Vec<(&str, &str)> {
+    run.stdout
+        .lines()
+        .filter_map(|l| {
+            let (status, rest) = l.trim_start().split_once(':')?;
+            if !["made", "failed", "not attempted"].contains(&status) {
+                return None;
+            }
+            let address = rest.trim_start().split(" (").next()?;
+            Some((status, address))
+        })
+        .collect()
+}
+
+/// `Apply FAILED: D change(s) made, F failed, S not attempted.` → (D, F, S).
+fn failed_counts(run: &Run) -> Option<(usize, usize, usize)> {
+    let line = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Apply FAILED: "))?;
+    let n: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    match n[..] {
+        [d, f, s] => Some((d, f, s)),
+        _ => None,
+    }
+}
+
+/// A plan as JSON, re-run (bounded) when injected faults outlast the read retries.
+fn plan_json(m: &ManifestDir, env: &[(&str, &str)]) -> (i32, Value) {
+    let mut last = None;
+    for _ in 0..5 {
+        let plan = ofctl(&["plan", "-f", m.arg(), "--format", "json"], env);
+        if plan.code != 1 {
+            return (plan.code, plan.json());
+        }
+        assert!(
+            plan.stderr.contains("error: cannot read"),
+            "a plan fails only on reads: {plan:?}"
+        );
+        last = Some(plan);
+    }
+    panic!("five plans in a row could not read live state: {last:?}");
+}
+
+fn action_of<'a>(plan: &'a Value, address: &str) -> &'a str {
+    plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["address"] == address)
+        .and_then(|c| c["action"].as_str())
+        .unwrap_or_else(|| panic!("{address} not in the plan: {plan:#}"))
+}
+
+/// Checks that a finished apply told the truth: a success is followed by a no-op plan; a
+/// failure lists every change once as made, failed or not attempted, and what it calls made
+/// is in place.
+fn check_report(run: &Run, m: &ManifestDir, env: &[(&str, &str)]) {
+    let (code, plan) = plan_json(m, env);
+    match run.code {
+        0 => assert_eq!(
+            code, 0,
+            "apply succeeded but a re-plan has changes: {plan:#}\n{run:?}"
+        ),
+        1 if run.stderr.contains("error: cannot read") => {
+            // Live state could not be read: nothing was planned, so nothing was attempted.
+            assert!(!run.stdout.contains("Apply"), "{run:?}");
+        }
+        1 => {
+            let (done, failed, skipped) =
+                failed_counts(run).unwrap_or_else(|| panic!("no apply summary: {run:?}"));
+            let lines = summary_lines(run);
+            assert_eq!(lines.len(), done + failed + skipped, "{run:?}");
+            assert!(failed + skipped > 0, "{run:?}");
+            let addresses: BTreeSet<&str> = lines.iter().map(|(_, a)| *a).collect();
+            assert_eq!(addresses.len(), lines.len(), "each change once: {run:?}");
+            for (status, address) in &lines {
+                if *status == "made" {
+                    assert_eq!(
+                        action_of(&plan, address),
+                        "noop",
+                        "{address} was reported made: {run:?}"
+                    );
+                }
+            }
+        }
+        other => panic!("apply exited {other}: {run:?}"),
+    }
+}
+
+/// Retries the engine logged (`... retrying in ...`, one line per retried attempt).
+fn retries(run: &Run) -> usize {
+    run.stderr.matches("; retrying in ").count()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 20 % faults
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_state_converges_through_twenty_percent_faults_without_duplicates() {
+    let (_nats, nats_url) = nats();
+    let (_kafka, brokers) = kafka();
+    // One fresh set of emulators per seed (NATS and Kafka stay: their objects are created by
+    // the first round and are no-ops after).
+    for seed in [20, 21, 22, 23] {
+        // Every emulator request: 10 % a 500, 10 % a dropped connection (half of those after
+        // the request was handled, so its answer is lost): ≈ 19 % faulted. Connect writes also
+        // get 10 % rebalance 409s.
+        let sb = emulators(FaultConfig {
+            error_rate: 0.10,
+            drop_rate: 0.10,
+            rebalance_rate: 0.10,
+            seed: Some(seed),
+            ..FaultConfig::default()
+        })
+        .await;
+        let m = desired_state();
+        let env = platform_env(&sb, API_KEY, &nats_url, &brokers);
+        let env = env_refs(&env);
+
+        const MAX_RUNS: usize = 6;
+        let started = Instant::now();
+        let mut runs = Vec::new();
+        for _ in 0..MAX_RUNS {
+            let apply = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &env);
+            check_report(&apply, &m, &env);
+            runs.push((apply.code, retries(&apply), failed_counts(&apply)));
+            if apply.code == 0 {
+                break;
+            }
+        }
+        let stats = sb.stats.snapshot();
+        let faults = stats.pinot.faults + stats.connect.faults + stats.tactical.faults;
+        let requests = [stats.pinot, stats.connect, stats.tactical]
+            .iter()
+            .map(|s| s.reads + s.writes)
+            .sum::<u64>();
+        eprintln!(
+            "faults seed {seed}: {} apply run(s) in {:?} (exit, logged retries, failed summary): {runs:?}; {faults} faults injected in {requests} emulator requests",
+            runs.len(),
+            started.elapsed(),
+        );
+        assert_eq!(
+            runs.last().map(|r| r.0),
+            Some(0),
+            "seed {seed}: no convergence in {MAX_RUNS} runs: {runs:?}"
+        );
+        assert!(faults > 0, "seed {seed}: no fault was injected");
+        let (code, plan) = plan_json(&m, &env);
+        assert_eq!(code, 0, "{plan:#}");
+        assert_no_duplicates(&inventory(&sb).await);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lost answers: the write was made, the connection dropped before the reply
+
+/// Tactical RMM script names are not unique and its POST returns no id (apis.md §3); Pinot and
+/// Kafka Connect answer a second POST of the same name with 409. A create retried after a lost
+/// answer must neither add a second script nor report a failure for an object it made itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_whose_answers_were_lost_are_not_repeated() {
+    // Half of all writes dropped, half of those after the emulator made the change; reads are
+    // spared so that every run gets as far as its writes.
+    let sb = emulators(FaultConfig {
+        drop_rate: 0.5,
+        writes_only: true,
+        seed: Some(7),
+        ..FaultConfig::default()
+    })
+    .await;
+    let m = ManifestDir::new();
+    m.write(
+        "ofctl.toml",
+        &format!(
+            "[tactical]\nurl = \"{}\"\napi_key = \"${{env:OFCTL_TACTICAL_API_KEY}}\"\n[pinot]\nurl = \"{}\"\n[connect]\nurl = \"{}\"\n[engine]\nretry_base_ms = 10\nmax_attempts = 8\n",
+            sb.tactical_url, sb.pinot_url, sb.connect_url
+        ),
+    );
+    const N: usize = 6;
+    let mut docs = String::new();
+    for i in 0..N {
+        docs.push_str(&format!(
+            "apiVersion: ofctl.openframe.io/v1\nkind: TacticalScript\nmetadata:\n  name: Lost answer {i}\nspec:\n  shell: shell\n  script_body: \"echo {i}\\n\"\n---\n\
+             apiVersion: ofctl.openframe.io/v1\nkind: PinotSchema\nmetadata:\n  name: lost{i}\nspec:\n  dimensionFieldSpecs: [{{name: id, dataType: STRING}}]\n---\n\
+             apiVersion: ofctl.openframe.io/v1\nkind: KafkaConnector\nmetadata:\n  name: lost-{i}\nspec:\n  config:\n    connector.class: io.debezium.connector.postgresql.PostgresConnector\n    database.hostname: 127.0.0.1\n    database.user: cdc\n    database.password: ${{env:OFCTL_TEST_PG_PASSWORD}}\n    database.dbname: app\n    topic.prefix: lost{i}\n---\n"
+        ));
+    }
+    m.write("objects.yaml", &docs);
+    let env = [
+        ("OFCTL_TACTICAL_API_KEY", API_KEY),
+        ("OFCTL_TEST_PG_PASSWORD", "lost-answer-pw"),
+    ];
+
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        let apply = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &env);
+        check_report(&apply, &m, &env);
+        runs.push((apply.code, retries(&apply), failed_counts(&apply)));
+        // A create that was made must never come back as "already exists".
+        assert!(!apply.stdout.contains("returned 409"), "{apply:?}");
+        if apply.code == 0 {
+            break;
+        }
+    }
+    let stats = sb.stats.snapshot();
+    eprintln!(
+        "lost answers: runs (exit, logged retries, failed summary) {runs:?}; writes dropped: tactical {} of {}, pinot {} of {}, connect {} of {}",
+        stats.tactical.faults,
+        stats.tactical.writes,
+        stats.pinot.faults,
+        stats.pinot.writes,
+        stats.connect.faults,
+        stats.connect.writes,
+    );
+    assert_eq!(runs.last().map(|r| r.0), Some(0), "{runs:?}");
+    let inv = inventory(&sb).await;
+    let names = |f: &dyn Fn(usize) -> String| (0..N).map(f).collect::<Vec<_>>();
+    assert_eq!(
+        inv.scripts,
+        names(&|i| format!("Lost answer {i}")),
+        "each script once"
+    );
+    assert_eq!(
+        inv.schemas,
+        names(&|i| format!("lost{i}")).into_iter().collect()
+    );
+    assert_eq!(
+        inv.connectors,
+        names(&|i| format!("lost-{i}")).into_iter().collect()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL at random points
+
+/// Pending changes of a plan, and how many there are in all.
+fn pending(plan: &Value) -> (usize, usize) {
+    let changes = plan["changes"].as_array().expect("changes");
+    let pending = changes.iter().filter(|c| c["action"] != "noop").count();
+    (pending, changes.len())
+}
+
+/// Starts `ofctl apply` and SIGKILLs it `extra` after its `k`-th change was reported done
+/// (`k = 0`: after it read live state). Returns whether it had already exited.
+fn kill_after(m: &ManifestDir, env: &[(&str, &str)], k: usize, extra: Duration) -> bool {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ofctl"))
+        .args(["apply", "-f", m.arg(), "--auto-approve"])
+        .envs(env.iter().copied())
+        .env("OFCTL_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ofctl apply");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads to the end (the pipe must not fill up), signalling once the k-th change is done.
+    let reader = std::thread::spawn(move || {
+        let mut done = None;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("read live state in") {
+                done = Some(0);
+            } else if line.starts_with("  ✓ ") {
+                done = done.map(|d| d + 1);
+            }
+            if done == Some(k) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    // Bounded: an apply that ends first closes the channel.
+    let _ = rx.recv_timeout(Duration::from_secs(20));
+    std::thread::sleep(extra);
+    let finished = child.try_wait().expect("poll ofctl").is_some();
+    child.kill().expect("SIGKILL"); // `Child::kill` is SIGKILL on Unix
+    child.wait().expect("reap ofctl");
+    reader.join().expect("stderr reader");
+    finished
+}
+
+/// `ofctl apply` killed with SIGKILL at random points (after a random number of finished
+/// changes, plus up to one emulator round trip, so some kills land with a request in flight),
+/// ten times, each on a fresh platform so that every kill point covers the whole desired state;
+/// a re-run then converges with nothing created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_killed_at_random_points_converges_on_rerun() {
+    use rand::{Rng, SeedableRng};
+    const KILLS: usize = 10;
+    const LATENCY: Duration = Duration::from_millis(20);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut outcomes = Vec::new();
+    let mut total = None;
+    for _ in 0..KILLS {
+        // Every emulator request takes 20 ms, and one change at a time per system.
+        let sb = emulators(FaultConfig {
+            latency: LATENCY,
+            ..FaultConfig::default()
+        })
+        .await;
+        let (_nats, nats_url) = nats();
+        let (_kafka, brokers) = kafka();
+        let m = desired_state();
+        let config = m.path().join("ofctl.toml");
+        let mut text = std::fs::read_to_string(&config).expect("ofctl.toml");
+        text.push_str("\n[engine]\nconcurrency = 1\n");
+        std::fs::write(&config, text).expect("ofctl.toml");
+        let env = platform_env(&sb, API_KEY, &nats_url, &brokers);
+        let env = env_refs(&env);
+
+        let total = *total.get_or_insert_with(|| pending(&plan_json(&m, &env).1).0);
+        let k = rng.gen_range(0..total);
+        let extra = LATENCY.mul_f64(rng.gen_range(0.0..1.5));
+        let finished = kill_after(&m, &env, k, extra);
+
+        let rerun = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &env);
+        assert_eq!(
+            rerun.code, 0,
+            "re-run after a kill after {k} changes: {rerun:?}"
+        );
+        // Where the kill landed: how much of the desired state the re-run still had to do.
+        let left = rerun
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Apply complete: "))
+            .and_then(|l| l.split(' ').next())
+            .map_or(0, |n| n.parse::<usize>().expect("a count"));
+        outcomes.push((k, extra.as_millis(), finished, left, total));
+        let (code, plan) = plan_json(&m, &env);
+        assert_eq!(
+            code, 0,
+            "not converged after a kill after {k} changes: {plan:#}"
+        );
+        assert_no_duplicates(&inventory(&sb).await);
+    }
+    let mid = outcomes
+        .iter()
+        .filter(|(_, _, _, left, total)| 0 < *left && left < total)
+        .count();
+    eprintln!(
+        "sigkill: kills (after k changes, + ms, had exited, changes left, of): {outcomes:?}; {mid} of {KILLS} left a partly applied state"
+    );
+    assert!(
+        mid >= KILLS / 2,
+        "too few kills landed mid-apply to test anything: {outcomes:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real server stopped mid-apply
+
+fn streams(names: impl Iterator<Item = String>) -> String {
+    names
+        .map(|n| support::stream(&n, &format!("  subjects: [\"{}.>\"]", n.to_lowercase())))
+        .collect()
+}
+
+/// nats-server is killed while an apply of 50 streams runs: the apply ends promptly with exit 1
+/// and a summary that is true when checked against the restarted server. A saved plan applied
+/// while the server is down applies nothing and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stopped_mid_apply_is_reported_change_by_change() {
+    use std::io::{BufRead, Read};
+    let store = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let start = || {
+        support::nats_server(
+            tempfile::tempdir().expect("tempdir"),
+            store.path(),
+            port,
+            &[],
+        )
+    };
+    let mut server = start();
+    let m = ManifestDir::new();
+    m.write(
+        "ofctl.toml",
+        &format!("[nats]\nurl = \"nats://127.0.0.1:{port}\"\n"),
+    );
+    const N: usize = 50;
+    const KILL_AFTER: usize = 10;
+    m.write(
+        "streams.yaml",
+        &streams((1..=N).map(|i| format!("S{i:02}"))),
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ofctl"))
+        .args(["apply", "-f", m.arg(), "--auto-approve"])
+        .env("OFCTL_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ofctl apply");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut done = 0;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("  ✓ ") {
+                done += 1;
+                if done == KILL_AFTER {
+                    let _ = tx.send(());
+                }
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the apply made 10 changes");
+    server.stop();
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll ofctl") {
+            break status;
+        }
+        if stopped.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the apply did not end within 60 s of the server stopping");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = stopped.elapsed();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read stdout");
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr: reader.join().expect("stderr reader"),
+    };
+    assert_eq!(run.code, 1, "{run:?}");
+    let (done, failed, skipped) = failed_counts(&run).unwrap_or_else(|| panic!("{run:?}"));
+    assert!(done >= KILL_AFTER, "{run:?}");
+    assert_eq!(done + failed + skipped, N, "{run:?}");
+    assert!(failed > 0 && skipped > 0, "{run:?}");
+    let lines = summary_lines(&run);
+    assert_eq!(lines.len(), N, "every stream once: {run:?}");
+    for line in run.stdout.lines() {
+        let line = line.trim_start();
+        if line.starts_with("failed:") {
+            assert!(
+                line.contains("the connection to NATS at nats://127.0.0.1"),
+                "{line}"
+            );
+        }
+        if line.starts_with("not attempted:") {
+            assert!(line.contains("nats stopped answering"), "{line}");
+        }
+    }
+    eprintln!(
+        "nats stopped: the apply ended {took:?} after the server stopped: {done} made, {failed} failed, {skipped} not attempted"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+
+    // Checked against the server, restarted on its own storage: what was called made exists,
+    // what was not attempted does not; a failed create may or may not have landed.
+    let mut server = start();
+    let (code, plan) = plan_json(&m, &[]);
+    assert_eq!(code, 2, "{plan:#}");
+    for (status, address) in &lines {
+        let action = action_of(&plan, address);
+        match *status {
+            "made" => assert_eq!(action, "noop", "{address}"),
+            "not attempted" => assert_eq!(action, "create", "{address}"),
+            _ => assert!(["noop", "create"].contains(&action), "{address}: {action}"),
+        }
+    }
+    let rerun = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert_eq!(plan_json(&m, &[]).0, 0);
+
+    // A saved plan, then the server goes away before it is applied: nothing is applied, and
+    // the error says which read failed.
+    m.write(
+        "more.yaml",
+        &streams((N + 1..=N + 5).map(|i| format!("S{i:02}"))),
+    );
+    let saved = m.path().join("plan.json");
+    let plan = ofctl(&["plan", "-f", m.arg(), "-o", saved.to_str().unwrap()], &[]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    server.stop();
+    let down = ofctl(&["apply", saved.to_str().unwrap()], &[]);
+    assert_eq!(down.code, 1, "{down:?}");
+    assert!(
+        down.stderr.contains(
+            "error: cannot read NatsStream from nats: cannot connect to NATS at nats://127.0.0.1"
+        ) && down.stderr.contains("Nothing was applied"),
+        "{down:?}"
+    );
+    assert!(!down.stdout.contains("Apply"), "{down:?}");
+    // Back up, the saved plan is still current and applies.
+    let _server = start();
+    let applied = ofctl(&["apply", saved.to_str().unwrap()], &[]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(
+        applied.stdout.contains("Apply complete: 5 change(s) made."),
+        "{applied:?}"
+    );
+}
