@@ -3,7 +3,6 @@
 pub mod diff;
 pub mod render;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
