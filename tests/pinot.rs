@@ -169,6 +169,49 @@ async fn desired_state_creates_then_plans_as_a_noop_with_four_reads() {
     eprintln!("no-op plan of desired-state/pinot: 4 GETs, {elapsed:?}");
 }
 
+/// More declared objects than one round of concurrent GETs (here 4 at 1 in flight): the names
+/// are listed first, so a first plan sends the two lists only, and a later plan GETs only the
+/// objects that exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_declared_objects_are_listed_before_they_are_read() {
+    let sb = start().await;
+    let m = desired_state(&sb.pinot_url);
+    m.write(
+        "ofctl.toml",
+        &format!(
+            "[engine]\nconcurrency = 1\n\n{}",
+            target_config(&sb.pinot_url)
+        ),
+    );
+    let reads = || sb.stats.snapshot().pinot.reads;
+
+    let before = reads();
+    let (_, plan) = plan_json(&m, &[]);
+    assert_eq!(plan["summary"]["create"], 4, "{plan:#}");
+    assert_eq!(reads() - before, 2, "GET /schemas and GET /tables only");
+
+    assert_eq!(apply(&m, &[]).code, 0);
+    let (status, _) = http(
+        reqwest::Method::DELETE,
+        format!("{}/tables/logs?type=realtime", sb.pinot_url),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let before = reads();
+    let (run, plan) = plan_json(&m, &[]);
+    assert_eq!(run.code, 2);
+    assert_eq!(plan["summary"]["create"], 1, "{plan:#}");
+    assert_eq!(plan["summary"]["noop"], 3, "{plan:#}");
+    assert_eq!(
+        change(&plan, "PinotTable/logs_REALTIME")["action"],
+        "create"
+    );
+    // The two lists, both schemas, and the one table left.
+    assert_eq!(reads() - before, 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_column_updates_in_place_and_removing_it_is_refused_until_forced() {
     let sb = start().await;
