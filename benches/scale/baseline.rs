@@ -7,9 +7,11 @@
 //!
 //! Each read is what a per-resource client would send: NATS `STREAM.INFO`, a Kafka metadata
 //! request for the one topic (no DescribeConfigs, which favours the baseline), Pinot
-//! `GET /schemas/{name}` and `GET /tables/{raw}?type=`, Connect `GET /connectors/{name}`, and
-//! Tactical `GET /scripts/{id}/` with the id Terraform would keep in its state (looked up
-//! before timing starts). Clients are created inside the timed section, as ofctl's are.
+//! `GET /schemas/{name}` and `GET /tables/{raw}?type=`, Connect `GET /connectors/{name}`, a
+//! MongoDB find of one tool agent by `_id`, and Tactical `GET /scripts/{id}/` with the id
+//! Terraform would keep in its state (looked up before timing starts). Clients are created
+//! inside the timed section, as ofctl's are. Against empty systems (the cold plan's state)
+//! every read answers "not found", which costs the same round trip.
 //!
 //! The floor: a client that sends exactly the lower bound's requests ([`super::lower_bound`]),
 //! with the same limit per system as ofctl, all systems at once, and does nothing with the
@@ -19,7 +21,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use mongodb::bson::{doc, Document};
+use ofctl::providers::mongo::AGENTS_COLLECTION;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -36,27 +40,51 @@ pub enum Read {
     AllTopics,
     /// One Kafka DescribeConfigs request for these topics.
     TopicConfigs(Vec<String>),
-    /// A GET on an emulator; `tactical` sends the API key.
+    /// MongoDB: one tool agent by `_id`.
+    Agent(String),
+    /// MongoDB: one find of these tool agents.
+    Agents(Vec<String>),
+    /// A GET of one object on an emulator (200, or 404 when absent); `tactical` sends the
+    /// API key.
     Http { url: String, tactical: bool },
+    /// A GET of a list on an emulator.
+    List { url: String, tactical: bool },
+}
+
+impl Read {
+    /// How many objects the read finds when the declared objects exist (`present`) or none
+    /// does; `None` for a list, which answers either way.
+    fn expected(&self, present: bool) -> Option<usize> {
+        let count = match self {
+            Read::StreamPage(_) | Read::AllTopics | Read::List { .. } => return None,
+            Read::TopicConfigs(names) => names.len(),
+            Read::Agents(names) => names.len(),
+            Read::Stream(_) | Read::Topic(_) | Read::Agent(_) | Read::Http { .. } => 1,
+        };
+        Some(if present { count } else { 0 })
+    }
 }
 
 pub struct Targets<'a> {
     pub nats: &'a str,
     pub kafka: &'a str,
+    pub mongo: &'a str,
     pub tactical_api_key: &'a str,
 }
 
 /// What a baseline run did.
 pub struct Run {
     pub elapsed: Duration,
-    /// Reads sent to NATS and Kafka (the emulators count their own).
+    /// Reads sent to NATS, Kafka and MongoDB (the emulators count their own).
     pub nats: u64,
     pub kafka: u64,
+    pub mongo: u64,
 }
 
 struct Clients {
     nats: async_nats::Client,
     kafka: Arc<AdminClient<DefaultClientContext>>,
+    agents: mongodb::Collection<Document>,
     http: reqwest::Client,
     api_key: String,
 }
@@ -65,11 +93,12 @@ struct Clients {
 /// the reads of a stage `parallelism` at a time. A baseline is one group of one stage.
 pub type Schedule = Vec<Vec<Vec<Read>>>;
 
-/// Runs `schedule`; every object read must exist.
+/// Runs `schedule`; every object read must exist (`present`) or every one must be absent.
 pub async fn run(
     schedule: &Schedule,
     targets: &Targets<'_>,
     parallelism: usize,
+    present: bool,
 ) -> Result<Run, String> {
     let started = Instant::now();
     let clients = Clients {
@@ -79,9 +108,18 @@ pub async fn run(
         kafka: Arc::new(
             ClientConfig::new()
                 .set("bootstrap.servers", targets.kafka)
+                // librdkafka's producer-type handles (an admin client is one) default to
+                // asking the broker to create a topic their metadata request names.
+                .set("allow.auto.create.topics", "false")
                 .create()
                 .map_err(|e| format!("kafka: {e}"))?,
         ),
+        agents: mongodb::Client::with_uri_str(targets.mongo)
+            .await
+            .map_err(|e| format!("mongo: {e}"))?
+            .default_database()
+            .ok_or("the MongoDB URI names no database")?
+            .collection(AGENTS_COLLECTION),
         http: reqwest::Client::new(),
         api_key: targets.tactical_api_key.to_string(),
     };
@@ -89,7 +127,16 @@ pub async fn run(
     let systems = schedule.iter().map(|stages| async move {
         for stage in stages {
             let results: Vec<Result<(), String>> = futures::stream::iter(stage)
-                .map(|read| read_one(clients, read))
+                .map(|read| async move {
+                    let found = read_one(clients, read).await?;
+                    match read.expected(present) {
+                        Some(expected) if expected != found => Err(format!(
+                            "{}: found {found} objects, expected {expected}",
+                            read.describe()
+                        )),
+                        _ => Ok(()),
+                    }
+                })
                 .buffer_unordered(parallelism.max(1))
                 .collect()
                 .await;
@@ -106,11 +153,27 @@ pub async fn run(
         elapsed,
         nats: count(|r| matches!(r, Read::Stream(_) | Read::StreamPage(_))),
         kafka: count(|r| matches!(r, Read::Topic(_) | Read::AllTopics | Read::TopicConfigs(_))),
+        mongo: count(|r| matches!(r, Read::Agent(_) | Read::Agents(_))),
     })
 }
 
-/// A NATS JetStream API request whose answer must not be an error.
-async fn jetstream(clients: &Clients, subject: String, body: &str) -> Result<(), String> {
+impl Read {
+    fn describe(&self) -> String {
+        match self {
+            Read::Stream(name) => format!("stream {name}"),
+            Read::StreamPage(offset) => format!("streams from {offset}"),
+            Read::Topic(name) => format!("topic {name}"),
+            Read::AllTopics => "all topics".into(),
+            Read::TopicConfigs(names) => format!("configs of {} topics", names.len()),
+            Read::Agent(name) => format!("agent {name}"),
+            Read::Agents(names) => format!("{} agents", names.len()),
+            Read::Http { url, .. } | Read::List { url, .. } => format!("GET {url}"),
+        }
+    }
+}
+
+/// A NATS JetStream API request: 1 when it answers, 0 when it answers "not found" (404).
+async fn jetstream(clients: &Clients, subject: String, body: &str) -> Result<usize, String> {
     let msg = clients
         .nats
         .request(subject.clone(), body.to_string().into())
@@ -119,13 +182,15 @@ async fn jetstream(clients: &Clients, subject: String, body: &str) -> Result<(),
     let answer: Value =
         serde_json::from_slice(&msg.payload).map_err(|e| format!("{subject}: {e}"))?;
     match answer.get("error") {
-        None => Ok(()),
+        None => Ok(1),
+        Some(e) if e["code"] == 404 => Ok(0),
         Some(e) => Err(format!("{subject}: {e}")),
     }
 }
 
-/// Kafka metadata of one topic, or of all (`None`), from a blocking librdkafka call.
-async fn metadata(clients: &Clients, topic: Option<&str>) -> Result<(), String> {
+/// Kafka metadata of one topic (1 when it exists), or of all (`None`), from a blocking
+/// librdkafka call.
+async fn metadata(clients: &Clients, topic: Option<&str>) -> Result<usize, String> {
     let admin = Arc::clone(&clients.kafka);
     let wanted = topic.map(str::to_string);
     let what = topic.unwrap_or("all topics").to_string();
@@ -138,13 +203,13 @@ async fn metadata(clients: &Clients, topic: Option<&str>) -> Result<(), String> 
     .map_err(|e| format!("metadata {what}: {e}"))?
     .map_err(|e| format!("metadata {what}: {e}"))?;
     match (topic, metadata.topics().first()) {
-        (None, _) => Ok(()),
-        (Some(_), Some(t)) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-        _ => Err(format!("topic {what} not found")),
+        (Some(_), Some(t)) if t.error().is_none() && !t.partitions().is_empty() => Ok(1),
+        _ => Ok(0),
     }
 }
 
-async fn read_one(clients: &Clients, read: &Read) -> Result<(), String> {
+/// Sends one read; returns how many of the objects it asked for exist.
+async fn read_one(clients: &Clients, read: &Read) -> Result<usize, String> {
     match read {
         Read::Stream(name) => jetstream(clients, format!("$JS.API.STREAM.INFO.{name}"), "").await,
         Read::StreamPage(offset) => {
@@ -160,12 +225,24 @@ async fn read_one(clients: &Clients, read: &Read) -> Result<(), String> {
                 .describe_configs(&specifiers, &AdminOptions::new())
                 .await
                 .map_err(|e| format!("describe_configs: {e}"))?;
-            match results.into_iter().find_map(Result::err) {
-                None => Ok(()),
-                Some(code) => Err(format!("describe_configs: {code}")),
-            }
+            Ok(results.iter().filter(|r| r.is_ok()).count())
         }
-        Read::Http { url, tactical } => {
+        Read::Agent(name) => match clients.agents.find_one(doc! {"_id": name}).await {
+            Ok(found) => Ok(usize::from(found.is_some())),
+            Err(e) => Err(format!("find agent {name}: {e}")),
+        },
+        Read::Agents(names) => {
+            let found: Vec<Document> = clients
+                .agents
+                .find(doc! {"_id": {"$in": names}})
+                .await
+                .map_err(|e| format!("find agents: {e}"))?
+                .try_collect()
+                .await
+                .map_err(|e| format!("find agents: {e}"))?;
+            Ok(found.len())
+        }
+        Read::Http { url, tactical } | Read::List { url, tactical } => {
             let mut request = clients.http.get(url);
             if *tactical {
                 request = request.header("x-api-key", &clients.api_key);
@@ -181,10 +258,10 @@ async fn read_one(clients: &Clients, read: &Read) -> Result<(), String> {
                 .map_err(|e| format!("GET {url}: {e}"))?;
             // Parsed, as a real client would.
             let _: Value = serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}"))?;
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(format!("GET {url}: {status}"))
+            match status.as_u16() {
+                200 => Ok(1),
+                404 if matches!(read, Read::Http { .. }) => Ok(0),
+                _ => Err(format!("GET {url}: {status}")),
             }
         }
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 /// How many resources of each kind a manifest of `n` holds. Per 20 resources: 4 streams,
-/// 4 topics, 2 connectors, 3 Pinot schemas with their 3 tables, 4 scripts.
+/// 3 topics, 2 connectors, 3 Pinot schemas with their 3 tables, 2 tool agents, 3 scripts.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Mix {
     pub streams: usize,
@@ -15,28 +15,31 @@ pub struct Mix {
     pub connectors: usize,
     /// Pinot schemas; each has one table of the same raw name.
     pub tables: usize,
+    pub agents: usize,
     pub scripts: usize,
 }
 
 impl Mix {
     pub fn of(n: usize) -> Mix {
         let streams = n / 5;
-        let topics = n / 5;
+        let topics = n * 3 / 20;
         let connectors = n / 10;
         let tables = n * 3 / 20;
+        let agents = n / 10;
         // Scripts take the remainder, so the total is exactly n.
-        let scripts = n - streams - topics - connectors - 2 * tables;
+        let scripts = n - streams - topics - connectors - 2 * tables - agents;
         Mix {
             streams,
             topics,
             connectors,
             tables,
+            agents,
             scripts,
         }
     }
 
     pub fn total(&self) -> usize {
-        self.streams + self.topics + self.connectors + 2 * self.tables + self.scripts
+        self.streams + self.topics + self.connectors + 2 * self.tables + self.agents + self.scripts
     }
 }
 
@@ -67,6 +70,10 @@ pub fn table_type(i: usize, mix: &Mix) -> &'static str {
     }
 }
 
+pub fn agent(i: usize) -> String {
+    format!("bench-agent-{i:05}")
+}
+
 pub fn script(i: usize) -> String {
     format!("Bench script {i:05}")
 }
@@ -78,9 +85,13 @@ pub struct Endpoints<'a> {
     pub pinot: &'a str,
     pub connect: &'a str,
     pub tactical: &'a str,
+    pub mongo: &'a str,
     /// Changes (and provider reads) in flight per live system.
     pub concurrency: usize,
 }
+
+/// Makes the name and spec of resource `i` of one kind.
+type Make<'a> = &'a dyn Fn(usize) -> (String, Value);
 
 /// Writes `ofctl.toml` and one YAML file per kind into `dir`. Specs are written as JSON flow
 /// mappings (valid YAML), which keeps quoting exact whatever the values hold.
@@ -91,13 +102,13 @@ pub fn write(dir: &Path, mix: &Mix, endpoints: &Endpoints<'_>) -> std::io::Resul
         format!(
             "tenant = \"bench\"\nenvironment = \"bench\"\n\n[engine]\nconcurrency = {}\n\n\
              [nats]\nurl = \"{}\"\n\n[kafka]\nbrokers = \"{}\"\n\n[pinot]\nurl = \"{}\"\n\n\
-             [connect]\nurl = \"{}\"\n\n[tactical]\nurl = \"{}\"\n\
+             [connect]\nurl = \"{}\"\n\n[mongo]\nuri = \"{}\"\n\n[tactical]\nurl = \"{}\"\n\
              api_key = \"${{env:OFCTL_BENCH_TACTICAL_API_KEY}}\"\n\n[variables]\n\
              BENCH_DB_PASSWORD = \"${{env:OFCTL_BENCH_DB_PASSWORD:-bench-only-password}}\"\n",
-            e.concurrency, e.nats, e.kafka, e.pinot, e.connect, e.tactical
+            e.concurrency, e.nats, e.kafka, e.pinot, e.connect, e.mongo, e.tactical
         ),
     )?;
-    let files: [(&str, &str, usize, &dyn Fn(usize) -> (String, Value)); 6] = [
+    let files: [(&str, &str, usize, Make<'_>); 7] = [
         ("streams.yaml", "NatsStream", mix.streams, &|i| {
             (stream(i), stream_spec(i))
         }),
@@ -116,6 +127,9 @@ pub fn write(dir: &Path, mix: &Mix, endpoints: &Endpoints<'_>) -> std::io::Resul
                 format!("{}_{kind}", schema(i)),
                 table_spec(i, kind, mix, e.kafka),
             )
+        }),
+        ("agents.yaml", "ToolAgent", mix.agents, &|i| {
+            (agent(i), agent_spec(i))
         }),
         ("scripts.yaml", "TacticalScript", mix.scripts, &|i| {
             (script(i), script_spec(i))
@@ -229,6 +243,39 @@ fn table_spec(i: usize, kind: &str, mix: &Mix, brokers: &str) -> Value {
         },
         "tableIndexConfig": index,
         "tenants": {"broker": "DefaultTenant", "server": "DefaultTenant"},
+    })
+}
+
+/// A tool agent shaped like the platform's (desired-state/mongo/agents).
+fn agent_spec(i: usize) -> Value {
+    let download = |os: &str, file: &str, target: &str| {
+        json!({
+            "os": os,
+            "linkTemplate": format!("https://example.invalid/bench/{i}/releases/download/{{version}}/{file}"),
+            "fileName": file,
+            "targetFileName": target,
+        })
+    };
+    json!({
+        "id": agent(i),
+        "toolId": format!("bench-tool-{i:05}"),
+        "version": format!("1.0.{i}"),
+        "status": "ENABLED",
+        "sessionType": "SERVICE",
+        "runCommandArgs": ["--server-url", "https://bench.example.invalid", "--mode", "service"],
+        "downloadConfigurations": [
+            download("windows", "agent-windows-amd64.zip", "agent.exe"),
+            download("macos", "agent-macos-universal.tar.gz", "agent"),
+        ],
+        "assets": [{
+            "id": "helper",
+            "version": "0.0.1",
+            "source": "GITHUB",
+            "downloadConfigurations": [download("windows", "helper-windows.zip", "helper.exe")],
+            "executable": true,
+        }],
+        "allowVersionUpdate": true,
+        "allowConfigurationUpdate": true,
     })
 }
 

@@ -1,30 +1,45 @@
 //! Scale benchmark: `cargo bench --bench scale` (a plain program, `harness = false`).
 //!
 //! For each N (100, 500, 2000; `OFCTL_BENCH_SIZES=100,500` to choose), a fresh child process
-//! (this program with `--one N`, so that peak RSS is per N) starts a real nats-server and a
-//! real Kafka-protocol broker (noida-db) from `$OFCTL_TOOLS_DIR` (default `<repo>/.tools`),
-//! and `ofctl sandbox` (the Pinot, Kafka Connect and Tactical RMM emulators) in its own
-//! process with 5 ms added to every request. It generates a manifest of N mixed resources
-//! ([`generate::Mix`]) and measures, driving `ofctl::engine::Engine` in-process:
+//! (this program with `--one N`, so that peak RSS is per N) starts a real nats-server, a real
+//! Kafka-protocol broker (noida-db) and a MongoDB-wire server (SecantusDB) from
+//! `$OFCTL_TOOLS_DIR` (default `<repo>/.tools`), and `ofctl sandbox` (the Pinot, Kafka Connect
+//! and Tactical RMM emulators) in its own process with [`LATENCY`] added to every request. It
+//! generates a manifest of N mixed resources ([`generate::Mix`]) and measures, driving
+//! `ofctl::engine::Engine` in-process with `[engine] concurrency` = [`CONCURRENCY`]:
 //!
-//! * **cold plan** — a new engine (new connections, nothing cached) observes and plans the
-//!   manifest against empty systems (everything is a create);
-//! * **apply** — the creates of that plan;
-//! * **no-op plan** — a new engine observes and plans again: no changes, and no writes;
-//! * the **baselines** ([`baseline`]) — one read per resource, serially and 10 at a time.
+//! * **cold plan**: a new engine (new connections, nothing cached) observes and plans against
+//!   empty systems, so everything is a create. This is `plan_ms` on the last lines;
+//! * **apply**: the creates of that plan;
+//! * **no-op plan**: a new engine observes and plans again; it must find no change and send
+//!   no write (the plan CI runs in the steady state);
+//! * **baselines** ([`baseline`]): one read per resource, serially and with 10 in flight in
+//!   all (Terraform's `-parallelism` 1 and 10), against the same systems as each plan: empty
+//!   for the cold plan (every read answers "not found"), populated for the no-op plan;
+//! * **floor** ([`baseline`]): only the lower bound's requests, sent by a client that does
+//!   nothing else, with [`CONCURRENCY`] in flight per system.
 //!
-//! Plans exclude loading the manifest (reported separately as `load_ms`); plans and the
-//! parallel baseline are run [`REPEAT`] times and the median reported.
+//! A plan's time is observe + plan; loading the manifest is reported apart (`load_ms`). Plans,
+//! the parallel baseline and the floor run [`REPEAT`] times, and the median is reported.
+//! Requests are counted by the emulators (Pinot, Connect, Tactical) and by ofctl's own
+//! counters (NATS, Kafka, MongoDB).
 //!
-//! The **lower bound** ([`lower_bound`]) is the fewest round trips any client needs given the
-//! APIs' bulk reads, and its time is that of the longest chain of round trips one system
-//! needs when every round trip costs [`LATENCY`] and [`CONCURRENCY`] requests are in flight
-//! per system (ofctl's `[engine] concurrency`, set to the same value in the generated
-//! config). `vs_bound` is plan time / that time.
+//! **Lower bound** ([`lower_bound`], [`bound_formula`]): the fewest round trips any client
+//! needs to learn the live state, given the APIs' bulk reads, in the systems' actual state.
+//! Its **time** (`bound ms`) is [`LATENCY`] times the longest chain of round trips one system
+//! needs with [`CONCURRENCY`] requests in flight per system, systems in parallel.
+//! `vs_bound` = plan time / that time. The bound counts round trips only: the CPU a plan
+//! spends normalizing and diffing N resources is not in it, and the emulators' round trip is
+//! longer than the latency they inject (timer granularity, their own work, a busy machine),
+//! so even the floor lands above the bound; `vs floor` = plan time / floor time is ofctl's
+//! overhead over the round trips themselves.
 //!
-//! The last lines printed are one per N:
-//! `N=… plan_ms=… requests=… lower_bound=… vs_serial=…x vs_par10=…x vs_bound=…x rss_mb=…`,
-//! about the no-op plan, the steady state CI plans against and the one the baselines read.
+//! Peak RSS is read from `/proc/self/status` (VmHWM), reset before each step through
+//! `/proc/self/clear_refs`.
+//!
+//! The last lines printed are one per N, about the cold plan:
+//! `N=… plan_ms=… requests=… lower_bound=… vs_serial=…x vs_par10=…x vs_bound=…x rss_mb=…`
+//! (`rss_mb`: the peak over loading, the cold plan, the apply and the no-op plan).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -33,6 +48,7 @@ mod baseline;
 mod generate;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,7 +56,6 @@ use ofctl::apply::{ApplyOptions, Status};
 use ofctl::config::TargetConfig;
 use ofctl::engine::Engine;
 use ofctl::kind::System;
-use ofctl::manifest::Manifest;
 use ofctl::plan::{Plan, PlanOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -59,7 +74,7 @@ const TERRAFORM_PARALLELISM: usize = 10;
 /// JetStream answers `STREAM.LIST` in pages of at most 256 streams (`JSApiListLimit`).
 const NATS_PAGE: usize = 256;
 /// Runs of each plan and of the parallel baseline; the median is reported.
-const REPEAT: usize = 3;
+const REPEAT: usize = 5;
 const TACTICAL_API_KEY: &str = "bench-api-key";
 const RESULT_PREFIX: &str = "RESULT ";
 /// Tactical's script list, as ofctl reads it.
@@ -128,21 +143,43 @@ struct Bound {
     ms: f64,
 }
 
+/// One read per resource (serially, and [`TERRAFORM_PARALLELISM`] in flight), and the lower
+/// bound's requests alone, against the systems in the state a plan saw.
+#[derive(Debug, Serialize, Deserialize)]
+struct Baselines {
+    serial: Step,
+    par10: Step,
+    floor: Step,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Report {
     n: usize,
     mix: Mix,
     load_ms: f64,
+    load_rss_mb: f64,
+    emulator_rtt_ms: f64,
     cold: Step,
     cold_bound: Bound,
+    cold_base: Baselines,
     apply: Step,
     noop: Step,
     noop_bound: Bound,
-    serial: Step,
-    par10: Step,
-    /// The lower bound's requests alone, measured ([`baseline`]).
-    floor: Step,
-    peak_rss_mb: f64,
+    noop_base: Baselines,
+}
+
+impl Report {
+    /// Peak RSS over ofctl's own steps: loading, both plans and the apply.
+    fn rss_mb(&self) -> f64 {
+        [
+            self.load_rss_mb,
+            self.cold.rss_mb,
+            self.apply.rss_mb,
+            self.noop.rss_mb,
+        ]
+        .into_iter()
+        .fold(0.0, f64::max)
+    }
 }
 
 // ---------------------------------------------------------------- all sizes (parent)
@@ -191,78 +228,142 @@ fn by_system(step: &Step) -> String {
         .join(", ")
 }
 
+/// How the lower bound is computed ([`lower_bound`]), printed with the results.
+fn bound_formula() -> String {
+    let (latency, concurrency) = (LATENCY.as_millis(), CONCURRENCY);
+    format!(
+        "\
+Lower bound: the fewest round trips any client needs to learn the live state of the declared
+resources, given each API's bulk reads, in the state the systems are in. Its time (bound ms) is
+{latency} ms x the longest chain of round trips one system needs with {concurrency} requests in flight per system
+(ofctl's [engine] concurrency here), systems in parallel; stages(k) = ceil(k / {concurrency}).
+  NATS        1 STREAM.LIST page of {NATS_PAGE} full configs, then the other pages at once:
+              pages = ceil(streams / {NATS_PAGE}) (1 when none exists); chain 1 + stages(pages - 1)
+  Kafka       1 metadata request (every topic); when declared topics exist, 1 DescribeConfigs
+              for them, sent alongside: chain 1
+  Connect     1 GET /connectors?expand=info&expand=status: chain 1
+  Tactical    1 list of scripts (no bodies), then 1 GET per declared script that exists:
+              chain 1 + stages(scripts), or 1 when none exists
+  Pinot       no bulk read of configs: 1 GET per declared schema and per table when they exist,
+              chain stages(2 x tables); when none exists, GET /schemas and GET /tables (names)
+              prove it: 2 requests, chain 1
+  MongoDB     1 find of the tool agents: chain 1
+vs_bound = plan ms / bound ms. The bound has no CPU in it (normalizing, diffing and classifying
+N resources), and the floor (these requests alone, measured) shows what the round trips cost on
+this machine."
+    )
+}
+
 fn print_tables(reports: &[Report]) {
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     println!();
-    println!("Plans and apply (requests: all systems; lower bound: round trips; bound: ms at {} ms/request, {CONCURRENCY} in flight per system)", LATENCY.as_millis());
+    println!("{}", bound_formula());
     println!();
-    println!("| N | load ms | cold plan ms | requests | lower bound | bound ms | apply ms | requests (writes) | no-op plan ms | requests | writes | lower bound | bound ms |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("Summary. Cold plan: a new engine against empty systems (everything a create); baselines: one read per resource against the same empty systems, serially and {TERRAFORM_PARALLELISM} in flight in all. No-op plan: after the apply.");
+    println!();
+    println!("| N | cold plan ms | requests | lower bound | bound ms | vs bound | serial ms | parallel-10 ms | vs serial | vs parallel-10 | apply ms | writes | no-op plan ms | no-op writes | peak RSS MB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in reports {
+        let base = &r.cold_base;
         println!(
-            "| {} | {:.0} | {:.0} | {} | {} | {:.0} | {:.0} | {} ({}) | {:.0} | {} | {} | {} | {:.0} |",
+            "| {} | {:.0} | {} | {} | {:.0} | {:.1}x | {:.0} | {:.0} | {:.0}x | {:.1}x | {:.0} | {} | {:.0} | {} | {:.0} |",
             r.n,
-            r.load_ms,
             r.cold.ms,
             r.cold.total(),
             r.cold_bound.round_trips,
             r.cold_bound.ms,
+            ratio(r.cold.ms, r.cold_bound.ms),
+            base.serial.ms,
+            base.par10.ms,
+            ratio(base.serial.ms, r.cold.ms),
+            ratio(base.par10.ms, r.cold.ms),
             r.apply.ms,
-            r.apply.total(),
             r.apply.writes(),
             r.noop.ms,
-            r.noop.total(),
             r.noop.writes(),
-            r.noop_bound.round_trips,
-            r.noop_bound.ms,
+            r.rss_mb(),
         );
     }
+    type Pick = fn(&Report) -> (&Step, &Bound, &Baselines);
+    let plans: [(&str, Pick); 2] = [
+        (
+            "Cold plan (empty systems), with the floor (the lower bound's requests alone)",
+            |r| (&r.cold, &r.cold_bound, &r.cold_base),
+        ),
+        ("No-op plan (populated systems; must send no write)", |r| {
+            (&r.noop, &r.noop_bound, &r.noop_base)
+        }),
+    ];
+    for (title, pick) in plans {
+        println!();
+        println!("{title}");
+        println!();
+        println!("| N | plan ms | requests | lower bound | writes | bound ms | floor ms | emulator round trip ms | serial ms | parallel-10 ms | vs serial | vs parallel-10 | vs bound | vs floor |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for r in reports {
+            let (plan, bound, base) = pick(r);
+            println!(
+                "| {} | {:.0} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1}x | {:.1}x | {:.2}x | {:.2}x |",
+                r.n,
+                plan.ms,
+                plan.total(),
+                bound.round_trips,
+                plan.writes(),
+                bound.ms,
+                base.floor.ms,
+                r.emulator_rtt_ms,
+                base.serial.ms,
+                base.par10.ms,
+                ratio(base.serial.ms, plan.ms),
+                ratio(base.par10.ms, plan.ms),
+                ratio(plan.ms, bound.ms),
+                ratio(plan.ms, base.floor.ms),
+            );
+        }
+    }
     println!();
-    println!("No-op plan against the baselines (one read per resource; serial, and {TERRAFORM_PARALLELISM} in flight in total)");
+    println!(
+        "Peak RSS of the benchmark process, MB (servers and emulators run in their own processes)."
+    );
     println!();
-    println!("| N | plan ms | bound ms | floor ms | serial ms | parallel-10 ms | vs serial | vs parallel-10 | vs bound | vs floor | RSS MB: plan / apply / peak |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| N | manifest load | cold plan | apply | no-op plan | baselines |");
+    println!("|---|---|---|---|---|---|");
     for r in reports {
+        let baselines = [&r.cold_base, &r.noop_base]
+            .iter()
+            .flat_map(|b| [b.serial.rss_mb, b.par10.rss_mb, b.floor.rss_mb])
+            .fold(0.0, f64::max);
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1}x | {:.1}x | {:.2}x | {:.2}x | {:.0} / {:.0} / {:.0} |",
-            r.n,
-            r.noop.ms,
-            r.noop_bound.ms,
-            r.floor.ms,
-            r.serial.ms,
-            r.par10.ms,
-            r.serial.ms / r.noop.ms,
-            r.par10.ms / r.noop.ms,
-            r.noop.ms / r.noop_bound.ms,
-            r.noop.ms / r.floor.ms,
-            r.noop.rss_mb,
-            r.apply.rss_mb,
-            r.peak_rss_mb,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            r.n, r.load_rss_mb, r.cold.rss_mb, r.apply.rss_mb, r.noop.rss_mb, baselines,
         );
     }
     println!();
     for r in reports {
         println!("N={} mix: {:?}", r.n, r.mix);
         println!(
-            "  cold plan requests (reads/writes): {}",
+            "  requests per system (reads/writes): cold plan {}",
             by_system(&r.cold)
         );
-        println!("  apply requests: {}", by_system(&r.apply));
-        println!("  no-op plan requests: {}", by_system(&r.noop));
-        println!("  serial baseline requests: {}", by_system(&r.serial));
-        println!("  floor requests: {}", by_system(&r.floor));
+        println!("  cold floor {}", by_system(&r.cold_base.floor));
+        println!("  cold serial baseline {}", by_system(&r.cold_base.serial));
+        println!("  apply {}", by_system(&r.apply));
+        println!("  no-op plan {}", by_system(&r.noop));
+        println!("  no-op floor {}", by_system(&r.noop_base.floor));
+        println!("  no-op serial baseline {}", by_system(&r.noop_base.serial));
     }
     println!();
     for r in reports {
         println!(
             "N={} plan_ms={:.0} requests={} lower_bound={} vs_serial={:.1}x vs_par10={:.1}x vs_bound={:.2}x rss_mb={:.0}",
             r.n,
-            r.noop.ms,
-            r.noop.total(),
-            r.noop_bound.round_trips,
-            r.serial.ms / r.noop.ms,
-            r.par10.ms / r.noop.ms,
-            r.noop.ms / r.noop_bound.ms,
-            r.peak_rss_mb,
+            r.cold.ms,
+            r.cold.total(),
+            r.cold_bound.round_trips,
+            ratio(r.cold_base.serial.ms, r.cold.ms),
+            ratio(r.cold_base.par10.ms, r.cold.ms),
+            ratio(r.cold.ms, r.cold_bound.ms),
+            r.rss_mb(),
         );
     }
 }
@@ -271,42 +372,34 @@ fn print_tables(reports: &[Report]) {
 
 /// The fewest round trips a client needs to learn the live state of `mix` (`populated`: every
 /// declared object exists; otherwise none does), and how long they take at [`LATENCY`] with
-/// [`CONCURRENCY`] in flight per system, systems in parallel:
+/// [`CONCURRENCY`] in flight per system, systems in parallel ([`bound_formula`]).
 ///
-/// * NATS: `STREAM.LIST` pages of 256 (full configs); after the first, pages can overlap.
-/// * Kafka: one metadata request (every topic), then one DescribeConfigs for the declared
-///   topics that exist (none when none exists).
-/// * Kafka Connect: one `GET /connectors?expand=info&expand=status`.
-/// * Tactical RMM: one list, then one `GET /scripts/{id}/` per declared script that exists
-///   (the list carries no script body).
-/// * Pinot: no bulk read of configs: one GET per declared schema and per table when they
-///   exist; when none does, `GET /schemas` and `GET /tables` (names only) prove it in two.
-///
-/// NATS and Kafka are real local servers without injected latency; they are counted as if
-/// they had it, which never changes the maximum here (Pinot or Tactical sets it).
+/// ofctl itself sends two more on a populated Pinot (it lists names first when the declared
+/// objects need more than one round of GETs, which is what makes the cold plan two requests),
+/// and reads Kafka configs after the metadata rather than alongside.
 fn lower_bound(mix: &Mix, populated: bool) -> Bound {
     let stages = |k: usize| k.div_ceil(CONCURRENCY);
-    let pages = mix.streams.div_ceil(NATS_PAGE).max(1);
-    let pinot_objects = 2 * mix.tables;
-    // (round trips, longest chain of round trips) per system.
+    // (round trips, longest chain of round trips) per system; none for a system the manifest
+    // declares nothing in, which ofctl does not read.
+    let state = |p: (usize, usize), e: (usize, usize)| if populated { p } else { e };
+    let read = |declared: usize, s: (usize, usize)| if declared == 0 { (0, 0) } else { s };
+    let pages = mix.streams.div_ceil(NATS_PAGE);
     let systems = [
-        (pages, 1 + stages(pages - 1)),
-        if populated && mix.topics > 0 {
-            (2, 2)
-        } else {
-            (1, 1)
-        },
-        (1, 1),
-        if populated {
-            (1 + mix.scripts, 1 + stages(mix.scripts))
-        } else {
-            (1, 1)
-        },
-        if populated {
-            (pinot_objects, stages(pinot_objects))
-        } else {
-            (pinot_objects.min(2), 1)
-        },
+        read(
+            mix.streams,
+            state((pages, 1 + stages(pages.saturating_sub(1))), (1, 1)),
+        ),
+        read(mix.topics, state((2, 1), (1, 1))),
+        read(mix.connectors, (1, 1)),
+        read(
+            mix.scripts,
+            state((1 + mix.scripts, 1 + stages(mix.scripts)), (1, 1)),
+        ),
+        read(
+            mix.tables,
+            state((2 * mix.tables, stages(2 * mix.tables)), (2, 1)),
+        ),
+        read(mix.agents, (1, 1)),
     ];
     let chain = systems.iter().map(|s| s.1).max().unwrap_or(0);
     Bound {
@@ -335,6 +428,7 @@ async fn measure(n: usize) -> Result<Report, String> {
     eprintln!("N={n}: starting nats-server, noida-db and ofctl sandbox (latency {LATENCY:?})");
     let (_nats, nats_url) = support::nats();
     let (_kafka, brokers) = support::kafka();
+    let (_mongo, mongo_uri) = support::mongo();
     let latency = format!("{}ms", LATENCY.as_millis());
     let (_sandbox, urls) = support::sandbox_process(&latency, TACTICAL_API_KEY);
     let stats = SandboxStats::new(&urls);
@@ -349,6 +443,7 @@ async fn measure(n: usize) -> Result<Report, String> {
             pinot: &urls.pinot,
             connect: &urls.connect,
             tactical: &urls.tactical,
+            mongo: &mongo_uri,
             concurrency: CONCURRENCY,
         },
     )
@@ -368,10 +463,20 @@ async fn measure(n: usize) -> Result<Report, String> {
         ));
     }
     eprintln!("N={n}: {mix:?}, loaded in {load_ms:.0} ms");
+    // Each plan loads its own copy (untimed), as the CLI does: none is kept across steps.
+    drop(manifest);
+    let emulator_rtt_ms = emulator_rtt_ms(&urls).await?;
+
+    let targets = baseline::Targets {
+        nats: &nats_url,
+        kafka: &brokers,
+        mongo: &mongo_uri,
+        tactical_api_key: TACTICAL_API_KEY,
+    };
 
     // Cold plan: nothing exists yet.
     let (cold, (mut engine, obs, plan)) =
-        median_of(REPEAT, || plan_once(&config, &manifest, &stats)).await?;
+        median_of(REPEAT, || plan_once(dir.path(), &config, &stats)).await?;
     let creates = plan.summary.create;
     if creates != n || cold.writes() != 0 {
         return Err(format!(
@@ -385,6 +490,20 @@ async fn measure(n: usize) -> Result<Report, String> {
         cold.ms,
         cold.total()
     );
+    let cold_bound = lower_bound(&mix, false);
+    let cold_base = baselines(
+        n,
+        &State {
+            mix: &mix,
+            urls: &urls,
+            script_ids: &absent_script_ids(&mix),
+            populated: false,
+        },
+        &targets,
+        &stats,
+        &cold_bound,
+    )
+    .await?;
 
     // Apply the creates with the engine that planned them.
     let before = engine.requests();
@@ -421,7 +540,7 @@ async fn measure(n: usize) -> Result<Report, String> {
     drop((engine, obs, plan));
 
     // No-op plan: everything exists and matches.
-    let (noop, (_, _, plan)) = median_of(REPEAT, || plan_once(&config, &manifest, &stats)).await?;
+    let (noop, (_, _, plan)) = median_of(REPEAT, || plan_once(dir.path(), &config, &stats)).await?;
     if plan.summary.pending() != 0 || noop.writes() != 0 {
         return Err(format!(
             "no-op plan: expected no changes and no writes, got {:?} and {} writes",
@@ -434,61 +553,84 @@ async fn measure(n: usize) -> Result<Report, String> {
         noop.ms,
         noop.total()
     );
-
-    // Baselines, against the same populated systems.
-    let ids = script_ids(&urls).await?;
-    let reads = baseline_schedule(&mix, &urls, &ids)?;
-    let targets = baseline::Targets {
-        nats: &nats_url,
-        kafka: &brokers,
-        tactical_api_key: TACTICAL_API_KEY,
-    };
-    let (serial, _) = median_of(1, || baseline_once(&reads, &targets, 1, &stats)).await?;
-    eprintln!("N={n}: serial baseline {:.0} ms", serial.ms);
-    let (par10, _) = median_of(REPEAT, || {
-        baseline_once(&reads, &targets, TERRAFORM_PARALLELISM, &stats)
-    })
-    .await?;
-    eprintln!("N={n}: parallel-10 baseline {:.0} ms", par10.ms);
-    let floor_reads = floor_schedule(&mix, &urls, &ids)?;
-    let (floor, _) = median_of(REPEAT, || {
-        baseline_once(&floor_reads, &targets, CONCURRENCY, &stats)
-    })
-    .await?;
+    drop(plan);
     let noop_bound = lower_bound(&mix, true);
-    if floor.total() != noop_bound.round_trips {
-        return Err(format!(
-            "the floor sent {} requests, the lower bound says {}",
-            floor.total(),
-            noop_bound.round_trips
-        ));
-    }
-    eprintln!(
-        "N={n}: floor {:.0} ms, {} requests",
-        floor.ms,
-        floor.total()
-    );
+    let noop_base = baselines(
+        n,
+        &State {
+            mix: &mix,
+            urls: &urls,
+            script_ids: &script_ids(&urls).await?,
+            populated: true,
+        },
+        &targets,
+        &stats,
+        &noop_bound,
+    )
+    .await?;
 
     Ok(Report {
         n,
         mix,
         load_ms,
-        cold_bound: lower_bound(&mix, false),
-        noop_bound,
-        peak_rss_mb: [
-            load_rss_mb,
-            cold.rss_mb,
-            apply.rss_mb,
-            noop.rss_mb,
-            serial.rss_mb,
-            par10.rss_mb,
-            floor.rss_mb,
-        ]
-        .into_iter()
-        .fold(0.0, f64::max),
+        load_rss_mb,
+        emulator_rtt_ms,
         cold,
+        cold_bound,
+        cold_base,
         apply,
         noop,
+        noop_bound,
+        noop_base,
+    })
+}
+
+/// The systems' state a plan saw, as the baselines need it.
+struct State<'a> {
+    mix: &'a Mix,
+    urls: &'a support::SandboxUrls,
+    /// Tactical script ids by name.
+    script_ids: &'a BTreeMap<String, u64>,
+    /// Every declared object exists; otherwise none does.
+    populated: bool,
+}
+
+/// The serial and parallel-10 baselines and the floor, against `state`; the floor must send
+/// exactly `bound`'s requests.
+async fn baselines(
+    n: usize,
+    state: &State<'_>,
+    targets: &baseline::Targets<'_>,
+    stats: &SandboxStats,
+    bound: &Bound,
+) -> Result<Baselines, String> {
+    let which = if state.populated { "no-op" } else { "cold" };
+    let reads = baseline_schedule(state)?;
+    let (serial, _) = median_of(1, || baseline_once(&reads, targets, 1, state, stats)).await?;
+    eprintln!("N={n}: {which} serial baseline {:.0} ms", serial.ms);
+    let (par10, _) = median_of(REPEAT, || {
+        baseline_once(&reads, targets, TERRAFORM_PARALLELISM, state, stats)
+    })
+    .await?;
+    eprintln!("N={n}: {which} parallel-10 baseline {:.0} ms", par10.ms);
+    let floor_reads = floor_schedule(state)?;
+    let (floor, _) = median_of(REPEAT, || {
+        baseline_once(&floor_reads, targets, CONCURRENCY, state, stats)
+    })
+    .await?;
+    if floor.total() != bound.round_trips {
+        return Err(format!(
+            "the {which} floor sent {} requests, the lower bound says {}",
+            floor.total(),
+            bound.round_trips
+        ));
+    }
+    eprintln!(
+        "N={n}: {which} floor {:.0} ms, {} requests",
+        floor.ms,
+        floor.total()
+    );
+    Ok(Baselines {
         serial,
         par10,
         floor,
@@ -512,6 +654,9 @@ where
     let mut steps = Vec::new();
     let mut last = None;
     for _ in 0..times.max(1) {
+        // The previous run's state goes before the next run starts, or it would count in
+        // that run's peak RSS.
+        drop(last.take());
         let (step, value) = f().await?;
         steps.push(step);
         last = Some(value);
@@ -521,15 +666,16 @@ where
     Ok((step, last.ok_or("no run")?))
 }
 
-/// A plan by a new engine: observe + plan, timed, with the requests it sent.
+/// A plan by a new engine: observe + plan, timed, with the requests it sent. The manifest is
+/// loaded first, untimed but inside the step's peak RSS (a CLI plan holds it too).
 async fn plan_once(
+    dir: &Path,
     config: &TargetConfig,
-    manifest: &Manifest,
     stats: &SandboxStats,
 ) -> Result<(Step, (Engine, ofctl::engine::Observation, Plan)), String> {
-    let manifest = manifest.clone();
     stats.reset().await?;
     reset_peak_rss();
+    let manifest = ofctl::manifest::load(dir, &config.variables).map_err(err)?;
     let started = Instant::now();
     let mut engine = Engine::new(config.clone());
     let obs = engine.observe(manifest, false).await.map_err(err)?;
@@ -548,14 +694,16 @@ async fn baseline_once(
     schedule: &baseline::Schedule,
     targets: &baseline::Targets<'_>,
     parallelism: usize,
+    state: &State<'_>,
     stats: &SandboxStats,
 ) -> Result<(Step, ()), String> {
     stats.reset().await?;
     reset_peak_rss();
-    let run = baseline::run(schedule, targets, parallelism).await?;
+    let run = baseline::run(schedule, targets, parallelism, state.populated).await?;
     let mut requests = sandbox_counts(&stats.get().await?);
     requests.insert("nats".into(), [run.nats, 0]);
     requests.insert("kafka".into(), [run.kafka, 0]);
+    requests.insert("mongo".into(), [run.mongo, 0]);
     Ok((
         Step {
             ms: ms(run.elapsed),
@@ -586,6 +734,14 @@ async fn script_ids(urls: &support::SandboxUrls) -> Result<BTreeMap<String, u64>
         .collect())
 }
 
+/// Ids no Tactical script has, for the cold baselines: one GET per script by id costs the same
+/// round trip whether the script exists or not.
+fn absent_script_ids(mix: &Mix) -> BTreeMap<String, u64> {
+    (0..mix.scripts)
+        .map(|i| (generate::script(i), 1_000_000 + i as u64))
+        .collect()
+}
+
 fn http(url: String) -> Read {
     Read::Http {
         url,
@@ -593,32 +749,34 @@ fn http(url: String) -> Read {
     }
 }
 
+fn list(url: String, tactical: bool) -> Read {
+    Read::List { url, tactical }
+}
+
 /// Pinot: one GET per schema and per table.
-fn pinot_reads(mix: &Mix, urls: &support::SandboxUrls) -> Vec<Read> {
+fn pinot_reads(state: &State<'_>) -> Vec<Read> {
+    let (mix, pinot) = (state.mix, &state.urls.pinot);
     let mut reads = Vec::new();
     for i in 0..mix.tables {
         let name = generate::schema(i);
-        reads.push(http(format!("{}/schemas/{name}", urls.pinot)));
+        reads.push(http(format!("{pinot}/schemas/{name}")));
         let kind = generate::table_type(i, mix).to_ascii_lowercase();
-        reads.push(http(format!("{}/tables/{name}?type={kind}", urls.pinot)));
+        reads.push(http(format!("{pinot}/tables/{name}?type={kind}")));
     }
     reads
 }
 
 /// Tactical: one GET per script, by id.
-fn script_reads(
-    mix: &Mix,
-    urls: &support::SandboxUrls,
-    ids: &BTreeMap<String, u64>,
-) -> Result<Vec<Read>, String> {
-    (0..mix.scripts)
+fn script_reads(state: &State<'_>) -> Result<Vec<Read>, String> {
+    (0..state.mix.scripts)
         .map(|i| {
             let name = generate::script(i);
-            let id = ids
+            let id = state
+                .script_ids
                 .get(&name)
                 .ok_or_else(|| format!("script {name} is not in Tactical's list"))?;
             Ok(Read::Http {
-                url: format!("{}/scripts/{id}/", urls.tactical),
+                url: format!("{}/scripts/{id}/", state.urls.tactical),
                 tactical: true,
             })
         })
@@ -626,56 +784,101 @@ fn script_reads(
 }
 
 /// The baselines' reads: one per declared resource, as one stage.
-fn baseline_schedule(
-    mix: &Mix,
-    urls: &support::SandboxUrls,
-    ids: &BTreeMap<String, u64>,
-) -> Result<baseline::Schedule, String> {
+fn baseline_schedule(state: &State<'_>) -> Result<baseline::Schedule, String> {
+    let mix = state.mix;
     let mut reads = Vec::new();
     reads.extend((0..mix.streams).map(|i| Read::Stream(generate::stream(i))));
     reads.extend((0..mix.topics).map(|i| Read::Topic(generate::topic(i))));
     reads.extend((0..mix.connectors).map(|i| {
         http(format!(
             "{}/connectors/{}",
-            urls.connect,
+            state.urls.connect,
             generate::connector(i)
         ))
     }));
-    reads.extend(pinot_reads(mix, urls));
-    reads.extend(script_reads(mix, urls, ids)?);
+    reads.extend(pinot_reads(state));
+    reads.extend((0..mix.agents).map(|i| Read::Agent(generate::agent(i))));
+    reads.extend(script_reads(state)?);
     Ok(vec![vec![reads]])
 }
 
-/// The floor's reads: exactly the lower bound's requests against the populated systems
-/// ([`lower_bound`]), per system and in its stages.
-fn floor_schedule(
-    mix: &Mix,
-    urls: &support::SandboxUrls,
-    ids: &BTreeMap<String, u64>,
-) -> Result<baseline::Schedule, String> {
-    let mut pages =
-        (0..mix.streams.div_ceil(NATS_PAGE).max(1)).map(|p| Read::StreamPage(p * NATS_PAGE));
+/// The floor's reads: exactly the lower bound's requests ([`lower_bound`]) in `state`, per
+/// system and in its stages.
+fn floor_schedule(state: &State<'_>) -> Result<baseline::Schedule, String> {
+    let (mix, urls) = (state.mix, state.urls);
+    let pages = if state.populated {
+        mix.streams.div_ceil(NATS_PAGE)
+    } else {
+        1
+    };
+    let mut pages = (0..pages).map(|p| Read::StreamPage(p * NATS_PAGE));
     let first_page: Vec<Read> = pages.next().into_iter().collect();
-    let topics = (0..mix.topics).map(generate::topic).collect();
-    Ok(vec![
-        vec![first_page, pages.collect()],
-        vec![vec![Read::AllTopics], vec![Read::TopicConfigs(topics)]],
-        vec![vec![http(format!(
-            "{}/connectors?expand=info&expand=status",
-            urls.connect
-        ))]],
+    let mut kafka = vec![Read::AllTopics];
+    if state.populated {
+        kafka.push(Read::TopicConfigs(
+            (0..mix.topics).map(generate::topic).collect(),
+        ));
+    }
+    let scripts_list = list(format!("{}{TACTICAL_LIST}", urls.tactical), true);
+    let tactical = if state.populated {
+        vec![vec![scripts_list], script_reads(state)?]
+    } else {
+        vec![vec![scripts_list]]
+    };
+    let pinot = if state.populated {
+        pinot_reads(state)
+    } else {
         vec![
-            vec![Read::Http {
-                url: format!("{}{TACTICAL_LIST}", urls.tactical),
-                tactical: true,
-            }],
-            script_reads(mix, urls, ids)?,
-        ],
-        vec![pinot_reads(mix, urls)],
-    ])
+            list(format!("{}/schemas", urls.pinot), false),
+            list(format!("{}/tables", urls.pinot), false),
+        ]
+    };
+    // A system the manifest declares nothing in is not read (as in the bound).
+    let systems = [
+        (mix.streams, vec![first_page, pages.collect()]),
+        (mix.topics, vec![kafka]),
+        (
+            mix.connectors,
+            vec![vec![list(
+                format!("{}/connectors?expand=info&expand=status", urls.connect),
+                false,
+            )]],
+        ),
+        (mix.scripts, tactical),
+        (mix.tables, vec![pinot]),
+        (
+            mix.agents,
+            vec![vec![Read::Agents(
+                (0..mix.agents).map(generate::agent).collect(),
+            )]],
+        ),
+    ];
+    Ok(systems
+        .into_iter()
+        .filter(|(declared, _)| *declared > 0)
+        .map(|(_, stages)| stages)
+        .collect())
 }
 
 // ---------------------------------------------------------------- request counts
+
+/// Median time of one request to the Pinot emulator, alone (40 in a row): the injected
+/// [`LATENCY`] plus what the emulator and this machine add to it.
+async fn emulator_rtt_ms(urls: &support::SandboxUrls) -> Result<f64, String> {
+    let http = reqwest::Client::new();
+    let mut times = Vec::new();
+    for _ in 0..40 {
+        let started = Instant::now();
+        http.get(format!("{}/schemas", urls.pinot))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("emulator round trip: {e}"))?;
+        times.push(ms(started.elapsed()));
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
 
 /// The emulators' own request counters (`/__sandbox/stats`, not themselves counted).
 struct SandboxStats {
@@ -724,7 +927,7 @@ fn sandbox_counts(stats: &Value) -> BTreeMap<String, [u64; 2]> {
 }
 
 /// Emulator counts for Pinot, Connect and Tactical (server side), and ofctl's own counters for
-/// NATS and Kafka, since `before` (or since the engine was made).
+/// NATS, Kafka and MongoDB, since `before` (or since the engine was made).
 fn counts(
     stats: &Value,
     engine: &Engine,
@@ -732,7 +935,7 @@ fn counts(
 ) -> BTreeMap<String, [u64; 2]> {
     let mut out = sandbox_counts(stats);
     let now = engine.requests();
-    for system in [System::Nats, System::Kafka] {
+    for system in [System::Nats, System::Kafka, System::Mongo] {
         let count = |r: Option<&ofctl::providers::RequestReport>| {
             r.and_then(|r| r.get(&system)).copied().unwrap_or_default()
         };
