@@ -111,6 +111,8 @@ pub async fn run(
                 // librdkafka's producer-type handles (an admin client is one) default to
                 // asking the broker to create a topic their metadata request names.
                 .set("allow.auto.create.topics", "false")
+                // As ofctl's client (providers/kafka): no ~50 ms wait for the broker connection.
+                .set("enable.sparse.connections", "false")
                 .create()
                 .map_err(|e| format!("kafka: {e}"))?,
         ),
