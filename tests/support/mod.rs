@@ -550,7 +550,9 @@ pub fn desired_state() -> ManifestDir {
     let config = m.path().join("ofctl.toml");
     let text = std::fs::read_to_string(&config).expect("desired-state/ofctl.toml");
     let start = text.find("[mongo]").expect("a [mongo] section");
-    let end = text[start + 1..].find("\n[").map_or(text.len(), |i| start + 1 + i + 1);
+    let end = text[start + 1..]
+        .find("\n[")
+        .map_or(text.len(), |i| start + 1 + i + 1);
     std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).expect("write config");
     m
 }
