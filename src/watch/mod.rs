@@ -6,6 +6,7 @@
 pub mod http;
 pub mod lock;
 pub mod metrics;
+mod platform_api;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -112,10 +113,40 @@ pub struct TenantStatus {
     pub drift: Vec<DriftItem>,
 }
 
+/// What the HTTP API works with for one tenant: the config and last good manifest its loop
+/// currently uses, and the gate that keeps an API apply and a reconcile pass of this process
+/// from running at once (the Redis lock does the same across replicas).
+pub struct TenantHandle {
+    pub id: String,
+    view: std::sync::RwLock<TenantView>,
+    gate: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+pub struct TenantView {
+    pub config: TargetConfig,
+    pub manifest_dir: PathBuf,
+    /// The last manifest that validated (none before the first good load).
+    pub manifest: Option<Manifest>,
+    pub locks: Option<Locks>,
+}
+
+impl TenantHandle {
+    pub fn view(&self) -> TenantView {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_view(&self, view: TenantView) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+}
+
 /// State shared by the tenant loops and the HTTP API.
+#[derive(Default)]
 pub struct Shared {
     pub metrics: Metrics,
     pub tenants: RwLock<BTreeMap<String, TenantStatus>>,
+    pub handles: RwLock<BTreeMap<String, Arc<TenantHandle>>>,
     pub shutdown: CancellationToken,
 }
 
@@ -127,9 +158,9 @@ impl Shared {
     }
 }
 
-fn policy_of(change: &Change, manifest: &Manifest) -> DriftPolicy {
+fn policy_of(address: &crate::resource::Address, manifest: &Manifest) -> DriftPolicy {
     match manifest
-        .get(&change.address)
+        .get(address)
         .and_then(|r| r.annotations.get(annotations::DRIFT_POLICY))
         .map(String::as_str)
     {
@@ -143,6 +174,7 @@ struct TenantLoop {
     id: String,
     target: Target,
     shared: Arc<Shared>,
+    handle: Arc<TenantHandle>,
     config: TargetConfig,
     /// The last manifest that validated; a broken edit never replaces it.
     manifest: Option<Manifest>,
@@ -234,8 +266,16 @@ impl TenantLoop {
             error: manifest_error.clone(),
         };
         let mut drift = Vec::new();
+        self.ensure_locks().await;
+        self.handle.set_view(TenantView {
+            config: self.config.clone(),
+            manifest_dir: self.target.dir.clone(),
+            manifest: self.manifest.clone(),
+            locks: self.locks.clone(),
+        });
         if let Some(manifest) = self.manifest.clone() {
-            self.ensure_locks().await;
+            let handle = Arc::clone(&self.handle);
+            let _in_process = handle.gate.lock().await;
             let guard = match &self.locks {
                 Some(locks) => match locks
                     .try_acquire(
@@ -336,7 +376,7 @@ impl TenantLoop {
             .map_err(|e| e.to_string())?;
         let mut heal = Vec::new();
         for change in plan.pending() {
-            let policy = policy_of(change, &obs.manifest);
+            let policy = policy_of(&change.address, &obs.manifest);
             let reason = match (policy, &change.blocked) {
                 (DriftPolicy::Ignore, _) => continue,
                 (DriftPolicy::Report, _) => "drift policy is report-only".to_string(),
@@ -357,76 +397,25 @@ impl TenantLoop {
         if heal.is_empty() {
             return Ok(());
         }
-        let engine_config = self.config.engine().clone();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let stop = {
-            let cancel = Arc::clone(&cancel);
-            let token = self.shared.shutdown.clone();
-            tokio::spawn(async move {
-                token.cancelled().await;
-                cancel.store(true, Ordering::SeqCst);
-            })
-        };
-        let options = ApplyOptions {
-            concurrency: engine_config.concurrency,
-            max_attempts: engine_config.max_attempts,
-            retry_base: Duration::from_millis(engine_config.retry_base_ms),
-            cancel,
-        };
-        let tenant = self.id.clone();
-        let report = self
-            .engine
-            .apply(&heal, &obs, &options, &|o| {
-                let line = match &o.status {
-                    Status::Done => format!("{} {}: done", o.address, o.action.as_str()),
-                    Status::Failed(e) => {
-                        format!("{} {}: FAILED: {e}", o.address, o.action.as_str())
-                    }
-                    Status::NotAttempted(why) => {
-                        format!("{} {}: not attempted: {why}", o.address, o.action.as_str())
-                    }
-                };
-                tracing::info!(tenant = %tenant, "{}", crate::redact::redact(&line));
-            })
-            .await
-            .map_err(|e| e.to_string());
-        stop.abort();
-        let report = report?;
+        let report = apply_changes(&mut self.engine, &heal, &obs, &self.id, &self.shared).await?;
         for o in &report.outcomes {
-            let result = match &o.status {
+            let reason = match &o.status {
                 Status::Done => {
                     record.applied += 1;
-                    "ok"
+                    continue;
                 }
                 Status::Failed(e) => {
                     record.failed += 1;
-                    drift.push(DriftItem {
-                        address: o.address.to_string(),
-                        action: o.action,
-                        policy: DriftPolicy::Heal,
-                        reason: format!("apply failed: {e}"),
-                    });
-                    "failed"
+                    format!("apply failed: {e}")
                 }
-                Status::NotAttempted(why) => {
-                    drift.push(DriftItem {
-                        address: o.address.to_string(),
-                        action: o.action,
-                        policy: DriftPolicy::Heal,
-                        reason: format!("not attempted: {why}"),
-                    });
-                    "not_attempted"
-                }
+                Status::NotAttempted(why) => format!("not attempted: {why}"),
             };
-            self.shared
-                .metrics
-                .changes
-                .get_or_create(&ChangeLabels {
-                    tenant: self.id.clone(),
-                    action: o.action.as_str().to_string(),
-                    result: result.to_string(),
-                })
-                .inc();
+            drift.push(DriftItem {
+                address: o.address.to_string(),
+                action: o.action,
+                policy: DriftPolicy::Heal,
+                reason,
+            });
         }
         Ok(())
     }
@@ -558,6 +547,67 @@ impl TenantLoop {
     }
 }
 
+/// Applies `changes` as a tenant's loop or its HTTP API does: the target's engine tuning, no new
+/// change started after shutdown begins, a log line and a metric per outcome.
+async fn apply_changes(
+    engine: &mut Engine,
+    changes: &[Change],
+    obs: &crate::engine::Observation,
+    tenant: &str,
+    shared: &Shared,
+) -> Result<crate::apply::ApplyReport, String> {
+    let tuning = engine.config.engine().clone();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let cancel = Arc::clone(&cancel);
+        let token = shared.shutdown.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            cancel.store(true, Ordering::SeqCst);
+        })
+    };
+    let options = ApplyOptions {
+        concurrency: tuning.concurrency,
+        max_attempts: tuning.max_attempts,
+        retry_base: Duration::from_millis(tuning.retry_base_ms),
+        cancel,
+    };
+    let report = engine
+        .apply(changes, obs, &options, &|o| {
+            let line = match &o.status {
+                Status::Done => format!("{} {}: done", o.address, o.action.as_str()),
+                Status::Failed(e) => {
+                    format!("{} {}: FAILED: {e}", o.address, o.action.as_str())
+                }
+                Status::NotAttempted(why) => {
+                    format!("{} {}: not attempted: {why}", o.address, o.action.as_str())
+                }
+            };
+            tracing::info!(tenant = %tenant, "{}", crate::redact::redact(&line));
+        })
+        .await
+        .map_err(|e| e.to_string());
+    stop.abort();
+    let report = report?;
+    for o in &report.outcomes {
+        let result = match &o.status {
+            Status::Done => "ok",
+            Status::Failed(_) => "failed",
+            Status::NotAttempted(_) => "not_attempted",
+        };
+        shared
+            .metrics
+            .changes
+            .get_or_create(&ChangeLabels {
+                tenant: tenant.to_string(),
+                action: o.action.as_str().to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+    Ok(report)
+}
+
 /// Watches the manifest folder and the target config; each event is a nudge, not data.
 fn watch_files(
     target: &Target,
@@ -603,10 +653,26 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
                 ..Default::default()
             },
         );
+        let handle = Arc::new(TenantHandle {
+            id: id.clone(),
+            view: std::sync::RwLock::new(TenantView {
+                config: config.clone(),
+                manifest_dir: target.dir.clone(),
+                manifest: None,
+                locks: None,
+            }),
+            gate: Default::default(),
+        });
+        shared
+            .handles
+            .write()
+            .await
+            .insert(id.clone(), Arc::clone(&handle));
         loops.push(TenantLoop {
             id,
             target: target.clone(),
             shared: Arc::clone(&shared),
+            handle,
             engine: Engine::new(config.clone()),
             config,
             manifest: None,

@@ -877,6 +877,16 @@ impl Provider for MongoProvider {
         (merged, notes)
     }
 
+    fn retains(&self, kind: &str, live: &Value) -> Vec<Address> {
+        if kind != TOOL || super::kind_info(tools::CONNECTOR_KIND).is_none() {
+            return Vec::new();
+        }
+        tools::connector_names(live)
+            .into_iter()
+            .map(|n| Address::new(tools::CONNECTOR_KIND, n))
+            .collect()
+    }
+
     fn dependencies(&self, kind: &str, _name: &str, spec: &Value) -> Vec<Address> {
         let stream = |s: &str| Address::new(super::nats::KINDS[0].kind, s);
         match kind {
