@@ -185,6 +185,9 @@ struct TenantLoop {
     declared_connectors: Arc<std::sync::RwLock<Vec<String>>>,
     /// A job asks for a reconcile pass now (e.g. a declared connector went missing).
     reconcile_now: Arc<tokio::sync::Notify>,
+    /// Stops the jobs started from the config whose digest is `jobs_digest`.
+    jobs_stop: CancellationToken,
+    jobs_digest: String,
 }
 
 impl TenantLoop {
@@ -420,18 +423,22 @@ impl TenantLoop {
         Ok(())
     }
 
-    /// Starts the scheduled jobs this target's config enables and has the systems for.
+    /// Starts the scheduled jobs this target's config enables and has the systems for, stopping
+    /// those started from an earlier config first (each finishes a run in progress).
     async fn start_jobs(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.jobs_stop.cancel();
+        self.jobs_stop = self.shared.shutdown.child_token();
+        self.jobs_digest = self.config.source_digest.clone();
         self.ensure_locks().await;
-        let mut handles = Vec::new();
-        let jobs = self.config.jobs().clone();
+        let config = self.config.jobs().clone();
         let redis = self.config.redis_url().and_then(Result::ok);
-        if jobs.connector_health.enabled {
+        let mut jobs: Vec<(Arc<dyn crate::jobs::Job>, crate::config::JobTiming)> = Vec::new();
+        if config.connector_health.enabled {
             if let Ok(url) = self.config.endpoint(crate::kind::System::Connect) {
                 match crate::jobs::connector_health::ConnectorHealth::new(
                     &url,
                     redis.as_deref(),
-                    jobs.connector_health.clone(),
+                    config.connector_health.clone(),
                     self.id.clone(),
                     Arc::clone(&self.shared),
                     Arc::clone(&self.declared_connectors),
@@ -439,20 +446,14 @@ impl TenantLoop {
                 )
                 .await
                 {
-                    Ok(job) => handles.push(tokio::spawn(crate::jobs::schedule(
-                        Arc::new(job),
-                        jobs.connector_health.timing(),
-                        self.id.clone(),
-                        self.locks.clone(),
-                        Arc::clone(&self.shared),
-                    ))),
+                    Ok(job) => jobs.push((Arc::new(job), config.connector_health.timing())),
                     Err(e) => {
                         tracing::error!(tenant = %self.id, "connector health job not started: {e}")
                     }
                 }
             }
         }
-        if jobs.api_key_stats.enabled {
+        if config.api_key_stats.enabled {
             let mongo = self.config.endpoint(crate::kind::System::Mongo);
             if let (Some(redis_url), Ok(mongo_uri)) = (redis.as_deref(), mongo) {
                 let tenant = self.config.tenant().unwrap_or_else(|_| self.id.clone());
@@ -464,45 +465,44 @@ impl TenantLoop {
                 )
                 .await
                 {
-                    Ok(job) => handles.push(tokio::spawn(crate::jobs::schedule(
-                        Arc::new(job),
-                        jobs.api_key_stats.timing(),
-                        self.id.clone(),
-                        self.locks.clone(),
-                        Arc::clone(&self.shared),
-                    ))),
+                    Ok(job) => jobs.push((Arc::new(job), config.api_key_stats.timing())),
                     Err(e) => {
                         tracing::error!(tenant = %self.id, "API-key stats job not started: {e}")
                     }
                 }
             }
         }
-        if jobs.publish_fallback.enabled {
+        if config.publish_fallback.enabled {
             if let Ok(mongo_uri) = self.config.endpoint(crate::kind::System::Mongo) {
                 match crate::jobs::publish_fallback::PublishFallback::new(
                     &mongo_uri,
                     self.config.mongo_database(),
-                    jobs.publish_fallback.max_attempts,
+                    config.publish_fallback.max_attempts,
                     self.id.clone(),
                     Arc::clone(&self.shared),
                     Arc::clone(&self.reconcile_now),
                 )
                 .await
                 {
-                    Ok(job) => handles.push(tokio::spawn(crate::jobs::schedule(
-                        Arc::new(job),
-                        jobs.publish_fallback.timing(),
-                        self.id.clone(),
-                        self.locks.clone(),
-                        Arc::clone(&self.shared),
-                    ))),
+                    Ok(job) => jobs.push((Arc::new(job), config.publish_fallback.timing())),
                     Err(e) => {
                         tracing::error!(tenant = %self.id, "publish fallback job not started: {e}")
                     }
                 }
             }
         }
-        handles
+        jobs.into_iter()
+            .map(|(job, timing)| {
+                tokio::spawn(crate::jobs::schedule(
+                    job,
+                    timing,
+                    self.id.clone(),
+                    self.locks.clone(),
+                    Arc::clone(&self.shared),
+                    self.jobs_stop.clone(),
+                ))
+            })
+            .collect()
     }
 
     async fn run(mut self) {
@@ -511,9 +511,13 @@ impl TenantLoop {
             .map_err(|e| tracing::error!(tenant = %self.id, "file watching is off: {e}"))
             .ok();
         let mut trigger = "startup";
-        let jobs = self.start_jobs().await;
+        let mut jobs = self.start_jobs().await;
         loop {
             let record = self.pass(trigger).await;
+            if self.config.source_digest != self.jobs_digest {
+                tracing::info!(tenant = %self.id, "target config changed: restarting the scheduled jobs");
+                jobs.extend(self.start_jobs().await);
+            }
             tracing::info!(
                 tenant = %self.id,
                 trigger = record.trigger,
@@ -680,6 +684,8 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
             interval_override: options.interval,
             declared_connectors: Default::default(),
             reconcile_now: Default::default(),
+            jobs_stop: CancellationToken::new(),
+            jobs_digest: String::new(),
         });
     }
     let listener = tokio::net::TcpListener::bind(options.listen)
