@@ -167,22 +167,24 @@ pub fn nats_server(dir: tempfile::TempDir, store: &Path, port: u16, extra: &[&st
 
 /// SecantusDB (a MongoDB wire-protocol server) in memory; the URI names database `openframe`.
 pub fn mongo() -> (Server, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut cmd = Command::new(tool("secantusd-py"));
-    cmd.args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--storage-path",
-        ":memory:",
-    ]);
-    let server = Server::start("secantusd-py", cmd, port, dir);
+    let server = secantus(":memory:", port, &[]);
     (
         server,
         format!("mongodb://127.0.0.1:{port}/openframe?directConnection=true"),
     )
+}
+
+/// SecantusDB on `port` storing in `storage` (a folder survives a restart; `:memory:` does
+/// not), with `extra` flags such as `--auth`.
+pub fn secantus(storage: impl AsRef<std::ffi::OsStr>, port: u16, extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(tool("secantusd-py"));
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--storage-path")
+        .arg(storage)
+        .args(extra);
+    Server::start("secantusd-py", cmd, port, dir)
 }
 
 /// The Python of the tools venv (with `cryptography`, from `scripts/dev-stack.sh install`).
@@ -546,25 +548,29 @@ pub fn desired_state() -> ManifestDir {
     m
 }
 
-/// The variables desired-state/ofctl.toml takes its endpoints from, pointed at the sandbox
-/// emulators and at real NATS and Kafka servers.
+/// The variables desired-state/ofctl.toml reads: its credentials ([`DESIRED_STATE_SECRETS`]),
+/// and its endpoints pointed at the sandbox emulators and at real NATS, Kafka and Mongo servers.
 pub fn platform_env(
     sandbox: &ofctl::sandbox::Sandbox,
     tactical_api_key: &str,
     nats_url: &str,
     brokers: &str,
+    mongo_uri: &str,
 ) -> Vec<(String, String)> {
-    [
+    let mut env: std::collections::BTreeMap<&str, &str> =
+        DESIRED_STATE_SECRETS.iter().copied().collect();
+    env.extend([
         ("OFCTL_NATS_URL", nats_url),
         ("OFCTL_PINOT_URL", sandbox.pinot_url.as_str()),
         ("OFCTL_CONNECT_URL", sandbox.connect_url.as_str()),
         ("OFCTL_TACTICAL_URL", sandbox.tactical_url.as_str()),
         ("OFCTL_TACTICAL_API_KEY", tactical_api_key),
         ("OFCTL_KAFKA_BROKERS", brokers),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+        ("OFCTL_MONGO_URI", mongo_uri),
+    ]);
+    env.into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Borrowed pairs for [`ofctl`] from owned ones.
