@@ -31,8 +31,6 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    #[error("ofctl has no provider for {0} in this build")]
-    Unsupported(System),
     #[error("the manifest has {kinds} resources but the target config {path} has no `[{section}] {key}`")]
     Missing {
         path: String,

@@ -117,6 +117,8 @@ const FRAGMENTS: &[&str] = &[
     "${file:missing.txt}",
     "${file:body.txt}",
     "${replicas}",
+    "${empty}",
+    "\"${empty}\"",
     "${empty}${replicas}",
     "&anchor {x: 1}",
     "&anchor [1, 2]",
@@ -303,6 +305,16 @@ fn variables() -> Variables {
     v
 }
 
+/// Lines of a text as YAML counts them: broken at \n, \r\n and a lone \r.
+fn yaml_lines(text: &[u8]) -> usize {
+    let lone_cr = text
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| **b == b'\r' && text.get(i + 1) != Some(&b'\n'))
+        .count();
+    text.iter().filter(|b| **b == b'\n').count() + lone_cr + 1
+}
+
 /// Checks one error against the folder it came from.
 fn check_error(dir: &Path, e: &ManifestError) -> Result<(), TestCaseError> {
     prop_assert!(
@@ -312,7 +324,7 @@ fn check_error(dir: &Path, e: &ManifestError) -> Result<(), TestCaseError> {
     let bytes = std::fs::read(&e.file).map_err(|err| {
         TestCaseError::fail(format!("error names an unreadable file ({err}): {e}"))
     })?;
-    let lines = bytes.iter().filter(|b| **b == b'\n').count() + 1;
+    let lines = yaml_lines(&bytes);
     prop_assert!(
         (1..=lines).contains(&e.position.line),
         "line {} is outside the file's {lines} lines: {e}",
@@ -368,7 +380,7 @@ proptest! {
     #[test]
     fn yaml_parser_never_panics(text in prop_oneof![
         any::<String>(),
-        "[a-z:\\-\\[\\]{}&*!|>'\"#%@,?` \n\t$]{0,200}",
+        "[a-z:\\-\\[\\]{}&*!|>'\"#%@,?` \n\r\t$]{0,200}",
     ]) {
         match yaml::parse_documents(&text) {
             Ok(docs) => {
@@ -377,7 +389,7 @@ proptest! {
                 }
             }
             Err(e) => {
-                let lines = text.matches('\n').count() + 1;
+                let lines = yaml_lines(text.as_bytes());
                 prop_assert!((1..=lines).contains(&e.position.line), "{e:?} in {lines} lines");
                 prop_assert!(!e.message.is_empty());
             }
@@ -459,6 +471,37 @@ proptest! {
         prop_assert!(e.message.contains(&value) && e.message.contains("\"memory\""), "{}", e);
     }
 
+    /// Any `metadata.name` (placeholders included) loads as a usable name or is reported
+    /// at its line.
+    #[test]
+    fn names_resolve_to_a_name_or_an_error(name in prop_oneof![
+        prop::sample::select(&["${empty}", "${nope}", "${replicas}", "${empty}${empty}",
+            "${nope:-}", "${nope:-x}", "$${x}", "a"][..]).prop_map(str::to_string),
+        "[a-z${}:-]{1,10}",
+    ]) {
+        let m = ManifestDir::new();
+        let doc = support::stream("S", "  subjects: [s]")
+            .replace("name: S", &format!("name: {}", Value::String(name.clone())));
+        m.write("s.yaml", &doc);
+        match manifest::load(m.path(), &variables()) {
+            Ok(loaded) => {
+                let r = &loaded.resources[0];
+                prop_assert!(!r.address.name.is_empty(), "`{}` loaded as an empty name", name);
+                prop_assert_eq!(Address::parse(&r.address.to_string()), Some(r.address.clone()));
+            }
+            Err(ManifestErrors(errors)) => {
+                for e in &errors {
+                    check_error(m.path(), e)?;
+                }
+                prop_assert!(
+                    errors.iter().any(|e| e.field.as_deref() == Some("metadata.name")
+                        && e.position.line == 4),
+                    "{:?}", errors
+                );
+            }
+        }
+    }
+
     /// An unresolved placeholder is reported at its line, with its field and name.
     #[test]
     fn unresolved_placeholders_are_named(name in "[a-z_][a-z0-9_]{0,10}") {
@@ -473,6 +516,114 @@ proptest! {
         prop_assert!(e.message.contains(&format!("`${{{name}}}`")), "{}", e);
         prop_assert!(e.message.contains("--var"), "no fix in: {}", e);
     }
+}
+
+/// One folder of the repo's desired state (every kind has one), as (relative path, text).
+type Folder = Vec<(std::path::PathBuf, String)>;
+
+/// The repo's desired state and its config's variables. `${env:NAME}` gets a default, so the
+/// seeds are valid without the platform's secrets in the environment.
+fn desired_state() -> (Variables, Vec<Folder>) {
+    fn with_env_defaults(text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("${env:") {
+            let end = rest[i..].find('}').map_or(rest.len(), |e| i + e);
+            out.push_str(&rest[..end]);
+            if !rest[i..end].contains(":-") {
+                out.push_str(":-fuzz");
+            }
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+    fn files(dir: &Path, base: &Path, out: &mut Folder) {
+        for entry in std::fs::read_dir(dir)
+            .expect("read desired-state")
+            .flatten()
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                files(&path, base, out);
+            } else {
+                let text = std::fs::read_to_string(&path).expect("desired-state is text");
+                let rel = path.strip_prefix(base).expect("inside").to_path_buf();
+                out.push((rel, with_env_defaults(&text)));
+            }
+        }
+    }
+    let root = support::repo_root().join("desired-state");
+    let config = ofctl::config::TargetConfig::load(&root.join("ofctl.toml"), true)
+        .expect("desired-state/ofctl.toml loads");
+    let mut folders = Vec::new();
+    for entry in std::fs::read_dir(&root)
+        .expect("read desired-state")
+        .flatten()
+    {
+        if entry.path().is_dir() {
+            let mut folder = Folder::new();
+            files(&entry.path(), &entry.path(), &mut folder);
+            folder.sort();
+            folders.push(folder);
+        }
+    }
+    folders.sort();
+    (config.variables, folders)
+}
+
+fn write_folder(dir: &Path, folder: &Folder) {
+    for (rel, text) in folder {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+}
+
+#[test]
+fn the_desired_state_seeds_are_valid() {
+    let (variables, folders) = desired_state();
+    assert!(folders.len() >= 5, "{} folders", folders.len());
+    for folder in &folders {
+        let m = ManifestDir::new();
+        write_folder(m.path(), folder);
+        if let Err(e) = manifest::load(m.path(), &variables) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// The real desired state of every kind (YAML, spec files, scripts), one file edited at random:
+/// the kinds' schemas and spec checks see near-valid input too.
+#[test]
+fn every_kind_survives_edits_to_real_manifests() {
+    let (variables, folders) = desired_state();
+    let strategy = (
+        any::<Index>(),
+        any::<Index>(),
+        prop::collection::vec(edit(), 1..4),
+    );
+    proptest!(config(cases(200)), |((folder, file, edits) in strategy)| {
+        let mut folder = folders[folder.index(folders.len())].clone();
+        let n = folder.len();
+        let (_, text) = &mut folder[file.index(n)];
+        *text = apply_edits(text, &edits);
+        let m = ManifestDir::new();
+        write_folder(m.path(), &folder);
+        match manifest::load(m.path(), &variables) {
+            Ok(loaded) => {
+                for r in &loaded.resources {
+                    prop_assert!(!r.address.name.is_empty());
+                    prop_assert!(r.source.file.starts_with(m.path()));
+                }
+            }
+            Err(ManifestErrors(errors)) => {
+                for e in &errors {
+                    check_error(m.path(), e)?;
+                }
+            }
+        }
+    });
 }
 
 /// The NatsStream spec's fields (from the embedded schema), so the unknown-field target does

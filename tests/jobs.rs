@@ -175,3 +175,121 @@ async fn two_replicas_run_each_job_once_per_interval() {
     assert_eq!(a.terminate(), Some(0));
     assert_eq!(b.terminate(), Some(0));
 }
+
+async fn stats_totals(mongo_uri: &str) -> (i64, i64, i64) {
+    use futures::TryStreamExt;
+    let db = ofctl::providers::mongo::open_database(mongo_uri, None)
+        .await
+        .unwrap();
+    let docs: Vec<mongodb::bson::Document> = db
+        .collection::<mongodb::bson::Document>("api_key_stats")
+        .find(mongodb::bson::doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let sum = |f: &str| {
+        docs.iter()
+            .map(|d| {
+                d.get_i64(f)
+                    .or_else(|_| d.get_i32(f).map(i64::from))
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    (
+        sum("totalRequests"),
+        sum("successfulRequests"),
+        sum("failedRequests"),
+    )
+}
+
+#[tokio::test]
+async fn api_key_stats_written_during_syncs_are_neither_lost_nor_doubled() {
+    use ofctl::jobs::Job;
+    use redis::AsyncCommands;
+    let (_r, redis_url) = redis();
+    let (_m, mongo_uri) = support::mongo();
+    let sync = ofctl::jobs::api_key_stats::ApiKeyStatsSync::new(&redis_url, &mongo_uri, None, "t1")
+        .await
+        .unwrap();
+    // The gateway's writes (openframe.md §11): chained commands, not a transaction.
+    let writer = {
+        let url = redis_url.clone();
+        tokio::spawn(async move {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let mut written = 0i64;
+            for i in 0..1500 {
+                let key = format!("of:{{t1}}:stats:key-{}", i % 7);
+                let _: i64 = conn.hincr(&key, "total", 1).await.unwrap();
+                let field = if i % 5 == 0 { "failed" } else { "success" };
+                let _: i64 = conn.hincr(&key, field, 1).await.unwrap();
+                let _: () = conn
+                    .hset(
+                        &key,
+                        "lastUsed",
+                        format!("2026-11-23T10:00:{:02}.123456789", i % 60),
+                    )
+                    .await
+                    .unwrap();
+                let _: bool = conn.expire(&key, 3600).await.unwrap();
+                written += 1;
+                if i % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            written
+        })
+    };
+    let mut runs = 0;
+    while !writer.is_finished() {
+        sync.run().await.unwrap();
+        runs += 1;
+    }
+    let written = writer.await.unwrap();
+    sync.run().await.unwrap();
+    let (total, ok, failed) = stats_totals(&mongo_uri).await;
+    eprintln!("{runs} syncs during {written} writes");
+    assert!(runs > 1, "the syncs must overlap the writes");
+    assert_eq!(total, written);
+    assert_eq!(ok + failed, written);
+    assert_eq!(failed, 300);
+
+    // A crash after the Mongo update but before the DEL leaves the processing key behind:
+    // the next run finishes it without counting it again.
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = conn
+        .hincr("of:{t1}:stats:key-crash", "total", 5)
+        .await
+        .unwrap();
+    sync.run().await.unwrap();
+    let db = ofctl::providers::mongo::open_database(&mongo_uri, None)
+        .await
+        .unwrap();
+    let doc = db
+        .collection::<mongodb::bson::Document>("api_key_stats")
+        .find_one(mongodb::bson::doc! {"_id": "key-crash"})
+        .await
+        .unwrap()
+        .unwrap();
+    let batch = doc.get_str("lastSyncBatch").unwrap().to_string();
+    let _: i64 = conn
+        .hincr(
+            format!("of:{{t1}}:stats-sync:key-crash:{batch}"),
+            "total",
+            5,
+        )
+        .await
+        .unwrap();
+    sync.run().await.unwrap();
+    assert_eq!(stats_totals(&mongo_uri).await.0, written + 5);
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("of:{t1}:stats*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -6,7 +6,9 @@
 //! With free-running timers two replicas out of phase would each find the lock expired and
 //! run the job twice per interval.
 
+pub mod api_key_stats;
 pub mod connector_health;
+pub mod publish_fallback;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -325,6 +325,14 @@ fn load_document(
         Ok(other) => other.to_string(),
         Err(e) => return Err(at("/metadata/name", e.to_string())),
     };
+    // The schema saw the placeholder, not the value: `${prefix}` with an empty prefix would
+    // make an address (`Kind/`) that no system accepts and no saved plan can read back.
+    if name.is_empty() {
+        return Err(at(
+            "/metadata/name",
+            "resolves to an empty name; give the variable a value or write the name out".into(),
+        ));
+    }
     let metadata = &obj["metadata"];
     let string_map = |key: &str| -> BTreeMap<String, String> {
         metadata
@@ -497,6 +505,20 @@ mod tests {
         }
         let errors = load(dir.path(), &Variables::new()).unwrap_err().0;
         (dir, errors)
+    }
+
+    #[test]
+    fn a_name_that_resolves_to_nothing_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = "apiVersion: ofctl.openframe.io/v1\nkind: NatsStream\nmetadata:\n  name: \"${prefix}\"\nspec: {}\n";
+        std::fs::write(dir.path().join("a.yaml"), doc).unwrap();
+        let mut vars = Variables::new();
+        vars.insert("prefix", serde_json::json!(""));
+        let errors = load(dir.path(), &vars).unwrap_err().0;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].position.line, 4);
+        assert_eq!(errors[0].field.as_deref(), Some("metadata.name"));
+        assert!(errors[0].message.contains("empty name"), "{}", errors[0]);
     }
 
     #[test]

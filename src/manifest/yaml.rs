@@ -105,11 +105,14 @@ fn with_hint(message: &str) -> String {
 /// The scanner reports an error at the end of input on the line after a last line without a
 /// newline, which editors cannot jump to; such errors point at the end of the last line.
 fn within(source: &str, position: Position) -> Position {
-    let lines = source.matches('\n').count() + 1;
+    // YAML breaks lines at \n, \r\n and a lone \r.
+    let breaks = source.matches('\n').count() + source.matches('\r').count()
+        - source.matches("\r\n").count();
+    let lines = breaks + 1;
     if position.line <= lines {
         return position;
     }
-    let last = source.rsplit('\n').next().unwrap_or_default();
+    let last = source.rsplit(['\n', '\r']).next().unwrap_or_default();
     Position {
         line: lines,
         column: last.chars().count() + 1,
@@ -403,6 +406,8 @@ mod tests {
         assert_eq!(err.position, Position { line: 1, column: 5 });
         let err = parse_documents("&*[").unwrap_err();
         assert_eq!(err.position.line, 1);
+        let err = parse_documents("a:\r  - [").unwrap_err();
+        assert_eq!(err.position, Position { line: 2, column: 6 });
     }
 
     #[test]

@@ -463,6 +463,56 @@ impl TenantLoop {
                 }
             }
         }
+        if jobs.api_key_stats.enabled {
+            let mongo = self.config.endpoint(crate::kind::System::Mongo);
+            if let (Some(redis_url), Ok(mongo_uri)) = (redis.as_deref(), mongo) {
+                let tenant = self.config.tenant().unwrap_or_else(|_| self.id.clone());
+                match crate::jobs::api_key_stats::ApiKeyStatsSync::new(
+                    redis_url,
+                    &mongo_uri,
+                    self.config.mongo_database(),
+                    &tenant,
+                )
+                .await
+                {
+                    Ok(job) => handles.push(tokio::spawn(crate::jobs::schedule(
+                        Arc::new(job),
+                        jobs.api_key_stats.timing(),
+                        self.id.clone(),
+                        self.locks.clone(),
+                        Arc::clone(&self.shared),
+                    ))),
+                    Err(e) => {
+                        tracing::error!(tenant = %self.id, "API-key stats job not started: {e}")
+                    }
+                }
+            }
+        }
+        if jobs.publish_fallback.enabled {
+            if let Ok(mongo_uri) = self.config.endpoint(crate::kind::System::Mongo) {
+                match crate::jobs::publish_fallback::PublishFallback::new(
+                    &mongo_uri,
+                    self.config.mongo_database(),
+                    jobs.publish_fallback.max_attempts,
+                    self.id.clone(),
+                    Arc::clone(&self.shared),
+                    Arc::clone(&self.reconcile_now),
+                )
+                .await
+                {
+                    Ok(job) => handles.push(tokio::spawn(crate::jobs::schedule(
+                        Arc::new(job),
+                        jobs.publish_fallback.timing(),
+                        self.id.clone(),
+                        self.locks.clone(),
+                        Arc::clone(&self.shared),
+                    ))),
+                    Err(e) => {
+                        tracing::error!(tenant = %self.id, "publish fallback job not started: {e}")
+                    }
+                }
+            }
+        }
         handles
     }
 

@@ -159,6 +159,22 @@ fn object(value: Option<&Value>) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// The platform database: `[mongo] database`, else the URI's path, else `openframe`.
+pub async fn open_database(uri: &str, database: Option<String>) -> Result<Database, ProviderError> {
+    let mut options = ClientOptions::parse(uri)
+        .await
+        .map_err(|e| ProviderError::permanent(format!("invalid [mongo] uri: {e}")))?;
+    options.app_name = Some("ofctl".into());
+    options.connect_timeout = Some(TIMEOUT);
+    options.server_selection_timeout = Some(TIMEOUT);
+    let name = database
+        .or_else(|| options.default_database.clone())
+        .unwrap_or_else(|| "openframe".into());
+    let client = mongodb::Client::with_options(options)
+        .map_err(|e| transient_or_permanent("cannot create the Mongo client", &e))?;
+    Ok(client.database(&name))
+}
+
 fn is_release_agent(spec: &Value) -> bool {
     spec.get("releaseVersion") == Some(&Value::Bool(true))
 }
@@ -184,25 +200,9 @@ impl MongoProvider {
         }
     }
 
-    /// The database: `[mongo] database`, else the URI's path, else `openframe`.
     async fn db(&self) -> Result<&Database, ProviderError> {
         self.db
-            .get_or_try_init(|| async {
-                let mut options = ClientOptions::parse(&self.uri)
-                    .await
-                    .map_err(|e| ProviderError::permanent(format!("invalid [mongo] uri: {e}")))?;
-                options.app_name = Some("ofctl".into());
-                options.connect_timeout = Some(TIMEOUT);
-                options.server_selection_timeout = Some(TIMEOUT);
-                let name = self
-                    .database
-                    .clone()
-                    .or_else(|| options.default_database.clone())
-                    .unwrap_or_else(|| "openframe".into());
-                let client = mongodb::Client::with_options(options)
-                    .map_err(|e| transient_or_permanent("cannot create the Mongo client", &e))?;
-                Ok(client.database(&name))
-            })
+            .get_or_try_init(|| open_database(&self.uri, self.database.clone()))
             .await
     }
 
