@@ -541,21 +541,12 @@ impl Drop for Watch {
     }
 }
 
-/// The platform's desired state (`desired-state/`, its ofctl.toml included) in a temporary folder.
-/// The platform's desired state without its Mongo documents, which need a Mongo-wire server
-/// and generated credentials (tests/mongo_platform.rs covers them).
+/// The platform's whole desired state (`desired-state/`, its ofctl.toml included) in a
+/// temporary folder. Its Mongo documents need a Mongo-wire server ([`mongo`]) and the
+/// credentials of [`DESIRED_STATE_SECRETS`]; [`platform_env`] supplies both.
 pub fn desired_state() -> ManifestDir {
     let m = ManifestDir::new();
     m.copy_from("desired-state");
-    std::fs::remove_dir_all(m.path().join("mongo")).expect("desired-state/mongo exists");
-    // Without its [mongo] section, nothing (export, prune) reaches for a Mongo server.
-    let config = m.path().join("ofctl.toml");
-    let text = std::fs::read_to_string(&config).expect("desired-state/ofctl.toml");
-    let start = text.find("[mongo]").expect("a [mongo] section");
-    let end = text[start + 1..]
-        .find("\n[")
-        .map_or(text.len(), |i| start + 1 + i + 1);
-    std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).expect("write config");
     m
 }
 
