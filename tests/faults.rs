@@ -663,7 +663,7 @@ async fn nats_stopped_mid_apply_is_reported_change_by_change() {
     );
     assert!(took < Duration::from_secs(30), "{took:?}");
 
-    let mut server = start();
+    let server = start();
     let (code, plan) = plan_json(&m, &[]);
     assert_eq!(code, 2, "{plan:#}");
     check_against_live(&lines, &plan);
@@ -671,8 +671,28 @@ async fn nats_stopped_mid_apply_is_reported_change_by_change() {
     assert_eq!(rerun.code, 0, "{rerun:?}");
     assert_eq!(plan_json(&m, &[]).0, 0);
 
-    // A saved plan, then the server goes away before it is applied: nothing is applied, and
-    // the error says which read failed.
+    // A saved plan, then the server is stopped before it is applied: nothing is applied, and
+    // the error says which read failed. On a server of its own that is stopped cleanly:
+    // whether JetStream keeps a stream whose creation a crash interrupted is the server's
+    // business, not this test's.
+    drop(server);
+    let store = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let start = || {
+        support::nats_server(
+            tempfile::tempdir().expect("tempdir"),
+            store.path(),
+            port,
+            &[],
+        )
+    };
+    let mut server = start();
+    m.write(
+        "ofctl.toml",
+        &format!("[nats]\nurl = \"nats://127.0.0.1:{port}\"\n"),
+    );
+    let fresh = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
+    assert_eq!(fresh.code, 0, "{fresh:?}");
     m.write(
         "more.yaml",
         &streams((N + 1..=N + 5).map(|i| format!("S{i:02}"))),
@@ -680,7 +700,7 @@ async fn nats_stopped_mid_apply_is_reported_change_by_change() {
     let saved = m.path().join("plan.json");
     let plan = ofctl(&["plan", "-f", m.arg(), "-o", saved.to_str().unwrap()], &[]);
     assert_eq!(plan.code, 2, "{plan:?}");
-    server.stop();
+    server.terminate();
     let down = ofctl(&["apply", saved.to_str().unwrap()], &[]);
     assert_eq!(down.code, 1, "{down:?}");
     assert!(

@@ -121,6 +121,30 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Stops the server as an operator would (SIGTERM: it shuts down cleanly), killing it if
+    /// it has not exited within 20 s.
+    pub fn terminate(&mut self) {
+        if sigterm(&mut self.child).is_none() {
+            self.stop();
+        }
+    }
+}
+
+/// Sends SIGTERM and waits (up to 20 s) for the process to exit; `None` if it has not.
+fn sigterm(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 impl Drop for Server {
@@ -493,19 +517,11 @@ impl Watch {
 
     /// Sends SIGTERM and returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let status = sigterm(&mut self.child);
+        if status.is_none() {
+            let _ = self.child.kill();
         }
-        let _ = self.child.kill();
-        None
+        status.and_then(|s| s.code())
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
