@@ -578,14 +578,14 @@ fn apply_and_stop(m: &ManifestDir, after: usize, stop: impl FnOnce()) -> (Run, D
 }
 
 /// Checks the report of an apply of `n` changes whose server stopped after `after` of them:
-/// exit 1, every change listed once as made, failed or not attempted, failures naming
-/// `failure`, skipped ones naming `system` as the one that stopped answering. Returns the
-/// summary lines.
+/// exit 1, every change listed once as made, failed or not attempted, failures naming each
+/// of `failure` (what failed, and where), skipped ones naming `system` as the one that
+/// stopped answering. Returns the summary lines.
 fn check_stopped_report<'a>(
     run: &'a Run,
     n: usize,
     after: usize,
-    failure: &str,
+    failure: &[&str],
     system: &str,
 ) -> Vec<(&'a str, &'a str)> {
     assert_eq!(run.code, 1, "{run:?}");
@@ -595,9 +595,24 @@ fn check_stopped_report<'a>(
     assert!(failed > 0 && skipped > 0, "{run:?}");
     let lines = summary_lines(run);
     assert_eq!(lines.len(), n, "every change once: {run:?}");
+    // What an operator reads first: the headline and one line of each kind.
+    let first = |status: &str| {
+        run.stdout
+            .lines()
+            .map(str::trim_start)
+            .find(|l| l.starts_with(status))
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "{system} stopped, the report says:\n  {}\n  {}\n  {}\n  {}",
+        first("Apply FAILED"),
+        first("made:"),
+        first("failed:"),
+        first("not attempted:")
+    );
     for line in run.stdout.lines().map(str::trim_start) {
         if line.starts_with("failed:") {
-            assert!(line.contains(failure), "{line}");
+            assert!(failure.iter().all(|f| line.contains(f)), "{line}");
         }
         if line.starts_with("not attempted:") {
             assert!(
@@ -654,7 +669,9 @@ async fn nats_stopped_mid_apply_is_reported_change_by_change() {
         &run,
         N,
         10,
-        "the connection to NATS at nats://127.0.0.1",
+        &[&format!(
+            "the connection to NATS at nats://127.0.0.1:{port} is lost"
+        )],
         "nats",
     );
     eprintln!(
@@ -745,7 +762,14 @@ async fn mongo_stopped_mid_apply_is_reported_change_by_change() {
     m.write("agents.yaml", &agents);
 
     let (run, took) = apply_and_stop(&m, 10, || server.stop());
-    let lines = check_stopped_report(&run, N, 10, "integrated_tool_agents", "mongo");
+    // The driver's error names the server it could not reach.
+    let lines = check_stopped_report(
+        &run,
+        N,
+        10,
+        &[" integrated_tool_agents: ", &format!("127.0.0.1:{port}")],
+        "mongo",
+    );
     eprintln!(
         "mongo stopped: the apply ended {took:?} after the server stopped: {:?} (made, failed, not attempted)",
         failed_counts(&run)
