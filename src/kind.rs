@@ -111,6 +111,16 @@ impl KindInfo {
                 && pat.iter().zip(&segments).all(|(p, s)| *p == "*" || p == s)
         })
     }
+
+    /// Replaces every secret value in `spec` with [`crate::redact::MASK`], keeping the shape
+    /// (an API response shows that a tool has a password, not what it is).
+    pub fn mask_sensitive(&self, spec: &mut serde_json::Value) {
+        crate::path::for_each_leaf(spec, &mut |pointer, leaf| {
+            if !leaf.is_null() && self.is_sensitive(pointer) {
+                *leaf = serde_json::Value::String(crate::redact::MASK.to_string());
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -135,5 +145,21 @@ mod tests {
         assert!(INFO.is_sensitive("/config/database.password"));
         assert!(!INFO.is_sensitive("/config/database.user"));
         assert!(!INFO.is_sensitive("/users/3/name"));
+    }
+
+    #[test]
+    fn masking_keeps_the_shape() {
+        let mut spec = serde_json::json!({
+            "credentials": {"username": "u", "apiKey": {"key": "k-123456"}, "none": null},
+            "config": {"database.password": "pw", "database.user": "app"}
+        });
+        INFO.mask_sensitive(&mut spec);
+        assert_eq!(
+            spec,
+            serde_json::json!({
+                "credentials": {"username": "(sensitive)", "apiKey": {"key": "(sensitive)"}, "none": null},
+                "config": {"database.password": "(sensitive)", "database.user": "app"}
+            })
+        );
     }
 }

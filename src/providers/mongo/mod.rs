@@ -10,6 +10,7 @@
 
 mod crypto;
 mod document;
+pub use document::{publish_attempts, publish_retryable};
 mod publish;
 mod tools;
 
@@ -134,6 +135,9 @@ pub struct MongoProvider {
     /// registration secret must be created).
     encryption: Result<EncryptionKey, String>,
     counter: RequestCounter,
+    /// Retries of an unpublished update before giving up (`[jobs.publish_fallback]
+    /// max_attempts`, the platform's maxPublishAttempts).
+    max_publish_attempts: i64,
 }
 
 fn transient_or_permanent(what: &str, e: &mongodb::error::Error) -> ProviderError {
@@ -196,6 +200,7 @@ impl MongoProvider {
             nats_url,
             nats: OnceCell::new(),
             encryption,
+            max_publish_attempts: i64::from(config.jobs().publish_fallback.max_attempts),
             counter: RequestCounter::default(),
         }
     }
@@ -460,13 +465,23 @@ impl MongoProvider {
             .await?
             .iter()
             .filter_map(|d| {
+                let gave_up = document::publish_pending(d)
+                    && !document::publish_retryable(d, self.max_publish_attempts);
                 Some(Observed {
                     name: document::id_string(d)?,
-                    spec: document::live_spec(d),
+                    spec: document::live_spec(d, self.max_publish_attempts),
                     // Platform documents carry no ownership marker ofctl could add without
                     // changing them, so nothing here is ever pruned.
                     managed: false,
-                    notes: Vec::new(),
+                    notes: gave_up
+                        .then(|| {
+                            format!(
+                                "its update message was never published: gave up after {} retries ([jobs.publish_fallback] max_attempts); its next change publishes again",
+                                document::publish_attempts(d)
+                            )
+                        })
+                        .into_iter()
+                        .collect(),
                 })
             })
             .collect())
@@ -486,7 +501,7 @@ impl MongoProvider {
                     "version {}",
                     if v.is_empty() { "(unset)" } else { v }
                 ))
-            } else if document::publish_pending(d) {
+            } else if document::publish_retryable(d, self.max_publish_attempts) {
                 Some("publish pending".to_string())
             } else {
                 None
@@ -573,7 +588,7 @@ impl MongoProvider {
             // A new agent is saved as it is and announces nothing (§7).
             return self.replace(AGENTS_COLLECTION, doc).await;
         };
-        let before = document::live_spec(&current);
+        let before = document::live_spec(&current, self.max_publish_attempts);
         let due = publish::agent_change(&before, &content).is_some();
         let subject = agent_subject(op.name);
         let payload = agent_message(op.name, &content);
@@ -678,7 +693,9 @@ impl MongoProvider {
         for (collection, filter) in followers {
             for current in self.find(collection, filter, None).await? {
                 let stored = current.get_str("version").ok();
-                if stored == Some(version.as_str()) && !document::publish_pending(&current) {
+                if stored == Some(version.as_str())
+                    && !document::publish_retryable(&current, self.max_publish_attempts)
+                {
                     continue;
                 }
                 let mut doc = current.clone();
@@ -686,7 +703,7 @@ impl MongoProvider {
                 if collection == CLIENT_COLLECTION {
                     doc.insert(document::UPDATED_AT, document::now());
                 }
-                let content = document::live_spec(&doc);
+                let content = document::live_spec(&doc, self.max_publish_attempts);
                 let (subject, payload) = if collection == CLIENT_COLLECTION {
                     (CLIENT_SUBJECT.to_string(), client_message(&content))
                 } else {
@@ -884,6 +901,16 @@ impl Provider for MongoProvider {
             ));
         }
         (merged, notes)
+    }
+
+    fn retains(&self, kind: &str, live: &Value) -> Vec<Address> {
+        if kind != TOOL || super::kind_info(tools::CONNECTOR_KIND).is_none() {
+            return Vec::new();
+        }
+        tools::connector_names(live)
+            .into_iter()
+            .map(|n| Address::new(tools::CONNECTOR_KIND, n))
+            .collect()
     }
 
     fn dependencies(&self, kind: &str, _name: &str, spec: &Value) -> Vec<Address> {
