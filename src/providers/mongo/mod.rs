@@ -252,7 +252,15 @@ impl MongoProvider {
         F: std::future::IntoFuture<Output = mongodb::error::Result<T>>,
     {
         self.counter.write();
-        op.await.map_err(|e| transient_or_permanent(what, &e))
+        op.await.map_err(|e| {
+            let error = transient_or_permanent(what, &e);
+            // The connection broke during the write: the server may have carried it out.
+            if matches!(*e.kind, mongodb::error::ErrorKind::Io(_)) {
+                ProviderError::unanswered(error.message)
+            } else {
+                error
+            }
+        })
     }
 
     async fn insert(&self, collection: &str, doc: Document) -> Result<(), ProviderError> {
@@ -316,7 +324,8 @@ impl MongoProvider {
             .map_err(|e| ProviderError::permanent(e.clone()))?;
         self.nats
             .get_or_try_init(|| async {
-                let client = async_nats::ConnectOptions::new()
+                let options = async_nats::ConnectOptions::new();
+                let client = crate::providers::nats::with_url_credentials(options, url)
                     .connection_timeout(Duration::from_secs(3))
                     .request_timeout(Some(TIMEOUT))
                     .connect(url.as_str())
