@@ -140,9 +140,29 @@ pub struct MongoProvider {
     max_publish_attempts: i64,
 }
 
+/// The driver's server-selection error dumps its whole topology description; an operator
+/// needs the address and why it did not answer.
+fn server_selection_summary(message: &str) -> Option<String> {
+    let after = |key: &str| message.split_once(key).map(|(_, rest)| rest);
+    let address = after("Address: ")?.split([',', ' ']).next()?;
+    let reason = after("Error: ")
+        .map(|rest| rest.split(", labels").next().unwrap_or(rest))
+        .map(|r| r.trim_start_matches("Kind: ").trim())
+        .unwrap_or("no answer");
+    Some(format!(
+        "no MongoDB server answered at {address} within {} s ({reason})",
+        TIMEOUT.as_secs()
+    ))
+}
+
 fn transient_or_permanent(what: &str, e: &mongodb::error::Error) -> ProviderError {
     use mongodb::error::ErrorKind as K;
-    let message = format!("{what}: {e}");
+    let message = match &*e.kind {
+        K::ServerSelection { message, .. } => server_selection_summary(message)
+            .map(|m| format!("{what}: {m}"))
+            .unwrap_or_else(|| format!("{what}: {e}")),
+        _ => format!("{what}: {e}"),
+    };
     match *e.kind {
         K::ServerSelection { .. } | K::Io(_) | K::ConnectionPoolCleared { .. } => {
             ProviderError::transient(message)
@@ -962,6 +982,16 @@ mod tests {
 
     fn provider() -> MongoProvider {
         MongoProvider::new("mongodb://127.0.0.1:1/x".into(), &TargetConfig::default())
+    }
+
+    #[test]
+    fn server_selection_errors_name_the_address_and_the_reason() {
+        let raw = "Server selection timeout: No available servers. Topology: { Type: Single, Servers: [ { Address: 127.0.0.1:36415, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {\"SystemOverloadedError\"}, source: None, server response: None } ] }";
+        assert_eq!(
+            server_selection_summary(raw).unwrap(),
+            "no MongoDB server answered at 127.0.0.1:36415 within 5 s (I/O error: Connection refused (os error 111))"
+        );
+        assert_eq!(server_selection_summary("no topology"), None);
     }
 
     #[test]
