@@ -370,11 +370,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
             config: args.config.clone(),
         })
         .collect();
-    let shared = Arc::new(crate::watch::Shared {
-        metrics: Default::default(),
-        tenants: Default::default(),
-        shutdown: tokio_util::sync::CancellationToken::new(),
-    });
+    let shared = Arc::new(crate::watch::Shared::default());
     let token = shared.shutdown.clone();
     let cancel = cancel_on_signal();
     tokio::spawn(async move {

@@ -243,8 +243,17 @@ impl Engine {
             ));
         }
         if options.prune {
+            let mut retained = BTreeSet::new();
             for (address, o) in &obs.live {
-                if o.managed && !obs.desired.contains_key(address) {
+                if obs.desired.contains_key(address) {
+                    continue;
+                }
+                if let Some(info) = providers::kind_info(&address.kind) {
+                    retained.extend(self.provider(info.system)?.retains(info.kind, &o.spec));
+                }
+            }
+            for (address, o) in &obs.live {
+                if o.managed && !obs.desired.contains_key(address) && !retained.contains(address) {
                     let deps = obs.depends_on.get(address).cloned().unwrap_or_default();
                     changes.push(plan::prune_change(address.clone(), &o.spec, deps));
                 }

@@ -31,44 +31,24 @@ fn env_name(address: &Address, pointer: &str) -> String {
         .collect()
 }
 
-/// Replaces every sensitive value with an `${env:...}` placeholder.
-fn mask(
-    value: &mut Value,
-    pointer: String,
-    info: &KindInfo,
-    address: &Address,
-    env: &mut Vec<String>,
-) {
-    // Containers are walked so that each secret leaf gets its own placeholder and the shape
-    // (e.g. a list of `KEY=VALUE` env vars) stays valid for the schema.
-    let leaf = !value.is_object() && !value.is_array() && !value.is_null();
-    if !pointer.is_empty() && info.is_sensitive(&pointer) && leaf {
-        let name = env_name(address, &pointer);
-        *value = Value::String(format!("${{env:{name}}}"));
-        env.push(name);
-        return;
-    }
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                mask(
-                    v,
-                    format!("{pointer}/{}", crate::path::escape(k)),
-                    info,
-                    address,
-                    env,
-                );
+/// Replaces every sensitive value with an `${env:...}` placeholder (one per leaf, so the shape,
+/// e.g. a list of `KEY=VALUE` env vars, stays valid for the schema) and escapes `${` in the
+/// rest, which would read as a placeholder when the export is loaded again.
+fn mask(value: &mut Value, info: &KindInfo, address: &Address, env: &mut Vec<String>) {
+    crate::path::for_each_leaf(value, &mut |pointer, leaf| {
+        if leaf.is_null() {
+            return;
+        }
+        if !pointer.is_empty() && info.is_sensitive(pointer) {
+            let name = env_name(address, pointer);
+            *leaf = Value::String(format!("${{env:{name}}}"));
+            env.push(name);
+        } else if let Value::String(s) = leaf {
+            if s.contains("${") {
+                *s = s.replace("${", "$${");
             }
         }
-        Value::Array(items) => {
-            for (i, v) in items.iter_mut().enumerate() {
-                mask(v, format!("{pointer}/{i}"), info, address, env);
-            }
-        }
-        // `$` in live data would read as a placeholder when the export is loaded again.
-        Value::String(s) if s.contains("${") => *s = s.replace("${", "$${"),
-        _ => {}
-    }
+    });
 }
 
 fn to_yaml(value: &Value) -> Yaml {
@@ -95,7 +75,7 @@ fn to_yaml(value: &Value) -> Yaml {
 pub fn document(address: &Address, info: &KindInfo, spec: &Value) -> Exported {
     let mut spec = spec.clone();
     let mut env = Vec::new();
-    mask(&mut spec, String::new(), info, address, &mut env);
+    mask(&mut spec, info, address, &mut env);
     let mut doc = serde_json::json!({
         "apiVersion": API_VERSION,
         "kind": address.kind,

@@ -123,6 +123,16 @@ impl KindInfo {
                 .all(|p| segments.next().is_some_and(|s| p == "*" || p == s))
         })
     }
+
+    /// Replaces every secret value in `spec` with [`crate::redact::MASK`], keeping the shape
+    /// (an API response shows that a tool has a password, not what it is).
+    pub fn mask_sensitive(&self, spec: &mut serde_json::Value) {
+        crate::path::for_each_leaf(spec, &mut |pointer, leaf| {
+            if !leaf.is_null() && self.is_sensitive(pointer) {
+                *leaf = serde_json::Value::String(crate::redact::MASK.to_string());
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -152,5 +162,21 @@ mod tests {
         assert!(!INFO.is_sensitive("/config/nopassword"));
         assert!(!INFO.is_sensitive("/users"));
         assert!(!INFO.is_sensitive(""));
+    }
+
+    #[test]
+    fn masking_keeps_the_shape() {
+        let mut spec = serde_json::json!({
+            "credentials": {"username": "u", "apiKey": {"key": "k-123456"}, "none": null},
+            "config": {"database.password": "pw", "database.user": "app"}
+        });
+        INFO.mask_sensitive(&mut spec);
+        assert_eq!(
+            spec,
+            serde_json::json!({
+                "credentials": {"username": "(sensitive)", "apiKey": {"key": "(sensitive)"}, "none": null},
+                "config": {"database.password": "(sensitive)", "database.user": "app"}
+            })
+        );
     }
 }

@@ -28,6 +28,41 @@ pub fn display(pointer: &str) -> String {
     out
 }
 
+/// Calls `f` with the pointer and value of every scalar (null included) inside `value`.
+pub fn for_each_leaf(
+    value: &mut serde_json::Value,
+    f: &mut dyn FnMut(&str, &mut serde_json::Value),
+) {
+    fn walk(
+        value: &mut serde_json::Value,
+        pointer: &mut String,
+        f: &mut dyn FnMut(&str, &mut serde_json::Value),
+    ) {
+        use serde_json::Value;
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    let len = pointer.len();
+                    pointer.push('/');
+                    pointer.push_str(&escape(k));
+                    walk(v, pointer, f);
+                    pointer.truncate(len);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter_mut().enumerate() {
+                    let len = pointer.len();
+                    pointer.push_str(&format!("/{i}"));
+                    walk(v, pointer, f);
+                    pointer.truncate(len);
+                }
+            }
+            leaf => f(pointer, leaf),
+        }
+    }
+    walk(value, &mut String::new(), f);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +76,22 @@ mod tests {
         );
         assert_eq!(display("/a~1b/c"), "a/b.c");
         assert_eq!(display(""), "");
+    }
+
+    #[test]
+    fn visits_every_leaf_with_its_pointer() {
+        let mut v = serde_json::json!({"a": [1, {"b/c": null}], "d": "x"});
+        let mut seen = Vec::new();
+        for_each_leaf(&mut v, &mut |ptr, leaf| {
+            seen.push((ptr.to_string(), leaf.clone()))
+        });
+        assert_eq!(
+            seen,
+            vec![
+                ("/a/0".to_string(), serde_json::json!(1)),
+                ("/a/1/b~1c".to_string(), serde_json::Value::Null),
+                ("/d".to_string(), serde_json::json!("x")),
+            ]
+        );
     }
 }

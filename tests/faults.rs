@@ -7,12 +7,12 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ofctl::sandbox::{self, FaultConfig, Sandbox, SandboxOptions};
 use serde_json::Value;
-use support::{desired_state, env_refs, kafka, nats, ofctl, platform_env, ManifestDir, Run};
+use support::{desired_state, env_refs, kafka, mongo, nats, ofctl, platform_env, ManifestDir, Run};
 
 const API_KEY: &str = "faults-trmm-key-5d1c";
 const SCRIPT: &str = "OpenFrame Client Latest Update";
@@ -50,7 +50,7 @@ async fn get(url: &str) -> Value {
     panic!("GET {url} kept failing");
 }
 
-/// What exists at the source, read from the emulators' own APIs.
+/// What exists at the source, read from the emulators' own APIs and from Mongo.
 #[derive(Debug, PartialEq)]
 struct Inventory {
     /// Names of user-defined Tactical scripts, one entry per script (duplicates kept).
@@ -58,9 +58,40 @@ struct Inventory {
     connectors: BTreeSet<String>,
     schemas: BTreeSet<String>,
     tables: BTreeSet<String>,
+    /// Documents per platform collection (empty without a Mongo URI).
+    documents: BTreeMap<&'static str, u64>,
 }
 
-async fn inventory(sb: &Sandbox) -> Inventory {
+/// The platform's collections and how many documents desired-state/ puts in each: three
+/// tools, four agents, one client configuration, one release, one registration secret.
+const COLLECTIONS: [(&str, u64); 5] = [
+    ("integrated_tools", 3),
+    ("integrated_tool_agents", 4),
+    ("openframe_client_configuration", 1),
+    ("release_versions", 1),
+    ("agent_registration_secrets", 1),
+];
+
+async fn documents(mongo_uri: &str) -> BTreeMap<&'static str, u64> {
+    let client = mongodb::Client::with_uri_str(mongo_uri)
+        .await
+        .expect("connect to Mongo");
+    let db = client
+        .default_database()
+        .expect("a database in the Mongo URI");
+    let mut counts = BTreeMap::new();
+    for (collection, _) in COLLECTIONS {
+        let n = db
+            .collection::<mongodb::bson::Document>(collection)
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .expect("count documents");
+        counts.insert(collection, n);
+    }
+    counts
+}
+
+async fn inventory(sb: &Sandbox, mongo_uri: Option<&str>) -> Inventory {
     let scripts = get(&format!(
         "{}/scripts/?showCommunityScripts=true&showHiddenScripts=true",
         sb.tactical_url
@@ -86,6 +117,10 @@ async fn inventory(sb: &Sandbox) -> Inventory {
         connectors: names(&get(&format!("{}/connectors", sb.connect_url)).await),
         schemas: names(&get(&format!("{}/schemas", sb.pinot_url)).await),
         tables: names(&get(&format!("{}/tables", sb.pinot_url)).await["tables"]),
+        documents: match mongo_uri {
+            Some(uri) => documents(uri).await,
+            None => BTreeMap::new(),
+        },
     }
 }
 
@@ -100,6 +135,12 @@ fn assert_no_duplicates(inv: &Inventory) {
     let pinot: BTreeSet<String> = ["devices", "logs"].iter().map(|s| s.to_string()).collect();
     assert_eq!(inv.schemas, pinot, "{inv:?}");
     assert_eq!(inv.tables, pinot, "{inv:?}");
+    assert_eq!(inv.documents, COLLECTIONS.into_iter().collect(), "{inv:?}");
+}
+
+/// A Mongo URI naming its own database, so that runs sharing one server start empty.
+fn database(uri: &str, name: &str) -> String {
+    uri.replacen("/openframe?", &format!("/{name}?"), 1)
 }
 
 /// The apply summary's lines, e.g. `made: NatsStream/x (create)` → ("made", "NatsStream/x").
@@ -208,8 +249,9 @@ fn retries(run: &Run) -> usize {
 async fn desired_state_converges_through_twenty_percent_faults_without_duplicates() {
     let (_nats, nats_url) = nats();
     let (_kafka, brokers) = kafka();
-    // One fresh set of emulators per seed (NATS and Kafka stay: their objects are created by
-    // the first round and are no-ops after).
+    let (_mongo, mongo_server) = mongo();
+    // One fresh set of emulators and Mongo database per seed (NATS and Kafka stay: their
+    // objects are created by the first round and are no-ops after).
     for seed in [20, 21, 22, 23] {
         // Every emulator request: 10 % a 500, 10 % a dropped connection (half of those after
         // the request was handled, so its answer is lost): ≈ 19 % faulted. Connect writes also
@@ -223,7 +265,8 @@ async fn desired_state_converges_through_twenty_percent_faults_without_duplicate
         })
         .await;
         let m = desired_state();
-        let env = platform_env(&sb, API_KEY, &nats_url, &brokers);
+        let mongo_uri = database(&mongo_server, &format!("openframe_{seed}"));
+        let env = platform_env(&sb, API_KEY, &nats_url, &brokers, &mongo_uri);
         let env = env_refs(&env);
 
         const MAX_RUNS: usize = 6;
@@ -256,7 +299,7 @@ async fn desired_state_converges_through_twenty_percent_faults_without_duplicate
         assert!(faults > 0, "seed {seed}: no fault was injected");
         let (code, plan) = plan_json(&m, &env);
         assert_eq!(code, 0, "{plan:#}");
-        assert_no_duplicates(&inventory(&sb).await);
+        assert_no_duplicates(&inventory(&sb, Some(&mongo_uri)).await);
     }
 }
 
@@ -322,7 +365,7 @@ async fn creates_whose_answers_were_lost_are_not_repeated() {
         stats.connect.writes,
     );
     assert_eq!(runs.last().map(|r| r.0), Some(0), "{runs:?}");
-    let inv = inventory(&sb).await;
+    let inv = inventory(&sb, None).await;
     let names = |f: &dyn Fn(usize) -> String| (0..N).map(f).collect::<Vec<_>>();
     assert_eq!(
         inv.scripts,
@@ -404,7 +447,9 @@ async fn apply_killed_at_random_points_converges_on_rerun() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     let mut outcomes = Vec::new();
     let mut total = None;
-    for _ in 0..KILLS {
+    // Mongo is slow to start: one server, a fresh database per kill.
+    let (_mongo, mongo_server) = mongo();
+    for kill in 0..KILLS {
         // Every emulator request takes 20 ms, and one change at a time per system.
         let sb = emulators(FaultConfig {
             latency: LATENCY,
@@ -418,7 +463,8 @@ async fn apply_killed_at_random_points_converges_on_rerun() {
         let mut text = std::fs::read_to_string(&config).expect("ofctl.toml");
         text.push_str("\n[engine]\nconcurrency = 1\n");
         std::fs::write(&config, text).expect("ofctl.toml");
-        let env = platform_env(&sb, API_KEY, &nats_url, &brokers);
+        let mongo_uri = database(&mongo_server, &format!("openframe_kill{kill}"));
+        let env = platform_env(&sb, API_KEY, &nats_url, &brokers, &mongo_uri);
         let env = env_refs(&env);
 
         let total = *total.get_or_insert_with(|| pending(&plan_json(&m, &env).1).0);
@@ -444,7 +490,7 @@ async fn apply_killed_at_random_points_converges_on_rerun() {
             code, 0,
             "not converged after a kill after {k} changes: {plan:#}"
         );
-        assert_no_duplicates(&inventory(&sb).await);
+        assert_no_duplicates(&inventory(&sb, Some(&mongo_uri)).await);
     }
     let mid = outcomes
         .iter()
@@ -468,35 +514,10 @@ fn streams(names: impl Iterator<Item = String>) -> String {
         .collect()
 }
 
-/// nats-server is killed while an apply of 50 streams runs: the apply ends promptly with exit 1
-/// and a summary that is true when checked against the restarted server. A saved plan applied
-/// while the server is down applies nothing and says so.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_stopped_mid_apply_is_reported_change_by_change() {
+/// Runs `ofctl apply` on `m`, calls `stop` once `after` changes are reported done, and returns
+/// the finished run with the time from `stop` to the apply's exit (bounded: 90 s).
+fn apply_and_stop(m: &ManifestDir, after: usize, stop: impl FnOnce()) -> (Run, Duration) {
     use std::io::{BufRead, Read};
-    let store = tempfile::tempdir().expect("tempdir");
-    let port = support::free_port();
-    let start = || {
-        support::nats_server(
-            tempfile::tempdir().expect("tempdir"),
-            store.path(),
-            port,
-            &[],
-        )
-    };
-    let mut server = start();
-    let m = ManifestDir::new();
-    m.write(
-        "ofctl.toml",
-        &format!("[nats]\nurl = \"nats://127.0.0.1:{port}\"\n"),
-    );
-    const N: usize = 50;
-    const KILL_AFTER: usize = 10;
-    m.write(
-        "streams.yaml",
-        &streams((1..=N).map(|i| format!("S{i:02}"))),
-    );
-
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ofctl"))
         .args(["apply", "-f", m.arg(), "--auto-approve"])
         .env("OFCTL_LOG", "info")
@@ -517,7 +538,7 @@ async fn nats_stopped_mid_apply_is_reported_change_by_change() {
         {
             if line.starts_with("  ✓ ") {
                 done += 1;
-                if done == KILL_AFTER {
+                if done == after {
                     let _ = tx.send(());
                 }
             }
@@ -526,17 +547,17 @@ async fn nats_stopped_mid_apply_is_reported_change_by_change() {
         }
         text
     });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("the apply made 10 changes");
-    server.stop();
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("the apply did not make {after} changes"));
+    stop();
     let stopped = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("poll ofctl") {
             break status;
         }
-        if stopped.elapsed() > Duration::from_secs(60) {
+        if stopped.elapsed() > Duration::from_secs(90) {
             let _ = child.kill();
-            panic!("the apply did not end within 60 s of the server stopping");
+            panic!("the apply did not end within 90 s of the server stopping");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -553,49 +574,142 @@ async fn nats_stopped_mid_apply_is_reported_change_by_change() {
         stdout,
         stderr: reader.join().expect("stderr reader"),
     };
+    (run, took)
+}
+
+/// Checks the report of an apply of `n` changes whose server stopped after `after` of them:
+/// exit 1, every change listed once as made, failed or not attempted, failures naming each
+/// of `failure` (what failed, and where), skipped ones naming `system` as the one that
+/// stopped answering. Returns the summary lines.
+fn check_stopped_report<'a>(
+    run: &'a Run,
+    n: usize,
+    after: usize,
+    failure: &[&str],
+    system: &str,
+) -> Vec<(&'a str, &'a str)> {
     assert_eq!(run.code, 1, "{run:?}");
-    let (done, failed, skipped) = failed_counts(&run).unwrap_or_else(|| panic!("{run:?}"));
-    assert!(done >= KILL_AFTER, "{run:?}");
-    assert_eq!(done + failed + skipped, N, "{run:?}");
+    let (done, failed, skipped) = failed_counts(run).unwrap_or_else(|| panic!("{run:?}"));
+    assert!(done >= after, "{run:?}");
+    assert_eq!(done + failed + skipped, n, "{run:?}");
     assert!(failed > 0 && skipped > 0, "{run:?}");
-    let lines = summary_lines(&run);
-    assert_eq!(lines.len(), N, "every stream once: {run:?}");
-    for line in run.stdout.lines() {
-        let line = line.trim_start();
+    let lines = summary_lines(run);
+    assert_eq!(lines.len(), n, "every change once: {run:?}");
+    // What an operator reads first: the headline and one line of each kind.
+    let first = |status: &str| {
+        run.stdout
+            .lines()
+            .map(str::trim_start)
+            .find(|l| l.starts_with(status))
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "{system} stopped, the report says:\n  {}\n  {}\n  {}\n  {}",
+        first("Apply FAILED"),
+        first("made:"),
+        first("failed:"),
+        first("not attempted:")
+    );
+    for line in run.stdout.lines().map(str::trim_start) {
         if line.starts_with("failed:") {
+            assert!(failure.iter().all(|f| line.contains(f)), "{line}");
+        }
+        if line.starts_with("not attempted:") {
             assert!(
-                line.contains("the connection to NATS at nats://127.0.0.1"),
+                line.contains(&format!("{system} stopped answering")),
                 "{line}"
             );
         }
-        if line.starts_with("not attempted:") {
-            assert!(line.contains("nats stopped answering"), "{line}");
-        }
     }
-    eprintln!(
-        "nats stopped: the apply ended {took:?} after the server stopped: {done} made, {failed} failed, {skipped} not attempted"
-    );
-    assert!(took < Duration::from_secs(30), "{took:?}");
+    lines
+}
 
-    // Checked against the server, restarted on its own storage: what was called made exists,
-    // what was not attempted does not; a failed create may or may not have landed.
-    let mut server = start();
-    let (code, plan) = plan_json(&m, &[]);
-    assert_eq!(code, 2, "{plan:#}");
-    for (status, address) in &lines {
-        let action = action_of(&plan, address);
+/// Checks a report against the restarted server: what was called made exists, what was not
+/// attempted does not; a failed create may or may not have landed.
+fn check_against_live(lines: &[(&str, &str)], plan: &Value) {
+    for (status, address) in lines {
+        let action = action_of(plan, address);
         match *status {
             "made" => assert_eq!(action, "noop", "{address}"),
             "not attempted" => assert_eq!(action, "create", "{address}"),
             _ => assert!(["noop", "create"].contains(&action), "{address}: {action}"),
         }
     }
+}
+
+/// nats-server is killed while an apply of 50 streams runs: the apply ends promptly with exit 1
+/// and a summary that is true when checked against the restarted server. A saved plan applied
+/// while the server is down applies nothing and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stopped_mid_apply_is_reported_change_by_change() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let start = || {
+        support::nats_server(
+            tempfile::tempdir().expect("tempdir"),
+            store.path(),
+            port,
+            &[],
+        )
+    };
+    let mut server = start();
+    let m = ManifestDir::new();
+    m.write(
+        "ofctl.toml",
+        &format!("[nats]\nurl = \"nats://127.0.0.1:{port}\"\n"),
+    );
+    const N: usize = 50;
+    m.write(
+        "streams.yaml",
+        &streams((1..=N).map(|i| format!("S{i:02}"))),
+    );
+
+    let (run, took) = apply_and_stop(&m, 10, || server.stop());
+    let lines = check_stopped_report(
+        &run,
+        N,
+        10,
+        &[&format!(
+            "the connection to NATS at nats://127.0.0.1:{port} is lost"
+        )],
+        "nats",
+    );
+    eprintln!(
+        "nats stopped: the apply ended {took:?} after the server stopped: {:?} (made, failed, not attempted)",
+        failed_counts(&run)
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+
+    let server = start();
+    let (code, plan) = plan_json(&m, &[]);
+    assert_eq!(code, 2, "{plan:#}");
+    check_against_live(&lines, &plan);
     let rerun = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
     assert_eq!(rerun.code, 0, "{rerun:?}");
     assert_eq!(plan_json(&m, &[]).0, 0);
 
-    // A saved plan, then the server goes away before it is applied: nothing is applied, and
-    // the error says which read failed.
+    // A saved plan, then the server is stopped before it is applied: nothing is applied, and
+    // the error says which read failed. On a server of its own that is stopped cleanly:
+    // whether JetStream keeps a stream whose creation a crash interrupted is the server's
+    // business, not this test's.
+    drop(server);
+    let store = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    let start = || {
+        support::nats_server(
+            tempfile::tempdir().expect("tempdir"),
+            store.path(),
+            port,
+            &[],
+        )
+    };
+    let mut server = start();
+    m.write(
+        "ofctl.toml",
+        &format!("[nats]\nurl = \"nats://127.0.0.1:{port}\"\n"),
+    );
+    let fresh = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
+    assert_eq!(fresh.code, 0, "{fresh:?}");
     m.write(
         "more.yaml",
         &streams((N + 1..=N + 5).map(|i| format!("S{i:02}"))),
@@ -603,7 +717,7 @@ async fn nats_stopped_mid_apply_is_reported_change_by_change() {
     let saved = m.path().join("plan.json");
     let plan = ofctl(&["plan", "-f", m.arg(), "-o", saved.to_str().unwrap()], &[]);
     assert_eq!(plan.code, 2, "{plan:?}");
-    server.stop();
+    server.terminate();
     let down = ofctl(&["apply", saved.to_str().unwrap()], &[]);
     assert_eq!(down.code, 1, "{down:?}");
     assert!(
@@ -621,4 +735,52 @@ async fn nats_stopped_mid_apply_is_reported_change_by_change() {
         applied.stdout.contains("Apply complete: 5 change(s) made."),
         "{applied:?}"
     );
+}
+
+/// SecantusDB (MongoDB wire protocol) is killed while an apply of 40 tool agents runs: the
+/// same prompt, checkable report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_stopped_mid_apply_is_reported_change_by_change() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    // Synced on commit, so that what was acknowledged before the kill is there after it.
+    let start = || support::secantus(store.path(), port, &["--sync-on-commit"]);
+    let mut server = start();
+    let m = ManifestDir::new();
+    m.write(
+        "ofctl.toml",
+        &format!("[mongo]\nuri = \"mongodb://127.0.0.1:{port}/openframe?directConnection=true\"\n"),
+    );
+    const N: usize = 40;
+    let agents: String = (1..=N)
+        .map(|i| {
+            format!(
+                "apiVersion: ofctl.openframe.io/v1\nkind: ToolAgent\nmetadata:\n  name: agent-{i:02}\nspec:\n  toolId: tool-{i:02}\n  version: 1.0.{i}\n  status: ENABLED\n  sessionType: SERVICE\n---\n"
+            )
+        })
+        .collect();
+    m.write("agents.yaml", &agents);
+
+    let (run, took) = apply_and_stop(&m, 10, || server.stop());
+    // The driver's error names the server it could not reach.
+    let lines = check_stopped_report(
+        &run,
+        N,
+        10,
+        &[" integrated_tool_agents: ", &format!("127.0.0.1:{port}")],
+        "mongo",
+    );
+    eprintln!(
+        "mongo stopped: the apply ended {took:?} after the server stopped: {:?} (made, failed, not attempted)",
+        failed_counts(&run)
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
+
+    let _server = start();
+    let (code, plan) = plan_json(&m, &[]);
+    assert_eq!(code, 2, "{plan:#}");
+    check_against_live(&lines, &plan);
+    let rerun = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert_eq!(plan_json(&m, &[]).0, 0);
 }

@@ -293,3 +293,170 @@ async fn api_key_stats_written_during_syncs_are_neither_lost_nor_doubled() {
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+async fn tool_update_messages(nats_url: &str) -> u64 {
+    let client = async_nats::connect(nats_url).await.unwrap();
+    let msg = client
+        .request("$JS.API.STREAM.INFO.TOOL_UPDATE", "".into())
+        .await
+        .unwrap();
+    let info: Value = serde_json::from_slice(&msg.payload).unwrap();
+    info["state"]["messages"].as_u64().unwrap_or(0)
+}
+
+async fn set_publish_state(mongo_uri: &str, state: mongodb::bson::Document) {
+    let client = mongodb::Client::with_uri_str(mongo_uri).await.unwrap();
+    client
+        .database("openframe")
+        .collection::<mongodb::bson::Document>("integrated_tool_agents")
+        .update_one(
+            mongodb::bson::doc! {"_id": "fleetmdm-agent"},
+            mongodb::bson::doc! {"$set": {"publishState": state}},
+        )
+        .await
+        .unwrap();
+}
+
+async fn published(mongo_uri: &str) -> Option<bool> {
+    let client = mongodb::Client::with_uri_str(mongo_uri).await.unwrap();
+    let doc = client
+        .database("openframe")
+        .collection::<mongodb::bson::Document>("integrated_tool_agents")
+        .find_one(mongodb::bson::doc! {"_id": "fleetmdm-agent"})
+        .await
+        .unwrap()?;
+    doc.get_document("publishState")
+        .ok()?
+        .get_bool("published")
+        .ok()
+}
+
+#[tokio::test]
+async fn unpublished_updates_are_republished_once_until_attempts_run_out() {
+    let (_n, nats_url) = support::nats();
+    let (_m, mongo_uri) = support::mongo();
+    let (_r, redis_url) = redis();
+    let m = ManifestDir::new();
+    m.write(
+        "ofctl.toml",
+        &format!(
+            "tenant = \"t1\"\n[nats]\nurl = \"{nats_url}\"\n[mongo]\nuri = \"{mongo_uri}\"\n[redis]\nurl = \"{redis_url}\"\n\
+             [watch]\ninterval = \"1h\"\n[jobs.api_key_stats]\nenabled = false\n\
+             [jobs.publish_fallback]\ninterval = \"1s\"\nlock_at_least_for = \"100ms\"\nmax_attempts = 3\n"
+        ),
+    )
+    .write(
+        "streams.yaml",
+        &support::stream("TOOL_UPDATE", "  subjects: [\"machine.*.tool.*.update\"]"),
+    )
+    .write(
+        "agents.yaml",
+        "apiVersion: ofctl.openframe.io/v1\nkind: ToolAgent\nmetadata:\n  name: fleetmdm-agent\nspecFile: agents/fleetmdm-agent.json\n",
+    )
+    .write(
+        "agents/fleetmdm-agent.json",
+        &std::fs::read_to_string(
+            support::repo_root().join("desired-state/mongo/agents/fleetmdm-agent.json"),
+        )
+        .unwrap(),
+    );
+    let watch = Watch::start(&["-f", m.arg()]);
+    let ready = Watch::until(Duration::from_secs(20), || async {
+        watch.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready.is_some(), "{}", watch.log());
+    // A new agent is stored and announces nothing (openframe.md §7).
+    assert_eq!(tool_update_messages(&nats_url).await, 0);
+
+    // What a writer that died between its write and its publish leaves behind: the fallback
+    // job finds it within its interval (the reconcile interval is an hour) and it is published
+    // exactly once.
+    set_publish_state(
+        &mongo_uri,
+        mongodb::bson::doc! {"published": false, "publishedAt": null, "attempts": 0},
+    )
+    .await;
+    let repaired = Watch::until(Duration::from_secs(10), || async {
+        published(&mongo_uri).await == Some(true)
+    })
+    .await;
+    assert!(repaired.is_some(), "{}", watch.log());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(tool_update_messages(&nats_url).await, 1);
+    let (_, metrics) = watch.get("/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            "ofctl_reconcile_passes_total{tenant=\"t1\",trigger=\"job\",result=\"ok\"}"
+        ) >= 1,
+        "{metrics}"
+    );
+
+    // Out of attempts: no more retries, said loudly and counted.
+    set_publish_state(
+        &mongo_uri,
+        mongodb::bson::doc! {"published": false, "publishedAt": null, "attempts": 3},
+    )
+    .await;
+    let reported = Watch::until(Duration::from_secs(10), || async {
+        watch
+            .log()
+            .contains("update never published after 3 attempts")
+    })
+    .await;
+    assert!(reported.is_some(), "{}", watch.log());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(tool_update_messages(&nats_url).await, 1);
+    assert_eq!(published(&mongo_uri).await, Some(false));
+    let (_, metrics) = watch.get("/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            "ofctl_errors_total{tenant=\"t1\",kind=\"publish_exhausted\"}"
+        ) >= 1,
+        "{metrics}"
+    );
+    // A plan shows why nothing is done about it.
+    let plan = support::ofctl(&["plan", "-f", m.arg()], &[]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(plan.stdout.contains("gave up after 3 retries"), "{plan:?}");
+}
+
+#[tokio::test]
+async fn a_job_enabled_by_a_config_edit_starts_without_a_restart() {
+    let sandbox = ofctl::sandbox::start(Default::default()).await.unwrap();
+    let connect = sandbox.connect_url.clone();
+    let (_r, redis_url) = redis();
+    create_connector(&connect, "pg").await;
+    let m = ManifestDir::new();
+    let enabled = job_config(&connect, &redis_url);
+    let disabled = enabled.replace(
+        "[jobs.connector_health]\n",
+        "[jobs.connector_health]\nenabled = false\n",
+    );
+    m.write("ofctl.toml", &disabled);
+    reqwest::Client::new()
+        .post(format!("{connect}/__sandbox/connectors/pg/tasks/0/fail"))
+        .send()
+        .await
+        .unwrap();
+    let watch = Watch::start(&["-f", m.arg()]);
+    let ready = Watch::until(Duration::from_secs(10), || async {
+        watch.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready.is_some(), "{}", watch.log());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(task_state(&connect, "pg").await, "FAILED", "job is off");
+
+    m.write("ofctl.toml", &enabled);
+    let restarted = Watch::until(Duration::from_secs(10), || async {
+        task_state(&connect, "pg").await == "RUNNING"
+    })
+    .await;
+    assert!(restarted.is_some(), "{}", watch.log());
+    assert!(watch
+        .log()
+        .contains("target config changed: restarting the scheduled jobs"));
+}

@@ -55,6 +55,25 @@ fn schema_violations_name_line_and_field() {
 }
 
 #[test]
+fn errors_inside_one_form_of_a_spec_name_the_field() {
+    // An IntegratedTool spec is the tool or the request body `{tool: ...}`: a typo inside the
+    // body is reported at the field, not as "matches neither form".
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", CONFIG).write(
+        "t.yaml",
+        "apiVersion: ofctl.openframe.io/v1\nkind: IntegratedTool\nmetadata:\n  name: x\nspec:\n  tool:\n    nmae: X\n",
+    );
+    check(
+        &m,
+        &[
+            "t.yaml:7:",
+            "spec.tool.nmae",
+            "unknown field `nmae`; did you mean `name`?",
+        ],
+    );
+}
+
+#[test]
 fn unresolved_placeholder_names_it() {
     let m = ManifestDir::new();
     m.write("ofctl.toml", CONFIG)

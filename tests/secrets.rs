@@ -3,8 +3,9 @@
 //! format, saved plan files, apply and drift reports, exports, debug and trace logs, the watch
 //! API and its log, and error paths where a server or a client library echoes a secret.
 //!
-//! Each secret ends in `Qz9<n>`: that tail cannot occur in a hex digest, so a search for `Qz9`
-//! also finds a secret that leaked in part.
+//! Each set secret ends in `Qz9<x>`: that tail cannot occur in a hex digest, so a search for
+//! `Qz9` also finds a secret that leaked in part. The registration secret ofctl generates is
+//! read back from Mongo (decrypted as the platform does) and searched for as well.
 
 mod support;
 
@@ -24,8 +25,17 @@ const NATS_PASSWORD: &str = "n4ts-PW-Qz95";
 /// Basic-auth credentials in the Kafka Connect URL (sent as an `Authorization` header).
 const CONNECT_PASSWORD: &str = "c0nn3ct-PW-Qz96";
 const WRONG_API_KEY: &str = "tk-API-wrong-Qz97";
+/// In the Mongo URI (SecantusDB with `--auth`).
+const MONGO_PASSWORD: &str = "m0ng0-PW-Qz98";
+/// The platform's security.encryption.password (≥ 32 characters) and salt (hex).
+const ENCRYPTION_PASSWORD: &str = "enc-PW-0123456789abcdef-012345-Qz99";
+const ENCRYPTION_SALT: &str = "a1b2c3d4e5f60718";
+/// The tools' admin credentials, stored in the integrated tool documents.
+const TRMM_PASSWORD: &str = "trmm-admin-PW-Qz9A";
+const FLEET_ADMIN_PASSWORD: &str = "fleet-admin-PW-Qz9B";
+const MESH_PASSWORD: &str = "mesh-admin-PW-Qz9C";
 
-const SECRETS: [&str; 7] = [
+const SECRETS: [&str; 13] = [
     TRMM_DB_PASSWORD,
     FLEET_DB_PASSWORD,
     MESH_MONGO_PASSWORD,
@@ -33,18 +43,30 @@ const SECRETS: [&str; 7] = [
     NATS_PASSWORD,
     CONNECT_PASSWORD,
     WRONG_API_KEY,
+    MONGO_PASSWORD,
+    ENCRYPTION_PASSWORD,
+    ENCRYPTION_SALT,
+    TRMM_PASSWORD,
+    FLEET_ADMIN_PASSWORD,
+    MESH_PASSWORD,
 ];
 
 /// Every form a secret could take in an output: as is, JSON-escaped, and the base64 of the
-/// basic-auth header built from a URL's credentials.
-fn forms() -> Vec<String> {
+/// basic-auth header built from a URL's credentials; `extra` are secrets learnt during the test.
+fn forms(extra: &[String]) -> Vec<String> {
     let mut forms = vec!["Qz9".to_string()];
-    for s in SECRETS {
+    for s in SECRETS
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+    {
         forms.push(s.to_string());
         let json = serde_json::to_string(s).expect("a JSON string");
         forms.push(json.trim_matches('"').to_string());
     }
     forms.push(base64(&format!("admin:{CONNECT_PASSWORD}")));
+    forms.sort();
+    forms.dedup();
     forms
 }
 
@@ -89,8 +111,8 @@ impl Outputs {
     }
 
     /// Zero hits, or every hit with some context.
-    fn assert_clean(&self) {
-        let forms = forms();
+    fn assert_clean(&self, extra: &[String]) {
+        let forms = forms(extra);
         let mut leaks = Vec::new();
         for (what, text) in &self.0 {
             for form in &forms {
@@ -113,7 +135,7 @@ impl Outputs {
             "secrets: searched {} outputs ({bytes} bytes) for {} forms of {} secrets: {} hit(s)",
             self.0.len(),
             forms.len(),
-            SECRETS.len(),
+            SECRETS.len() + extra.len(),
             leaks.len()
         );
         assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
@@ -162,8 +184,87 @@ struct Platform {
     sb: Sandbox,
     _nats: support::Server,
     _kafka: support::Server,
+    _mongo: (support::Server, tempfile::TempDir),
+    mongo_uri: String,
     m: ManifestDir,
     env: Vec<(String, String)>,
+}
+
+/// SecantusDB requiring SCRAM authentication, with user `admin` (password [`MONGO_PASSWORD`]):
+/// the user is created over a first, open start, then the server restarts with `--auth`.
+async fn mongo_with_password() -> (support::Server, tempfile::TempDir, String) {
+    let store = tempfile::tempdir().expect("tempdir");
+    let port = support::free_port();
+    // Synced on commit: the user must survive the kill that ends this first start.
+    let mut open = support::secantus(store.path(), port, &["--sync-on-commit"]);
+    let client =
+        mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{port}/?directConnection=true"))
+            .await
+            .expect("connect");
+    client
+        .database("admin")
+        .run_command(mongodb::bson::doc! {
+            "createUser": "admin",
+            "pwd": MONGO_PASSWORD,
+            "roles": [{"role": "root", "db": "admin"}],
+        })
+        .await
+        .expect("createUser");
+    drop(client);
+    open.stop();
+    let server = support::secantus(store.path(), port, &["--auth"]);
+    let uri = format!(
+        "mongodb://admin:{MONGO_PASSWORD}@127.0.0.1:{port}/openframe?directConnection=true&authSource=admin"
+    );
+    (server, store, uri)
+}
+
+/// The registration secret ofctl generated, decrypted the way the platform decrypts it
+/// (AES-256-CBC, key from PBKDF2-HMAC-SHA1 over the encryption password and salt, 1024
+/// rounds, openframe.md §12) with Python's `cryptography` (an independent implementation).
+async fn registration_secret(mongo_uri: &str) -> String {
+    let client = mongodb::Client::with_uri_str(mongo_uri)
+        .await
+        .expect("connect to Mongo");
+    let stored = client
+        .database("openframe")
+        .collection::<mongodb::bson::Document>("agent_registration_secrets")
+        .find_one(mongodb::bson::doc! {})
+        .await
+        .expect("find")
+        .expect("a registration secret");
+    let ciphertext = stored.get_str("secretKey").expect("secretKey").to_string();
+    let script = r#"
+import sys
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+ct, password, salt = sys.argv[1], sys.argv[2], sys.argv[3]
+key = PBKDF2HMAC(algorithm=hashes.SHA1(), length=32, salt=bytes.fromhex(salt), iterations=1024).derive(password.encode())
+raw = bytes.fromhex(ct)
+d = Cipher(algorithms.AES(key), modes.CBC(raw[:16])).decryptor()
+padded = d.update(raw[16:]) + d.finalize()
+u = padding.PKCS7(128).unpadder()
+sys.stdout.write((u.update(padded) + u.finalize()).decode())
+"#;
+    let out = std::process::Command::new(support::python())
+        .args([
+            "-c",
+            script,
+            &ciphertext,
+            ENCRYPTION_PASSWORD,
+            ENCRYPTION_SALT,
+        ])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plain = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(plain.len(), 32, "{plain}");
+    plain
 }
 
 impl Platform {
@@ -184,12 +285,18 @@ impl Platform {
         );
         let nats_url = format!("nats://ofctl:{NATS_PASSWORD}@127.0.0.1:{}", nats.port);
         let (kafka, brokers) = kafka();
-        let mut env = platform_env(&sb, TACTICAL_API_KEY, &nats_url, &brokers);
+        let (mongo, store, mongo_uri) = mongo_with_password().await;
+        let mut env = platform_env(&sb, TACTICAL_API_KEY, &nats_url, &brokers, &mongo_uri);
         for (name, value) in [
             ("OFCTL_CONNECT_URL", with_credentials(&sb.connect_url)),
             ("OFCTL_TRMM_DB_PASSWORD", TRMM_DB_PASSWORD.into()),
             ("OFCTL_FLEET_DB_PASSWORD", FLEET_DB_PASSWORD.into()),
             ("OFCTL_MESH_MONGO_PASSWORD", MESH_MONGO_PASSWORD.into()),
+            ("OFCTL_ENCRYPTION_PASSWORD", ENCRYPTION_PASSWORD.into()),
+            ("OFCTL_ENCRYPTION_SALT", ENCRYPTION_SALT.into()),
+            ("OFCTL_TRMM_PASSWORD", TRMM_PASSWORD.into()),
+            ("OFCTL_FLEET_ADMIN_PASSWORD", FLEET_ADMIN_PASSWORD.into()),
+            ("OFCTL_MESH_PASSWORD", MESH_PASSWORD.into()),
         ] {
             env.retain(|(k, _)| k != name);
             env.push((name.to_string(), value));
@@ -198,6 +305,8 @@ impl Platform {
             sb,
             _nats: nats,
             _kafka: kafka,
+            _mongo: (mongo, store),
+            mongo_uri,
             m: desired_state(),
             env,
         }
@@ -322,6 +431,10 @@ async fn no_secret_appears_in_any_output() {
     let closed = support::free_port();
     let env_down = p.env_with(&[
         (
+            "OFCTL_MONGO_URI",
+            &format!("mongodb://admin:{MONGO_PASSWORD}@127.0.0.1:{closed}/openframe?directConnection=true"),
+        ),
+        (
             "OFCTL_NATS_URL",
             &format!("nats://ofctl:{NATS_PASSWORD}@127.0.0.1:{closed}"),
         ),
@@ -382,7 +495,8 @@ async fn no_secret_appears_in_any_output() {
     assert_eq!(watch.terminate(), Some(0));
     out.add("watch log (debug)", watch.log());
 
-    out.assert_clean();
+    let registration = registration_secret(&p.mongo_uri).await;
+    out.assert_clean(&[registration]);
 }
 
 #[test]

@@ -42,13 +42,15 @@ fn until_next_tick(interval: Duration) -> Duration {
     Duration::from_nanos((period - into) as u64)
 }
 
-/// Runs `job` on its schedule until shutdown.
+/// Runs `job` on its schedule until `stop` (shutdown, or a new target config); a run in
+/// progress finishes and releases its lock.
 pub async fn schedule(
     job: Arc<dyn Job>,
     timing: JobTiming,
     tenant: String,
     locks: Option<Locks>,
     shared: Arc<Shared>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     // Held at least half an interval at most, so the winner's lock never blocks its own next
     // tick, and at least the configured time so peers waking late still see it.
@@ -56,7 +58,7 @@ pub async fn schedule(
     let name = job.lock_name();
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(until_next_tick(timing.interval)) => {}
         }
         let guard = match &locks {

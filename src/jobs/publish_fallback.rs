@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{doc, Document};
 use mongodb::Database;
 use tokio::sync::Notify;
 
 use super::{Job, JobError};
-use crate::providers::mongo::{open_database, AGENTS_COLLECTION, CLIENT_COLLECTION};
+use crate::providers::mongo::{
+    open_database, publish_retryable, AGENTS_COLLECTION, CLIENT_COLLECTION,
+};
 use crate::watch::Shared;
 
 pub struct PublishFallback {
@@ -49,18 +51,6 @@ impl PublishFallback {
     }
 }
 
-fn attempts(doc: &Document) -> i64 {
-    match doc
-        .get_document("publishState")
-        .ok()
-        .and_then(|s| s.get("attempts"))
-    {
-        Some(Bson::Int32(n)) => i64::from(*n),
-        Some(Bson::Int64(n)) => *n,
-        _ => 0,
-    }
-}
-
 #[async_trait]
 impl Job for PublishFallback {
     fn lock_name(&self) -> &'static str {
@@ -81,7 +71,7 @@ impl Job for PublishFallback {
                 .map_err(|e| JobError(format!("find in {collection}: {e}")))?;
             for d in pending {
                 let id = d.get("_id").map(|v| v.to_string()).unwrap_or_default();
-                if attempts(&d) < i64::from(self.max_attempts) {
+                if publish_retryable(&d, i64::from(self.max_attempts)) {
                     retry.push(id);
                 } else {
                     exhausted.push(id);

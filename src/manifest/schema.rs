@@ -1,6 +1,5 @@
 //! The manifest JSON Schema (`schema/manifest.schema.json`), embedded in the binary.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use jsonschema::error::ValidationErrorKind;
@@ -16,6 +15,9 @@ fn schema() -> &'static Value {
     })
 }
 
+/// Roots carry the schema's `$schema` (draft 2019-09): the schema uses nothing 2020-12 added,
+/// and jsonschema compiles 2020-12 `$ref`s through its dynamic-scope path at about five times
+/// the memory (`ofctl validate` peaked at 122 MB RSS that way, 24 MB this way).
 fn compile(root: &Value) -> Validator {
     jsonschema::validator_for(root).expect("embedded schema compiles")
 }
@@ -31,85 +33,152 @@ pub fn validate_envelope(doc: &Value) -> Vec<(String, String)> {
         let validator = compile(&root);
         (root, validator)
     });
-    collect(root, validator, doc)
+    collect(root, validator, doc, Checked::Envelope)
 }
 
 /// Checks a spec against its kind's definition `#/$defs/<Kind>Spec`.
+///
+/// One validator serves every kind (`{kind, spec}` dispatched by `if`/`then`): compiling the
+/// shared definitions once per kind cost tens of megabytes in every process.
 pub fn validate_spec(kind: &str, spec: &Value) -> Vec<(String, String)> {
-    static SPECS: OnceLock<HashMap<String, (Value, Validator)>> = OnceLock::new();
-    let validators = SPECS.get_or_init(|| {
-        crate::providers::all_kinds()
+    static SPECS: OnceLock<(Value, Validator)> = OnceLock::new();
+    let (root, validator) = SPECS.get_or_init(|| {
+        let by_kind: Vec<Value> = crate::providers::all_kinds()
             .iter()
             .map(|k| {
-                let root = json!({
-                    "$ref": format!("#/$defs/{}Spec", k.kind),
-                    "$defs": schema()["$defs"].clone(),
-                });
-                let validator = compile(&root);
-                (k.kind.to_string(), (root, validator))
+                json!({
+                    "if": { "properties": { "kind": { "const": k.kind } } },
+                    "then": { "properties": { "spec": { "$ref": format!("#/$defs/{}Spec", k.kind) } } },
+                })
             })
-            .collect()
+            .collect();
+        let root = json!({
+            "$schema": schema()["$schema"].clone(),
+            "allOf": by_kind,
+            "$defs": schema()["$defs"].clone(),
+        });
+        let validator = compile(&root);
+        (root, validator)
     });
-    match validators.get(kind) {
-        Some((root, validator)) => collect(root, validator, spec),
-        None => Vec::new(),
+    if crate::providers::kind_info(kind).is_none() {
+        return Vec::new();
     }
+    collect(
+        root,
+        validator,
+        &json!({ "kind": kind, "spec": spec }),
+        Checked::Spec,
+    )
+    .into_iter()
+    .map(|(ptr, message)| {
+        let ptr = ptr.strip_prefix("/spec").unwrap_or(&ptr).to_string();
+        (ptr, message)
+    })
+    .collect()
+}
+
+/// Which document a validator checks: the envelope's `oneOf` is the spec/specFile choice.
+#[derive(Clone, Copy, PartialEq)]
+enum Checked {
+    Envelope,
+    Spec,
 }
 
 /// Errors as (JSON pointer, message), pointing unknown fields at the field itself and saying
 /// what would be accepted instead.
-fn collect(root: &Value, validator: &Validator, instance: &Value) -> Vec<(String, String)> {
+fn collect(
+    root: &Value,
+    validator: &Validator,
+    instance: &Value,
+    checked: Checked,
+) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for err in validator.iter_errors(instance) {
-        let ptr = err.instance_path.to_string();
-        // The keyword's path minus the keyword: the (sub)schema the value failed against.
-        let subschema = err
-            .schema_path
-            .as_str()
-            .rsplit_once('/')
-            .and_then(|(parent, _)| schema_at(root, parent));
-        match &err.kind {
-            ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let allowed: Vec<&str> = subschema
-                    .and_then(|s| s.get("properties"))
-                    .and_then(Value::as_object)
-                    .map(|p| p.keys().map(String::as_str).collect())
-                    .unwrap_or_default();
-                for field in unexpected {
-                    out.push((
-                        format!("{ptr}/{}", crate::path::escape(field)),
-                        unknown_field(field, &allowed),
-                    ));
-                }
-            }
-            ValidationErrorKind::OneOfNotValid { .. } if ptr.is_empty() => out.push((
-                ptr,
-                "a document needs exactly one of `spec` (inline) or `specFile` (a JSON file)"
-                    .into(),
-            )),
-            // "is not valid under any of the schemas listed in the 'oneOf' keyword" and a
-            // regex do not say what is valid; the definition's description does (e.g. the
-            // duration forms).
-            ValidationErrorKind::OneOfNotValid { .. }
-            | ValidationErrorKind::AnyOf { .. }
-            | ValidationErrorKind::Pattern { .. } => {
-                match subschema
-                    .and_then(|s| s.get("description"))
-                    .and_then(Value::as_str)
-                {
-                    Some(description) => out.push((
-                        ptr,
-                        shorten(&format!("{} is not valid: {description}", err.instance)),
-                    )),
-                    None => out.push((ptr, shorten(&err.to_string()))),
-                }
-            }
-            _ => out.push((ptr, shorten(&err.to_string()))),
-        }
+        explain(root, &err, checked, &mut out);
     }
     out.sort();
     out.dedup();
     out
+}
+
+fn explain(
+    root: &Value,
+    err: &jsonschema::ValidationError<'_>,
+    checked: Checked,
+    out: &mut Vec<(String, String)>,
+) {
+    let ptr = err.instance_path.to_string();
+    // The keyword's path minus the keyword: the (sub)schema the value failed against.
+    let subschema = err
+        .schema_path
+        .as_str()
+        .rsplit_once('/')
+        .and_then(|(parent, _)| schema_at(root, parent));
+    match &err.kind {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let allowed: Vec<&str> = subschema
+                .and_then(|s| s.get("properties"))
+                .and_then(Value::as_object)
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            for field in unexpected {
+                out.push((
+                    format!("{ptr}/{}", crate::path::escape(field)),
+                    unknown_field(field, &allowed),
+                ));
+            }
+        }
+        ValidationErrorKind::OneOfNotValid { .. }
+            if ptr.is_empty() && checked == Checked::Envelope =>
+        {
+            out.push((
+                ptr,
+                "a document needs exactly one of `spec` (inline) or `specFile` (a JSON file)"
+                    .into(),
+            ))
+        }
+        // A `oneOf` of forms told apart by a field (e.g. a tool body, bare or under `tool`):
+        // when exactly one form failed only in the value's fields, that is the form meant, and
+        // its errors say what is wrong.
+        ValidationErrorKind::OneOfNotValid { context }
+            if context.iter().filter(|b| form_fits(b, &ptr)).count() == 1 =>
+        {
+            let meant = context
+                .iter()
+                .find(|b| form_fits(b, &ptr))
+                .expect("counted one");
+            for e in meant {
+                explain(root, e, checked, out);
+            }
+        }
+        // "is not valid under any of the schemas listed in the 'oneOf' keyword" and a
+        // regex do not say what is valid; the definition's description does (e.g. the
+        // duration forms).
+        ValidationErrorKind::OneOfNotValid { .. }
+        | ValidationErrorKind::AnyOf { .. }
+        | ValidationErrorKind::Pattern { .. } => {
+            match subschema
+                .and_then(|s| s.get("description"))
+                .and_then(Value::as_str)
+            {
+                Some(description) => out.push((
+                    ptr,
+                    shorten(&format!("{} is not valid: {description}", err.instance)),
+                )),
+                None => out.push((ptr, shorten(&err.to_string()))),
+            }
+        }
+        _ => out.push((ptr, shorten(&err.to_string()))),
+    }
+}
+
+/// Whether a `oneOf` branch failed only inside the value at `ptr` (in its fields), not on the
+/// value itself (its type, a pattern, a required or forbidden field).
+fn form_fits(errors: &[jsonschema::ValidationError<'_>], ptr: &str) -> bool {
+    errors.iter().all(|e| {
+        e.instance_path.to_string() != ptr
+            || matches!(e.kind, ValidationErrorKind::AdditionalProperties { .. })
+    })
 }
 
 /// The subschema at a validator's keyword path (`/$ref/properties/max_age/$ref`), following
@@ -139,7 +208,7 @@ fn unknown_field(field: &str, allowed: &[&str]) -> String {
     let folded = fold(field);
     let closest = allowed
         .iter()
-        .map(|a| (strsim::levenshtein(&folded, &fold(a)), *a))
+        .map(|a| (strsim::damerau_levenshtein(&folded, &fold(a)), *a))
         .min();
     match closest {
         Some((distance, name)) if distance <= (folded.chars().count() / 3).max(1) => {
@@ -186,6 +255,16 @@ mod tests {
             "unknown field `replicas`; allowed fields: max_msgs, max_bytes, storage, subjects"
         );
         assert_eq!(unknown_field("x", &[]), "unknown field `x`");
+    }
+
+    #[test]
+    fn errors_of_the_form_meant_are_reported_not_the_one_of() {
+        let errors = validate_spec("IntegratedTool", &json!({"tool": {"nmae": "x"}}));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "/tool/nmae");
+        assert!(errors[0].1.contains("did you mean `name`"), "{errors:?}");
+        let errors = validate_spec("IntegratedTool", &json!({"nmae": "x"}));
+        assert_eq!(errors[0].0, "/nmae", "{errors:?}");
     }
 
     #[test]

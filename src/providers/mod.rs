@@ -242,6 +242,12 @@ pub trait Provider: Send + Sync {
         Vec::new()
     }
 
+    /// Objects that a live object of `kind` outside the manifest still uses, so `--prune`
+    /// leaves them alone (e.g. the connectors of a tool registered through the HTTP API).
+    fn retains(&self, _kind: &str, _live: &Value) -> Vec<Address> {
+        Vec::new()
+    }
+
     /// Other resources this one needs to exist first (e.g. a table's schema).
     fn dependencies(&self, _kind: &str, _name: &str, _spec: &Value) -> Vec<Address> {
         Vec::new()

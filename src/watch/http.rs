@@ -5,9 +5,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use super::platform_api;
 use super::Shared;
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -16,6 +17,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/drift", get(drift))
+        .route("/v1/tools", get(platform_api::list_tools))
+        .route(
+            "/v1/tools/{id}",
+            get(platform_api::get_tool).post(platform_api::save_tool),
+        )
+        .route(
+            "/v1/cluster-registrations",
+            post(platform_api::register_cluster),
+        )
         .with_state(shared)
 }
 

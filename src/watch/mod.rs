@@ -6,6 +6,7 @@
 pub mod http;
 pub mod lock;
 pub mod metrics;
+mod platform_api;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -112,10 +113,40 @@ pub struct TenantStatus {
     pub drift: Vec<DriftItem>,
 }
 
+/// What the HTTP API works with for one tenant: the config and last good manifest its loop
+/// currently uses, and the gate that keeps an API apply and a reconcile pass of this process
+/// from running at once (the Redis lock does the same across replicas).
+pub struct TenantHandle {
+    pub id: String,
+    view: std::sync::RwLock<TenantView>,
+    gate: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+pub struct TenantView {
+    pub config: TargetConfig,
+    pub manifest_dir: PathBuf,
+    /// The last manifest that validated (none before the first good load).
+    pub manifest: Option<Manifest>,
+    pub locks: Option<Locks>,
+}
+
+impl TenantHandle {
+    pub fn view(&self) -> TenantView {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_view(&self, view: TenantView) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+}
+
 /// State shared by the tenant loops and the HTTP API.
+#[derive(Default)]
 pub struct Shared {
     pub metrics: Metrics,
     pub tenants: RwLock<BTreeMap<String, TenantStatus>>,
+    pub handles: RwLock<BTreeMap<String, Arc<TenantHandle>>>,
     pub shutdown: CancellationToken,
 }
 
@@ -127,9 +158,9 @@ impl Shared {
     }
 }
 
-fn policy_of(change: &Change, manifest: &Manifest) -> DriftPolicy {
+fn policy_of(address: &crate::resource::Address, manifest: &Manifest) -> DriftPolicy {
     match manifest
-        .get(&change.address)
+        .get(address)
         .and_then(|r| r.annotations.get(annotations::DRIFT_POLICY))
         .map(String::as_str)
     {
@@ -143,6 +174,7 @@ struct TenantLoop {
     id: String,
     target: Target,
     shared: Arc<Shared>,
+    handle: Arc<TenantHandle>,
     config: TargetConfig,
     /// The last manifest that validated; a broken edit never replaces it.
     manifest: Option<Manifest>,
@@ -153,6 +185,9 @@ struct TenantLoop {
     declared_connectors: Arc<std::sync::RwLock<Vec<String>>>,
     /// A job asks for a reconcile pass now (e.g. a declared connector went missing).
     reconcile_now: Arc<tokio::sync::Notify>,
+    /// Stops the jobs started from the config whose digest is `jobs_digest`.
+    jobs_stop: CancellationToken,
+    jobs_digest: String,
 }
 
 impl TenantLoop {
@@ -234,8 +269,16 @@ impl TenantLoop {
             error: manifest_error.clone(),
         };
         let mut drift = Vec::new();
+        self.ensure_locks().await;
+        self.handle.set_view(TenantView {
+            config: self.config.clone(),
+            manifest_dir: self.target.dir.clone(),
+            manifest: self.manifest.clone(),
+            locks: self.locks.clone(),
+        });
         if let Some(manifest) = self.manifest.clone() {
-            self.ensure_locks().await;
+            let handle = Arc::clone(&self.handle);
+            let _in_process = handle.gate.lock().await;
             let guard = match &self.locks {
                 Some(locks) => match locks
                     .try_acquire(
@@ -336,7 +379,7 @@ impl TenantLoop {
             .map_err(|e| e.to_string())?;
         let mut heal = Vec::new();
         for change in plan.pending() {
-            let policy = policy_of(change, &obs.manifest);
+            let policy = policy_of(&change.address, &obs.manifest);
             let reason = match (policy, &change.blocked) {
                 (DriftPolicy::Ignore, _) => continue,
                 (DriftPolicy::Report, _) => "drift policy is report-only".to_string(),
@@ -357,92 +400,45 @@ impl TenantLoop {
         if heal.is_empty() {
             return Ok(());
         }
-        let engine_config = self.config.engine().clone();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let stop = {
-            let cancel = Arc::clone(&cancel);
-            let token = self.shared.shutdown.clone();
-            tokio::spawn(async move {
-                token.cancelled().await;
-                cancel.store(true, Ordering::SeqCst);
-            })
-        };
-        let options = ApplyOptions {
-            concurrency: engine_config.concurrency,
-            max_attempts: engine_config.max_attempts,
-            retry_base: Duration::from_millis(engine_config.retry_base_ms),
-            cancel,
-        };
-        let tenant = self.id.clone();
-        let report = self
-            .engine
-            .apply(&heal, &obs, &options, &|o| {
-                let line = match &o.status {
-                    Status::Done => format!("{} {}: done", o.address, o.action.as_str()),
-                    Status::Failed(e) => {
-                        format!("{} {}: FAILED: {e}", o.address, o.action.as_str())
-                    }
-                    Status::NotAttempted(why) => {
-                        format!("{} {}: not attempted: {why}", o.address, o.action.as_str())
-                    }
-                };
-                tracing::info!(tenant = %tenant, "{}", crate::redact::redact(&line));
-            })
-            .await
-            .map_err(|e| e.to_string());
-        stop.abort();
-        let report = report?;
+        let report = apply_changes(&mut self.engine, &heal, &obs, &self.id, &self.shared).await?;
         for o in &report.outcomes {
-            let result = match &o.status {
+            let reason = match &o.status {
                 Status::Done => {
                     record.applied += 1;
-                    "ok"
+                    continue;
                 }
                 Status::Failed(e) => {
                     record.failed += 1;
-                    drift.push(DriftItem {
-                        address: o.address.to_string(),
-                        action: o.action,
-                        policy: DriftPolicy::Heal,
-                        reason: format!("apply failed: {e}"),
-                    });
-                    "failed"
+                    format!("apply failed: {e}")
                 }
-                Status::NotAttempted(why) => {
-                    drift.push(DriftItem {
-                        address: o.address.to_string(),
-                        action: o.action,
-                        policy: DriftPolicy::Heal,
-                        reason: format!("not attempted: {why}"),
-                    });
-                    "not_attempted"
-                }
+                Status::NotAttempted(why) => format!("not attempted: {why}"),
             };
-            self.shared
-                .metrics
-                .changes
-                .get_or_create(&ChangeLabels {
-                    tenant: self.id.clone(),
-                    action: o.action.as_str().to_string(),
-                    result: result.to_string(),
-                })
-                .inc();
+            drift.push(DriftItem {
+                address: o.address.to_string(),
+                action: o.action,
+                policy: DriftPolicy::Heal,
+                reason,
+            });
         }
         Ok(())
     }
 
-    /// Starts the scheduled jobs this target's config enables and has the systems for.
+    /// Starts the scheduled jobs this target's config enables and has the systems for, stopping
+    /// those started from an earlier config first (each finishes a run in progress).
     async fn start_jobs(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.jobs_stop.cancel();
+        self.jobs_stop = self.shared.shutdown.child_token();
+        self.jobs_digest = self.config.source_digest.clone();
         self.ensure_locks().await;
-        let mut handles = Vec::new();
-        let jobs = self.config.jobs().clone();
+        let config = self.config.jobs().clone();
         let redis = self.config.redis_url().and_then(Result::ok);
-        if jobs.connector_health.enabled {
+        let mut jobs: Vec<(Arc<dyn crate::jobs::Job>, crate::config::JobTiming)> = Vec::new();
+        if config.connector_health.enabled {
             if let Ok(url) = self.config.endpoint(crate::kind::System::Connect) {
                 match crate::jobs::connector_health::ConnectorHealth::new(
                     &url,
                     redis.as_deref(),
-                    jobs.connector_health.clone(),
+                    config.connector_health.clone(),
                     self.id.clone(),
                     Arc::clone(&self.shared),
                     Arc::clone(&self.declared_connectors),
@@ -450,20 +446,14 @@ impl TenantLoop {
                 )
                 .await
                 {
-                    Ok(job) => handles.push(tokio::spawn(crate::jobs::schedule(
-                        Arc::new(job),
-                        jobs.connector_health.timing(),
-                        self.id.clone(),
-                        self.locks.clone(),
-                        Arc::clone(&self.shared),
-                    ))),
+                    Ok(job) => jobs.push((Arc::new(job), config.connector_health.timing())),
                     Err(e) => {
                         tracing::error!(tenant = %self.id, "connector health job not started: {e}")
                     }
                 }
             }
         }
-        if jobs.api_key_stats.enabled {
+        if config.api_key_stats.enabled {
             let mongo = self.config.endpoint(crate::kind::System::Mongo);
             if let (Some(redis_url), Ok(mongo_uri)) = (redis.as_deref(), mongo) {
                 let tenant = self.config.tenant().unwrap_or_else(|_| self.id.clone());
@@ -475,45 +465,44 @@ impl TenantLoop {
                 )
                 .await
                 {
-                    Ok(job) => handles.push(tokio::spawn(crate::jobs::schedule(
-                        Arc::new(job),
-                        jobs.api_key_stats.timing(),
-                        self.id.clone(),
-                        self.locks.clone(),
-                        Arc::clone(&self.shared),
-                    ))),
+                    Ok(job) => jobs.push((Arc::new(job), config.api_key_stats.timing())),
                     Err(e) => {
                         tracing::error!(tenant = %self.id, "API-key stats job not started: {e}")
                     }
                 }
             }
         }
-        if jobs.publish_fallback.enabled {
+        if config.publish_fallback.enabled {
             if let Ok(mongo_uri) = self.config.endpoint(crate::kind::System::Mongo) {
                 match crate::jobs::publish_fallback::PublishFallback::new(
                     &mongo_uri,
                     self.config.mongo_database(),
-                    jobs.publish_fallback.max_attempts,
+                    config.publish_fallback.max_attempts,
                     self.id.clone(),
                     Arc::clone(&self.shared),
                     Arc::clone(&self.reconcile_now),
                 )
                 .await
                 {
-                    Ok(job) => handles.push(tokio::spawn(crate::jobs::schedule(
-                        Arc::new(job),
-                        jobs.publish_fallback.timing(),
-                        self.id.clone(),
-                        self.locks.clone(),
-                        Arc::clone(&self.shared),
-                    ))),
+                    Ok(job) => jobs.push((Arc::new(job), config.publish_fallback.timing())),
                     Err(e) => {
                         tracing::error!(tenant = %self.id, "publish fallback job not started: {e}")
                     }
                 }
             }
         }
-        handles
+        jobs.into_iter()
+            .map(|(job, timing)| {
+                tokio::spawn(crate::jobs::schedule(
+                    job,
+                    timing,
+                    self.id.clone(),
+                    self.locks.clone(),
+                    Arc::clone(&self.shared),
+                    self.jobs_stop.clone(),
+                ))
+            })
+            .collect()
     }
 
     async fn run(mut self) {
@@ -522,9 +511,13 @@ impl TenantLoop {
             .map_err(|e| tracing::error!(tenant = %self.id, "file watching is off: {e}"))
             .ok();
         let mut trigger = "startup";
-        let jobs = self.start_jobs().await;
+        let mut jobs = self.start_jobs().await;
         loop {
             let record = self.pass(trigger).await;
+            if self.config.source_digest != self.jobs_digest {
+                tracing::info!(tenant = %self.id, "target config changed: restarting the scheduled jobs");
+                jobs.extend(self.start_jobs().await);
+            }
             tracing::info!(
                 tenant = %self.id,
                 trigger = record.trigger,
@@ -556,6 +549,67 @@ impl TenantLoop {
             let _ = job.await;
         }
     }
+}
+
+/// Applies `changes` as a tenant's loop or its HTTP API does: the target's engine tuning, no new
+/// change started after shutdown begins, a log line and a metric per outcome.
+async fn apply_changes(
+    engine: &mut Engine,
+    changes: &[Change],
+    obs: &crate::engine::Observation,
+    tenant: &str,
+    shared: &Shared,
+) -> Result<crate::apply::ApplyReport, String> {
+    let tuning = engine.config.engine().clone();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let cancel = Arc::clone(&cancel);
+        let token = shared.shutdown.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            cancel.store(true, Ordering::SeqCst);
+        })
+    };
+    let options = ApplyOptions {
+        concurrency: tuning.concurrency,
+        max_attempts: tuning.max_attempts,
+        retry_base: Duration::from_millis(tuning.retry_base_ms),
+        cancel,
+    };
+    let report = engine
+        .apply(changes, obs, &options, &|o| {
+            let line = match &o.status {
+                Status::Done => format!("{} {}: done", o.address, o.action.as_str()),
+                Status::Failed(e) => {
+                    format!("{} {}: FAILED: {e}", o.address, o.action.as_str())
+                }
+                Status::NotAttempted(why) => {
+                    format!("{} {}: not attempted: {why}", o.address, o.action.as_str())
+                }
+            };
+            tracing::info!(tenant = %tenant, "{}", crate::redact::redact(&line));
+        })
+        .await
+        .map_err(|e| e.to_string());
+    stop.abort();
+    let report = report?;
+    for o in &report.outcomes {
+        let result = match &o.status {
+            Status::Done => "ok",
+            Status::Failed(_) => "failed",
+            Status::NotAttempted(_) => "not_attempted",
+        };
+        shared
+            .metrics
+            .changes
+            .get_or_create(&ChangeLabels {
+                tenant: tenant.to_string(),
+                action: o.action.as_str().to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+    Ok(report)
 }
 
 /// Watches the manifest folder and the target config; each event is a nudge, not data.
@@ -603,10 +657,26 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
                 ..Default::default()
             },
         );
+        let handle = Arc::new(TenantHandle {
+            id: id.clone(),
+            view: std::sync::RwLock::new(TenantView {
+                config: config.clone(),
+                manifest_dir: target.dir.clone(),
+                manifest: None,
+                locks: None,
+            }),
+            gate: Default::default(),
+        });
+        shared
+            .handles
+            .write()
+            .await
+            .insert(id.clone(), Arc::clone(&handle));
         loops.push(TenantLoop {
             id,
             target: target.clone(),
             shared: Arc::clone(&shared),
+            handle,
             engine: Engine::new(config.clone()),
             config,
             manifest: None,
@@ -614,6 +684,8 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
             interval_override: options.interval,
             declared_connectors: Default::default(),
             reconcile_now: Default::default(),
+            jobs_stop: CancellationToken::new(),
+            jobs_digest: String::new(),
         });
     }
     let listener = tokio::net::TcpListener::bind(options.listen)

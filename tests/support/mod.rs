@@ -121,6 +121,30 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Stops the server as an operator would (SIGTERM: it shuts down cleanly), killing it if
+    /// it has not exited within 20 s.
+    pub fn terminate(&mut self) {
+        if sigterm(&mut self.child).is_none() {
+            self.stop();
+        }
+    }
+}
+
+/// Sends SIGTERM and waits (up to 20 s) for the process to exit; `None` if it has not.
+fn sigterm(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 impl Drop for Server {
@@ -167,22 +191,24 @@ pub fn nats_server(dir: tempfile::TempDir, store: &Path, port: u16, extra: &[&st
 
 /// SecantusDB (a MongoDB wire-protocol server) in memory; the URI names database `openframe`.
 pub fn mongo() -> (Server, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut cmd = Command::new(tool("secantusd-py"));
-    cmd.args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--storage-path",
-        ":memory:",
-    ]);
-    let server = Server::start("secantusd-py", cmd, port, dir);
+    let server = secantus(":memory:", port, &[]);
     (
         server,
         format!("mongodb://127.0.0.1:{port}/openframe?directConnection=true"),
     )
+}
+
+/// SecantusDB on `port` storing in `storage` (a folder survives a restart; `:memory:` does
+/// not), with `extra` flags such as `--auth`.
+pub fn secantus(storage: impl AsRef<std::ffi::OsStr>, port: u16, extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(tool("secantusd-py"));
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--storage-path")
+        .arg(storage)
+        .args(extra);
+    Server::start("secantusd-py", cmd, port, dir)
 }
 
 /// The Python of the tools venv (with `cryptography`, from `scripts/dev-stack.sh install`).
@@ -522,19 +548,11 @@ impl Watch {
 
     /// Sends SIGTERM and returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let status = sigterm(&mut self.child);
+        if status.is_none() {
+            let _ = self.child.kill();
         }
-        let _ = self.child.kill();
-        None
+        status.and_then(|s| s.code())
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -570,35 +588,38 @@ impl Drop for Watch {
     }
 }
 
-/// The platform's desired state (`desired-state/`, its ofctl.toml included) in a temporary folder.
-/// The platform's desired state without its Mongo documents, which need a Mongo-wire server
-/// and generated credentials (tests/mongo_platform.rs covers them).
+/// The platform's whole desired state (`desired-state/`, its ofctl.toml included) in a
+/// temporary folder. Its Mongo documents need a Mongo-wire server ([`mongo`]) and the
+/// credentials of [`DESIRED_STATE_SECRETS`]; [`platform_env`] supplies both.
 pub fn desired_state() -> ManifestDir {
     let m = ManifestDir::new();
     m.copy_from("desired-state");
-    std::fs::remove_dir_all(m.path().join("mongo")).expect("desired-state/mongo exists");
     m
 }
 
-/// The variables desired-state/ofctl.toml takes its endpoints from, pointed at the sandbox
-/// emulators and at real NATS and Kafka servers.
+/// The variables desired-state/ofctl.toml reads: its credentials ([`DESIRED_STATE_SECRETS`]),
+/// and its endpoints pointed at the sandbox emulators and at real NATS, Kafka and Mongo servers.
 pub fn platform_env(
     sandbox: &ofctl::sandbox::Sandbox,
     tactical_api_key: &str,
     nats_url: &str,
     brokers: &str,
+    mongo_uri: &str,
 ) -> Vec<(String, String)> {
-    [
+    let mut env: std::collections::BTreeMap<&str, &str> =
+        DESIRED_STATE_SECRETS.iter().copied().collect();
+    env.extend([
         ("OFCTL_NATS_URL", nats_url),
         ("OFCTL_PINOT_URL", sandbox.pinot_url.as_str()),
         ("OFCTL_CONNECT_URL", sandbox.connect_url.as_str()),
         ("OFCTL_TACTICAL_URL", sandbox.tactical_url.as_str()),
         ("OFCTL_TACTICAL_API_KEY", tactical_api_key),
         ("OFCTL_KAFKA_BROKERS", brokers),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+        ("OFCTL_MONGO_URI", mongo_uri),
+    ]);
+    env.into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Borrowed pairs for [`ofctl`] from owned ones.

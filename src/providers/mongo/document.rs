@@ -91,13 +91,33 @@ pub fn publish_pending(doc: &Document) -> bool {
         == Some(false)
 }
 
-/// A live document as a spec: the bookkeeping fields removed, plus the pending marker.
-pub fn live_spec(doc: &Document) -> Value {
+/// How many times the pending update was retried (`publishState.attempts`).
+pub fn publish_attempts(doc: &Document) -> i64 {
+    match doc
+        .get_document(PUBLISH_STATE)
+        .ok()
+        .and_then(|s| s.get("attempts"))
+    {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        _ => 0,
+    }
+}
+
+/// Pending and still worth retrying: like the platform's fallback, ofctl gives up after
+/// `max_attempts` retries, until a new change to the document starts the count again.
+pub fn publish_retryable(doc: &Document, max_attempts: i64) -> bool {
+    publish_pending(doc) && publish_attempts(doc) < max_attempts
+}
+
+/// A live document as a spec: the bookkeeping fields removed, plus the pending marker while
+/// the publish is to be retried.
+pub fn live_spec(doc: &Document, max_attempts: i64) -> Value {
     let mut map = document_to_map(doc);
     for key in [ID, CLASS, PUBLISH_STATE, CREATED_AT, UPDATED_AT] {
         map.shift_remove(key);
     }
-    if publish_pending(doc) {
+    if publish_retryable(doc, max_attempts) {
         map.insert(PUBLISH_MARKER.into(), Value::String(PUBLISH_PENDING.into()));
     }
     Value::Object(map)
@@ -172,12 +192,22 @@ mod tests {
             "publishState": {"published": false, "attempts": 0}, "_class": "x",
         };
         assert_eq!(
-            live_spec(&d),
+            live_spec(&d, 5),
             json!({"version": "1.0.0", "publish": "pending"})
         );
         let done = doc! {"_id": "a", "publishState": {"published": true, "attempts": 0}};
-        assert_eq!(live_spec(&done), json!({}));
+        assert_eq!(live_spec(&done, 5), json!({}));
         assert!(!publish_pending(&doc! {"_id": "new"}));
+    }
+
+    #[test]
+    fn a_publish_retried_max_attempts_times_is_given_up() {
+        let d = |attempts: i32| doc! {"_id": "a", "publishState": {"published": false, "attempts": attempts}};
+        assert!(publish_retryable(&d(4), 5));
+        assert!(!publish_retryable(&d(5), 5));
+        assert!(publish_pending(&d(5)));
+        assert_eq!(live_spec(&d(5), 5), json!({}));
+        assert_eq!(publish_attempts(&d(3)), 3);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 mod crypto;
 mod document;
+pub use document::{publish_attempts, publish_retryable};
 mod publish;
 mod tools;
 
@@ -134,11 +135,34 @@ pub struct MongoProvider {
     /// registration secret must be created).
     encryption: Result<EncryptionKey, String>,
     counter: RequestCounter,
+    /// Retries of an unpublished update before giving up (`[jobs.publish_fallback]
+    /// max_attempts`, the platform's maxPublishAttempts).
+    max_publish_attempts: i64,
+}
+
+/// The driver's server-selection error dumps its whole topology description; an operator
+/// needs the address and why it did not answer.
+fn server_selection_summary(message: &str) -> Option<String> {
+    let after = |key: &str| message.split_once(key).map(|(_, rest)| rest);
+    let address = after("Address: ")?.split([',', ' ']).next()?;
+    let reason = after("Error: ")
+        .map(|rest| rest.split(", labels").next().unwrap_or(rest))
+        .map(|r| r.trim_start_matches("Kind: ").trim())
+        .unwrap_or("no answer");
+    Some(format!(
+        "no MongoDB server answered at {address} within {} s ({reason})",
+        TIMEOUT.as_secs()
+    ))
 }
 
 fn transient_or_permanent(what: &str, e: &mongodb::error::Error) -> ProviderError {
     use mongodb::error::ErrorKind as K;
-    let message = format!("{what}: {e}");
+    let message = match &*e.kind {
+        K::ServerSelection { message, .. } => server_selection_summary(message)
+            .map(|m| format!("{what}: {m}"))
+            .unwrap_or_else(|| format!("{what}: {e}")),
+        _ => format!("{what}: {e}"),
+    };
     match *e.kind {
         K::ServerSelection { .. } | K::Io(_) | K::ConnectionPoolCleared { .. } => {
             ProviderError::transient(message)
@@ -196,6 +220,7 @@ impl MongoProvider {
             nats_url,
             nats: OnceCell::new(),
             encryption,
+            max_publish_attempts: i64::from(config.jobs().publish_fallback.max_attempts),
             counter: RequestCounter::default(),
         }
     }
@@ -247,7 +272,15 @@ impl MongoProvider {
         F: std::future::IntoFuture<Output = mongodb::error::Result<T>>,
     {
         self.counter.write();
-        op.await.map_err(|e| transient_or_permanent(what, &e))
+        op.await.map_err(|e| {
+            let error = transient_or_permanent(what, &e);
+            // The connection broke during the write: the server may have carried it out.
+            if matches!(*e.kind, mongodb::error::ErrorKind::Io(_)) {
+                ProviderError::unanswered(error.message)
+            } else {
+                error
+            }
+        })
     }
 
     async fn insert(&self, collection: &str, doc: Document) -> Result<(), ProviderError> {
@@ -311,7 +344,8 @@ impl MongoProvider {
             .map_err(|e| ProviderError::permanent(e.clone()))?;
         self.nats
             .get_or_try_init(|| async {
-                let client = async_nats::ConnectOptions::new()
+                let options = async_nats::ConnectOptions::new();
+                let client = crate::providers::nats::with_url_credentials(options, url)
                     .connection_timeout(Duration::from_secs(3))
                     .request_timeout(Some(TIMEOUT))
                     .connect(url.as_str())
@@ -451,13 +485,23 @@ impl MongoProvider {
             .await?
             .iter()
             .filter_map(|d| {
+                let gave_up = document::publish_pending(d)
+                    && !document::publish_retryable(d, self.max_publish_attempts);
                 Some(Observed {
                     name: document::id_string(d)?,
-                    spec: document::live_spec(d),
+                    spec: document::live_spec(d, self.max_publish_attempts),
                     // Platform documents carry no ownership marker ofctl could add without
                     // changing them, so nothing here is ever pruned.
                     managed: false,
-                    notes: Vec::new(),
+                    notes: gave_up
+                        .then(|| {
+                            format!(
+                                "its update message was never published: gave up after {} retries ([jobs.publish_fallback] max_attempts); its next change publishes again",
+                                document::publish_attempts(d)
+                            )
+                        })
+                        .into_iter()
+                        .collect(),
                 })
             })
             .collect())
@@ -477,7 +521,7 @@ impl MongoProvider {
                     "version {}",
                     if v.is_empty() { "(unset)" } else { v }
                 ))
-            } else if document::publish_pending(d) {
+            } else if document::publish_retryable(d, self.max_publish_attempts) {
                 Some("publish pending".to_string())
             } else {
                 None
@@ -564,7 +608,7 @@ impl MongoProvider {
             // A new agent is saved as it is and announces nothing (§7).
             return self.replace(AGENTS_COLLECTION, doc).await;
         };
-        let before = document::live_spec(&current);
+        let before = document::live_spec(&current, self.max_publish_attempts);
         let due = publish::agent_change(&before, &content).is_some();
         let subject = agent_subject(op.name);
         let payload = agent_message(op.name, &content);
@@ -669,7 +713,9 @@ impl MongoProvider {
         for (collection, filter) in followers {
             for current in self.find(collection, filter, None).await? {
                 let stored = current.get_str("version").ok();
-                if stored == Some(version.as_str()) && !document::publish_pending(&current) {
+                if stored == Some(version.as_str())
+                    && !document::publish_retryable(&current, self.max_publish_attempts)
+                {
                     continue;
                 }
                 let mut doc = current.clone();
@@ -677,7 +723,7 @@ impl MongoProvider {
                 if collection == CLIENT_COLLECTION {
                     doc.insert(document::UPDATED_AT, document::now());
                 }
-                let content = document::live_spec(&doc);
+                let content = document::live_spec(&doc, self.max_publish_attempts);
                 let (subject, payload) = if collection == CLIENT_COLLECTION {
                     (CLIENT_SUBJECT.to_string(), client_message(&content))
                 } else {
@@ -877,6 +923,16 @@ impl Provider for MongoProvider {
         (merged, notes)
     }
 
+    fn retains(&self, kind: &str, live: &Value) -> Vec<Address> {
+        if kind != TOOL || super::kind_info(tools::CONNECTOR_KIND).is_none() {
+            return Vec::new();
+        }
+        tools::connector_names(live)
+            .into_iter()
+            .map(|n| Address::new(tools::CONNECTOR_KIND, n))
+            .collect()
+    }
+
     fn dependencies(&self, kind: &str, _name: &str, spec: &Value) -> Vec<Address> {
         let stream = |s: &str| Address::new(super::nats::KINDS[0].kind, s);
         match kind {
@@ -926,6 +982,16 @@ mod tests {
 
     fn provider() -> MongoProvider {
         MongoProvider::new("mongodb://127.0.0.1:1/x".into(), &TargetConfig::default())
+    }
+
+    #[test]
+    fn server_selection_errors_name_the_address_and_the_reason() {
+        let raw = "Server selection timeout: No available servers. Topology: { Type: Single, Servers: [ { Address: 127.0.0.1:36415, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {\"SystemOverloadedError\"}, source: None, server response: None } ] }";
+        assert_eq!(
+            server_selection_summary(raw).unwrap(),
+            "no MongoDB server answered at 127.0.0.1:36415 within 5 s (I/O error: Connection refused (os error 111))"
+        );
+        assert_eq!(server_selection_summary("no topology"), None);
     }
 
     #[test]

@@ -144,14 +144,10 @@ pub fn agent_change(before: &Value, after: &Value) -> Option<String> {
 /// `{published:false, publishedAt:null, attempts:0}` after a completed publish, otherwise the
 /// same with `attempts + 1` and `publishedAt` kept.
 pub fn pending_state(current: Option<&Document>) -> Document {
-    let state = current.and_then(|d| d.get_document(PUBLISH_STATE).ok());
+    let state = current.and_then(|d| d.get_document(PUBLISH_STATE).ok().map(|s| (d, s)));
     match state {
-        Some(s) if s.get_bool("published").ok() == Some(false) => {
-            let attempts = match s.get("attempts") {
-                Some(Bson::Int32(n)) => i64::from(*n),
-                Some(Bson::Int64(n)) => *n,
-                _ => 0,
-            };
+        Some((d, s)) if s.get_bool("published").ok() == Some(false) => {
+            let attempts = super::document::publish_attempts(d);
             let mut next = doc! {
                 "published": false,
                 "publishedAt": s.get("publishedAt").cloned().unwrap_or(Bson::Null),

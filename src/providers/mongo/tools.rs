@@ -112,6 +112,16 @@ pub fn connector_resources(tool: &Resource) -> Result<Vec<Resource>, (String, St
         .collect())
 }
 
+/// The names of the connectors a stored tool document registers (malformed entries skipped).
+pub fn connector_names(tool: &Value) -> Vec<String> {
+    tool.get("debeziumConnectors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name")?.as_str().map(str::to_string))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +194,13 @@ mod tests {
             connector_resources(&tool(bad)).unwrap_err().0,
             "/debeziumConnectors/0"
         );
+    }
+
+    #[test]
+    fn names_the_connectors_a_stored_tool_registers() {
+        let doc = json!({"debeziumConnectors": [{"name": "a", "config": {}}, {"config": {}}]});
+        assert_eq!(connector_names(&doc), vec!["a".to_string()]);
+        assert!(connector_names(&json!({})).is_empty());
     }
 
     #[test]

@@ -1,0 +1,471 @@
+//! The endpoints the platform's other services call on the original service (openframe.md §6,
+//! §8): integrated tools and the cluster release version. Writes go through the same engine
+//! as a reconcile pass (read live, plan, apply the pending changes in order, report each one),
+//! so a failed connector is an error status here, not a log line behind a 200.
+//!
+//! The manifest stays the source of truth: a POST that would change a resource the tenant's
+//! manifest declares (and heals) is refused with 409 naming the file, since the next reconcile
+//! pass would undo it. Annotating that resource `ofctl.openframe.io/drift-policy: ignore` (or
+//! `report`) hands it to this API.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{apply_changes, policy_of, DriftPolicy, Shared, TenantHandle, TenantView};
+use crate::apply::Status;
+use crate::engine::{Engine, EngineError};
+use crate::manifest::Manifest;
+use crate::plan::{Action, PlanOptions};
+use crate::providers::{self, mongo};
+use crate::resource::{Address, Resource, Span};
+
+/// How long a write waits for the tenant's reconcile lock (a pass in progress here or on
+/// another replica) before answering 503. The register jobs retry (curl --retry 5).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Deserialize)]
+pub struct TenantQuery {
+    tenant: Option<String>,
+}
+
+/// What happened to one change of an API write.
+#[derive(Serialize)]
+struct ChangeResult {
+    address: String,
+    action: &'static str,
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// An error answer in the platform's envelope, `{"status":"error","message":...}`, with the
+/// changes made before it (if any) so a caller knows what is already done.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    changes: Vec<ChangeResult>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            changes: Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"status": "error", "message": self.message});
+        if !self.changes.is_empty() {
+            body["changes"] = serde_json::to_value(&self.changes).unwrap_or_default();
+        }
+        success_or_error(self.status, body)
+    }
+}
+
+/// Every answer leaves through here: secrets masked, whatever a server echoed.
+fn success_or_error(status: StatusCode, mut body: Value) -> Response {
+    crate::redact::redact_value(&mut body);
+    (status, Json(body)).into_response()
+}
+
+async fn tenant(shared: &Shared, query: &TenantQuery) -> Result<Arc<TenantHandle>, ApiError> {
+    let handles = shared.handles.read().await;
+    match &query.tenant {
+        Some(id) => handles.get(id).cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "unknown tenant `{id}`; this server reconciles: {}",
+                    handles.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        }),
+        None if handles.len() == 1 => Ok(handles.values().next().cloned().expect("one handle")),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "this server reconciles several tenants ({}); choose one with ?tenant=ID",
+                handles.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+fn engine_error(e: EngineError) -> ApiError {
+    let status = match &e {
+        EngineError::Desired { .. } => StatusCode::BAD_REQUEST,
+        EngineError::Read { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        EngineError::Config(_) | EngineError::StalePlan(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+/// The tool as the platform's API shows it: the document with `id`, secrets masked.
+fn tool_json(id: &str, spec: &Value) -> Value {
+    let mut spec = spec.clone();
+    if let Some(info) = providers::kind_info(mongo::TOOL) {
+        info.mask_sensitive(&mut spec);
+    }
+    let mut tool = serde_json::Map::new();
+    tool.insert("id".into(), Value::String(id.to_string()));
+    if let Value::Object(fields) = spec {
+        tool.extend(fields);
+    }
+    Value::Object(tool)
+}
+
+async fn live_tools(view: &TenantView) -> Result<Vec<(String, Value)>, ApiError> {
+    let mut engine = Engine::new(view.config.clone());
+    Ok(engine
+        .read_all(&[mongo::TOOL.to_string()])
+        .await
+        .map_err(engine_error)?
+        .into_iter()
+        .map(|(address, spec)| (address.name, spec))
+        .collect())
+}
+
+pub async fn list_tools(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Response, ApiError> {
+    let view = tenant(&shared, &query).await?.view();
+    let tools: Vec<Value> = live_tools(&view)
+        .await?
+        .iter()
+        .map(|(id, spec)| tool_json(id, spec))
+        .collect();
+    Ok(success_or_error(
+        StatusCode::OK,
+        json!({"status": "success", "tools": tools}),
+    ))
+}
+
+/// By `_id`; a tool whose `type` is `id` answers too, since the original looked tools up by
+/// type (openframe.md §6) and callers may rely on it.
+pub async fn get_tool(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Response, ApiError> {
+    let view = tenant(&shared, &query).await?.view();
+    let tools = live_tools(&view).await?;
+    let found = tools.iter().find(|(name, _)| *name == id).or_else(|| {
+        tools
+            .iter()
+            .find(|(_, spec)| spec.get("type").and_then(Value::as_str) == Some(id.as_str()))
+    });
+    match found {
+        Some((name, spec)) => Ok(success_or_error(
+            StatusCode::OK,
+            json!({"status": "success", "tool": tool_json(name, spec)}),
+        )),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "Tool not found")),
+    }
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+/// Checks a spec like a manifest document's (JSON Schema, then the kind's own rules); the
+/// error names each field, as `prefix` + its path.
+fn validate(kind: &str, name: &str, spec: &Value, prefix: &str) -> Result<(), ApiError> {
+    let mut problems = crate::manifest::schema::validate_spec(kind, spec);
+    if problems.is_empty() {
+        problems = providers::check_spec(kind, name, spec);
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|(ptr, msg)| {
+            let field = crate::path::display(&format!("{prefix}{ptr}"));
+            if field.is_empty() {
+                msg.clone()
+            } else {
+                format!("{field}: {msg}")
+            }
+        })
+        .collect();
+    Err(ApiError::new(StatusCode::BAD_REQUEST, lines.join("; ")))
+}
+
+/// A resource built from a request body, validated, its secrets registered for masking.
+fn resource_from_request(kind: &str, name: &str, spec: Value) -> Result<Resource, ApiError> {
+    validate(kind, name, &spec, "")?;
+    if let Some(info) = providers::kind_info(kind) {
+        crate::redact::register_sensitive(&spec, &|ptr| info.is_sensitive(ptr));
+    }
+    Ok(Resource {
+        address: Address::new(kind, name),
+        labels: Default::default(),
+        annotations: Default::default(),
+        spec,
+        depends_on: Vec::new(),
+        source: Span {
+            file: "(HTTP API request)".into(),
+            line: 0,
+        },
+    })
+}
+
+/// A change the manifest heals would be undone by the next reconcile pass: refuse it.
+fn check_manifest_ownership(view: &TenantView, resources: &[Resource]) -> Result<(), ApiError> {
+    let Some(manifest) = &view.manifest else {
+        return Ok(());
+    };
+    let owned: Vec<String> = resources
+        .iter()
+        .filter_map(|r| {
+            let declared = manifest.get(&r.address)?;
+            (policy_of(&r.address, manifest) == DriftPolicy::Heal)
+                .then(|| format!("{} is declared at {}", r.address, declared.source))
+        })
+        .collect();
+    if owned.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "{}; the manifest owns it and the next reconcile pass would undo this request. Change the manifest instead, or annotate it `ofctl.openframe.io/drift-policy: ignore` to hand it to this API",
+            owned.join("; ")
+        ),
+    ))
+}
+
+/// Plans `resources` against live state and applies what differs, under the tenant's locks.
+async fn apply_resources(
+    shared: &Shared,
+    handle: &TenantHandle,
+    resources: Vec<Resource>,
+) -> Result<Vec<ChangeResult>, ApiError> {
+    let view = handle.view();
+    check_manifest_ownership(&view, &resources)?;
+    let _in_process = handle.gate.lock().await;
+    let guard = match (&view.locks, view.config.redis_url()) {
+        (Some(locks), _) => {
+            let deadline = Instant::now() + LOCK_WAIT;
+            loop {
+                let held = locks
+                    .try_acquire(
+                        super::RECONCILE_LOCK,
+                        view.config.watch().lock_at_most_for,
+                        Duration::ZERO,
+                    )
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                if let Some(g) = held {
+                    break Some(g);
+                }
+                if Instant::now() >= deadline {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "tenant `{}` is being reconciled by another replica; retry shortly",
+                            handle.id
+                        ),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the lock service (Redis) is not reachable; nothing was changed",
+            ))
+        }
+        (None, None) => None,
+    };
+    let result = plan_and_apply(shared, &view, handle, resources).await;
+    if let (Some(locks), Some(g)) = (&view.locks, guard) {
+        if let Err(e) = locks.release(g).await {
+            tracing::warn!(tenant = %handle.id, "releasing the reconcile lock: {e}");
+        }
+    }
+    result
+}
+
+async fn plan_and_apply(
+    shared: &Shared,
+    view: &TenantView,
+    handle: &TenantHandle,
+    resources: Vec<Resource>,
+) -> Result<Vec<ChangeResult>, ApiError> {
+    let mut engine = Engine::new(view.config.clone());
+    let manifest = Manifest {
+        dir: view.manifest_dir.clone(),
+        resources,
+    };
+    let obs = engine
+        .observe(manifest, false)
+        .await
+        .map_err(engine_error)?;
+    let plan = engine
+        .plan(&obs, &PlanOptions::default(), None)
+        .map_err(engine_error)?;
+    let refused: Vec<String> = plan
+        .pending()
+        .filter_map(|c| Some(format!("{}: {}", c.address, c.blocked.as_ref()?)))
+        .collect();
+    if !refused.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("refused, nothing was changed: {}", refused.join("; ")),
+        ));
+    }
+    let pending: Vec<_> = plan.pending().cloned().collect();
+    let mut results: Vec<ChangeResult> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Noop)
+        .map(|c| ChangeResult {
+            address: c.address.to_string(),
+            action: c.action.as_str(),
+            result: "unchanged",
+            error: None,
+        })
+        .collect();
+    if pending.is_empty() {
+        return Ok(results);
+    }
+    let report = apply_changes(&mut engine, &pending, &obs, &handle.id, shared)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let mut failures = Vec::new();
+    for o in &report.outcomes {
+        let (result, error) = match &o.status {
+            Status::Done => ("done", None),
+            Status::Failed(e) => ("failed", Some(e.clone())),
+            Status::NotAttempted(why) => ("not attempted", Some(why.clone())),
+        };
+        if let Some(e) = &error {
+            failures.push(format!("{} {} {result}: {e}", o.address, o.action.as_str()));
+        }
+        results.push(ChangeResult {
+            address: o.address.to_string(),
+            action: o.action.as_str(),
+            result,
+            error,
+        });
+    }
+    if failures.is_empty() {
+        return Ok(results);
+    }
+    Err(ApiError {
+        status: StatusCode::BAD_GATEWAY,
+        message: format!(
+            "{} of {} changes did not complete (the others were made; retrying converges): {}",
+            failures.len(),
+            report.outcomes.len(),
+            failures.join("; ")
+        ),
+        changes: results,
+    })
+}
+
+/// `POST /v1/tools/{id}` with `{"tool": {...}}`: the tool document and each of its connectors.
+/// As the original, `id` comes from the path and `enabled` is forced true.
+pub async fn save_tool(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(query): Query<TenantQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let handle = tenant(&shared, &query).await?;
+    let body = parse_body(&body)?;
+    let Some(Value::Object(mut tool)) = body.get("tool").cloned() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the body must be {\"tool\": {...}} (an IntegratedTool object under `tool`)",
+        ));
+    };
+    if body.as_object().is_some_and(|o| o.len() > 1) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the body must hold only `tool`",
+        ));
+    }
+    tool.insert("id".into(), Value::String(id.clone()));
+    tool.insert("enabled".into(), Value::Bool(true));
+    let resource = resource_from_request(mongo::TOOL, &id, json!({ "tool": tool }))?;
+    let mut resources = providers::expand(&resource).map_err(|(ptr, msg)| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{}: {msg}", crate::path::display(&ptr)),
+        )
+    })?;
+    for (i, c) in resources.iter().enumerate() {
+        validate(
+            &c.address.kind,
+            &c.address.name,
+            &c.spec,
+            &format!("/tool/debeziumConnectors/{i}"),
+        )?;
+    }
+    resources.insert(0, resource);
+    let changes = apply_resources(&shared, &handle, resources).await?;
+    let view = handle.view();
+    let saved = live_tools(&view)
+        .await?
+        .into_iter()
+        .find(|(name, _)| *name == id)
+        .map(|(name, spec)| tool_json(&name, &spec));
+    Ok(success_or_error(
+        StatusCode::OK,
+        json!({"status": "success", "tool": saved, "changes": changes}),
+    ))
+}
+
+/// `POST /v1/cluster-registrations` with `{"imageTagVersion": "x.y.z"}`: the ReleaseVersion,
+/// which moves the client configuration and every release agent and publishes each once.
+pub async fn register_cluster(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<TenantQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let handle = tenant(&shared, &query).await?;
+    let body = parse_body(&body)?;
+    let version = match body.get("imageTagVersion") {
+        Some(Value::String(v)) if !v.trim().is_empty() && v.trim() == v => v.clone(),
+        found => {
+            let message = match found {
+                Some(other) => {
+                    format!("imageTagVersion must be a version string without spaces, not {other}")
+                }
+                None => "the body must be {\"imageTagVersion\": \"x.y.z\"}".to_string(),
+            };
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
+        }
+    };
+    let resource = resource_from_request(
+        mongo::RELEASE,
+        mongo::RELEASE_NAME,
+        json!({ "version": version }),
+    )?;
+    let changes = apply_resources(&shared, &handle, vec![resource]).await?;
+    Ok(success_or_error(
+        StatusCode::OK,
+        json!({"status": "success", "imageTagVersion": version, "changes": changes}),
+    ))
+}
