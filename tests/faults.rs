@@ -624,17 +624,23 @@ fn check_stopped_report<'a>(
     lines
 }
 
-/// Checks a report against the restarted server: what was called made exists, what was not
-/// attempted does not; a failed create may or may not have landed.
-fn check_against_live(lines: &[(&str, &str)], plan: &Value) {
+/// Checks a report against the restarted server (what was called made exists, what was not
+/// attempted does not; a failed create may or may not have landed), then that a re-run
+/// converges.
+fn check_against_live_and_rerun(m: &ManifestDir, lines: &[(&str, &str)]) {
+    let (code, plan) = plan_json(m, &[]);
+    assert_eq!(code, 2, "{plan:#}");
     for (status, address) in lines {
-        let action = action_of(plan, address);
+        let action = action_of(&plan, address);
         match *status {
             "made" => assert_eq!(action, "noop", "{address}"),
             "not attempted" => assert_eq!(action, "create", "{address}"),
             _ => assert!(["noop", "create"].contains(&action), "{address}: {action}"),
         }
     }
+    let rerun = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert_eq!(plan_json(m, &[]).0, 0);
 }
 
 /// nats-server is killed while an apply of 50 streams runs: the apply ends promptly with exit 1
@@ -681,12 +687,7 @@ async fn nats_stopped_mid_apply_is_reported_change_by_change() {
     assert!(took < Duration::from_secs(30), "{took:?}");
 
     let server = start();
-    let (code, plan) = plan_json(&m, &[]);
-    assert_eq!(code, 2, "{plan:#}");
-    check_against_live(&lines, &plan);
-    let rerun = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
-    assert_eq!(rerun.code, 0, "{rerun:?}");
-    assert_eq!(plan_json(&m, &[]).0, 0);
+    check_against_live_and_rerun(&m, &lines);
 
     // A saved plan, then the server is stopped before it is applied: nothing is applied, and
     // the error says which read failed. On a server of its own that is stopped cleanly:
@@ -777,10 +778,5 @@ async fn mongo_stopped_mid_apply_is_reported_change_by_change() {
     assert!(took < Duration::from_secs(60), "{took:?}");
 
     let _server = start();
-    let (code, plan) = plan_json(&m, &[]);
-    assert_eq!(code, 2, "{plan:#}");
-    check_against_live(&lines, &plan);
-    let rerun = ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]);
-    assert_eq!(rerun.code, 0, "{rerun:?}");
-    assert_eq!(plan_json(&m, &[]).0, 0);
+    check_against_live_and_rerun(&m, &lines);
 }

@@ -194,33 +194,6 @@ const AGENT_CLASS: &str = "com.openframe.data.document.toolagent.IntegratedToolA
 const CLIENT_CLASS: &str =
     "com.openframe.data.document.clientconfiguration.OpenFrameClientConfiguration";
 
-/// Decrypts like the platform, with Python's `cryptography` (an independent implementation).
-fn decrypt_with_python(ciphertext: &str, password: &str, salt: &str) -> String {
-    let script = r#"
-import sys
-from cryptography.hazmat.primitives import hashes, padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-ct, password, salt = sys.argv[1], sys.argv[2], sys.argv[3]
-key = PBKDF2HMAC(algorithm=hashes.SHA1(), length=32, salt=bytes.fromhex(salt), iterations=1024).derive(password.encode())
-raw = bytes.fromhex(ct)
-d = Cipher(algorithms.AES(key), modes.CBC(raw[:16])).decryptor()
-padded = d.update(raw[16:]) + d.finalize()
-u = padding.PKCS7(128).unpadder()
-sys.stdout.write((u.update(padded) + u.finalize()).decode())
-"#;
-    let out = std::process::Command::new(support::python())
-        .args(["-c", script, ciphertext, password, salt])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python decrypt failed (is `cryptography` installed? scripts/dev-stack.sh install): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
 fn secret(name: &str) -> &'static str {
     DESIRED_STATE_SECRETS
         .iter()
@@ -430,7 +403,7 @@ async fn desired_state_is_stored_as_the_platform_expects_and_replans_as_a_noop()
         "com.openframe.data.document.agent.AgentRegistrationSecret"
     );
     let stored_key = s.get_str("secretKey").unwrap().to_string();
-    let plain = decrypt_with_python(
+    let plain = support::decrypt_with_python(
         &stored_key,
         secret("OFCTL_ENCRYPTION_PASSWORD"),
         secret("OFCTL_ENCRYPTION_SALT"),

@@ -219,9 +219,8 @@ async fn mongo_with_password() -> (support::Server, tempfile::TempDir, String) {
     (server, store, uri)
 }
 
-/// The registration secret ofctl generated, decrypted the way the platform decrypts it
-/// (AES-256-CBC, key from PBKDF2-HMAC-SHA1 over the encryption password and salt, 1024
-/// rounds, openframe.md §12) with Python's `cryptography` (an independent implementation).
+/// The registration secret ofctl generated, decrypted the way the platform decrypts it, by an
+/// independent implementation.
 async fn registration_secret(mongo_uri: &str) -> String {
     let client = mongodb::Client::with_uri_str(mongo_uri)
         .await
@@ -233,36 +232,8 @@ async fn registration_secret(mongo_uri: &str) -> String {
         .await
         .expect("find")
         .expect("a registration secret");
-    let ciphertext = stored.get_str("secretKey").expect("secretKey").to_string();
-    let script = r#"
-import sys
-from cryptography.hazmat.primitives import hashes, padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-ct, password, salt = sys.argv[1], sys.argv[2], sys.argv[3]
-key = PBKDF2HMAC(algorithm=hashes.SHA1(), length=32, salt=bytes.fromhex(salt), iterations=1024).derive(password.encode())
-raw = bytes.fromhex(ct)
-d = Cipher(algorithms.AES(key), modes.CBC(raw[:16])).decryptor()
-padded = d.update(raw[16:]) + d.finalize()
-u = padding.PKCS7(128).unpadder()
-sys.stdout.write((u.update(padded) + u.finalize()).decode())
-"#;
-    let out = std::process::Command::new(support::python())
-        .args([
-            "-c",
-            script,
-            &ciphertext,
-            ENCRYPTION_PASSWORD,
-            ENCRYPTION_SALT,
-        ])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plain = String::from_utf8(out.stdout).expect("utf-8");
+    let ciphertext = stored.get_str("secretKey").expect("secretKey");
+    let plain = support::decrypt_with_python(ciphertext, ENCRYPTION_PASSWORD, ENCRYPTION_SALT);
     assert_eq!(plain.len(), 32, "{plain}");
     plain
 }

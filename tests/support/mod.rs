@@ -222,6 +222,35 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// Decrypts a registration secret like the platform (AES-256-CBC, key from PBKDF2-HMAC-SHA1
+/// over the encryption password and salt, 1024 rounds, openframe.md §12), with Python's
+/// `cryptography` (an independent implementation).
+pub fn decrypt_with_python(ciphertext: &str, password: &str, salt: &str) -> String {
+    let script = r#"
+import sys
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+ct, password, salt = sys.argv[1], sys.argv[2], sys.argv[3]
+key = PBKDF2HMAC(algorithm=hashes.SHA1(), length=32, salt=bytes.fromhex(salt), iterations=1024).derive(password.encode())
+raw = bytes.fromhex(ct)
+d = Cipher(algorithms.AES(key), modes.CBC(raw[:16])).decryptor()
+padded = d.update(raw[16:]) + d.finalize()
+u = padding.PKCS7(128).unpadder()
+sys.stdout.write((u.update(padded) + u.finalize()).decode())
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, ciphertext, password, salt])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python decrypt failed (is `cryptography` installed? scripts/dev-stack.sh install): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 /// noida-db speaking the Kafka protocol, storing in a temporary folder. The native binary is
 /// started directly (scripts/dev-stack.sh links it): the pip wrapper would leave the broker
 /// running when killed. Returns the bootstrap address.
