@@ -516,6 +516,8 @@ impl TenantLoop {
             let record = self.pass(trigger).await;
             if self.config.source_digest != self.jobs_digest {
                 tracing::info!(tenant = %self.id, "target config changed: restarting the scheduled jobs");
+                // The stopped jobs end at their next tick; their handles need no keeping.
+                jobs.retain(|job| !job.is_finished());
                 jobs.extend(self.start_jobs().await);
             }
             tracing::info!(
