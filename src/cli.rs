@@ -395,7 +395,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
 
 async fn export(args: ExportArgs) -> anyhow::Result<u8> {
     for k in &args.kinds {
-        if crate::providers::kind_info(k).is_none() {
+        if crate::registry::kind_info(k).is_none() {
             bail!("unknown kind `{k}`");
         }
     }
@@ -405,7 +405,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<u8> {
     let mut files: std::collections::BTreeMap<String, String> = Default::default();
     let mut env = Vec::new();
     for (address, spec) in &objects {
-        let info = crate::providers::kind_info(&address.kind).context("kind from the registry")?;
+        let info = crate::registry::kind_info(&address.kind).context("kind from the registry")?;
         let e = crate::export::document(address, info, spec);
         let file = files.entry(address.kind.clone()).or_insert_with(|| {
             "# yaml-language-server: $schema=https://ofctl.openframe.io/schema/v1/manifest.schema.json\n".to_string()

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::interpolate::Variables;
 use crate::kind::System;
-use crate::manifest::interpolate::Variables;
 use crate::redact;
 
 #[derive(Debug, thiserror::Error)]
@@ -301,7 +301,7 @@ impl TargetConfig {
             message: e.to_string(),
         })?;
         let mut config = Self {
-            source_digest: crate::plan::digest(&Value::String(text.to_string())),
+            source_digest: crate::json::digest(&Value::String(text.to_string())),
             path: Some(path.to_path_buf()),
             raw,
             variables: Variables::new(),

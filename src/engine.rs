@@ -14,7 +14,7 @@ use crate::config::{ConfigError, TargetConfig};
 use crate::kind::System;
 use crate::manifest::Manifest;
 use crate::plan::{self, Action, Change, Declared, Plan, PlanOptions, Summary, FORMAT_VERSION};
-use crate::providers::{self, Provider, ProviderError, ReadScope, RequestReport};
+use crate::provider::{Provider, ProviderError, ReadScope, RequestReport};
 use crate::resource::{Address, Observed, Span};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,7 @@ impl Engine {
         if let Some(p) = self.providers.get(&system) {
             return Ok(Arc::clone(p));
         }
-        let p = providers::connect(system, &self.config)?;
+        let p = crate::registry::build(system, &self.config)?;
         self.providers.insert(system, Arc::clone(&p));
         Ok(p)
     }
@@ -91,12 +91,12 @@ impl Engine {
     ) -> Result<Observation, EngineError> {
         let mut kinds: BTreeSet<&'static str> = BTreeSet::new();
         for r in &manifest.resources {
-            if let Some(info) = providers::kind_info(&r.address.kind) {
+            if let Some(info) = crate::registry::kind_info(&r.address.kind) {
                 kinds.insert(info.kind);
             }
         }
         if prune {
-            for info in providers::all_kinds() {
+            for info in crate::registry::all_kinds() {
                 if self.config.endpoint(info.system).is_ok() {
                     kinds.insert(info.kind);
                 }
@@ -111,7 +111,7 @@ impl Engine {
         // kind's live objects processed, while the slower reads are still in flight.
         let mut reads = JoinSet::new();
         for &kind in &kinds {
-            let info = providers::kind_info(kind).expect("kind comes from the registry");
+            let info = crate::registry::kind_info(kind).expect("kind comes from the registry");
             let provider = self.provider(info.system)?;
             let names: Vec<String> = manifest
                 .resources
@@ -145,7 +145,7 @@ impl Engine {
         }
         let mut desired = BTreeMap::new();
         for r in &manifest.resources {
-            let info = providers::kind_info(&r.address.kind).expect("validated kind");
+            let info = crate::registry::kind_info(&r.address.kind).expect("validated kind");
             let spec = self
                 .provider(info.system)?
                 .normalize_desired(info.kind, &r.address.name, &r.spec)
@@ -166,7 +166,7 @@ impl Engine {
                 Ok(result) => result?,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            let info = providers::kind_info(kind).expect("kind comes from the registry");
+            let info = crate::registry::kind_info(kind).expect("kind comes from the registry");
             for o in observed {
                 let address = Address::new(kind, o.name.clone());
                 // Live secrets (Connect returns passwords in clear text, apis.md §2.7) must be
@@ -193,7 +193,7 @@ impl Engine {
             let spec = &desired[&r.address];
             let mut deps = r.depends_on.clone();
             if let Ok(p) = self.provider(
-                providers::kind_info(&r.address.kind)
+                crate::registry::kind_info(&r.address.kind)
                     .map(|k| k.system)
                     .unwrap_or(System::Nats),
             ) {
@@ -222,7 +222,7 @@ impl Engine {
     ) -> Result<Plan, EngineError> {
         let mut changes = Vec::new();
         for r in &obs.manifest.resources {
-            let info = providers::kind_info(&r.address.kind).expect("validated kind");
+            let info = crate::registry::kind_info(&r.address.kind).expect("validated kind");
             let provider = self.provider(info.system)?;
             let desired = &obs.desired[&r.address];
             let live = obs.live.get(&r.address).map(|o| &o.spec);
@@ -248,7 +248,7 @@ impl Engine {
                 if obs.desired.contains_key(address) {
                     continue;
                 }
-                if let Some(info) = providers::kind_info(&address.kind) {
+                if let Some(info) = crate::registry::kind_info(&address.kind) {
                     retained.extend(self.provider(info.system)?.retains(info.kind, &o.spec));
                 }
             }
@@ -281,7 +281,7 @@ impl Engine {
     ) -> Result<ApplyReport, EngineError> {
         let mut work = Vec::new();
         for c in changes.iter().filter(|c| c.action != Action::Noop) {
-            let info = providers::kind_info(&c.address.kind).expect("planned kind is known");
+            let info = crate::registry::kind_info(&c.address.kind).expect("planned kind is known");
             work.push(Work {
                 change: c.clone(),
                 system: info.system,
@@ -302,7 +302,7 @@ impl Engine {
         kinds: &[String],
     ) -> Result<Vec<(Address, Value)>, EngineError> {
         let mut out = Vec::new();
-        for info in providers::all_kinds() {
+        for info in crate::registry::all_kinds() {
             let wanted = if kinds.is_empty() {
                 self.config.endpoint(info.system).is_ok()
             } else {

@@ -135,6 +135,13 @@ impl KindInfo {
     }
 }
 
+/// A provider-specific verdict on a change that simple field rules cannot express.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub effect: Effect,
+    pub reason: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

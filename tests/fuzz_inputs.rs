@@ -15,7 +15,7 @@ mod support;
 
 use std::path::Path;
 
-use ofctl::manifest::interpolate::{PlaceholderError, Variables};
+use ofctl::interpolate::{PlaceholderError, Variables};
 use ofctl::manifest::{self, yaml, ManifestError, ManifestErrors};
 use ofctl::plan::{
     Action, Change, DiffOp, FieldDiff, Plan, PlanFileError, PlanOptions, Risk, Summary,

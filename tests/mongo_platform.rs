@@ -270,7 +270,7 @@ async fn desired_state_is_stored_as_the_platform_expects_and_replans_as_a_noop()
         ("fleet-mysql-connector", "fleetmdm-server"),
         ("meshcentral-mongo-connector", "meshcentral-server"),
     ];
-    if ofctl::providers::kind_info("KafkaConnector").is_some() {
+    if ofctl::registry::kind_info("KafkaConnector").is_some() {
         assert_eq!(kinds.remove("KafkaConnector"), Some(connectors.len()));
         for (name, tool) in connectors {
             let c = change(&p, &format!("KafkaConnector/{name}"));
@@ -833,7 +833,7 @@ async fn tool_connectors_under_the_old_key_are_converted_and_both_keys_are_an_er
     assert!(doc.get_bool("enabled").unwrap());
 
     // Declared on its own as well: fine with the same config, an error with another one.
-    if ofctl::providers::kind_info("KafkaConnector").is_some() {
+    if ofctl::registry::kind_info("KafkaConnector").is_some() {
         let text = std::fs::read_to_string(m.path().join("t.yaml")).unwrap();
         let config = "{connector.class: io.debezium.connector.postgresql.PostgresConnector, database.hostname: db.local, database.port: \"5432\", database.user: u, database.password: db-Secret-9, database.dbname: d, plugin.name: pgoutput, topic.prefix: old}";
         let connector = |config: &str| {

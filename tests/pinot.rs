@@ -591,7 +591,7 @@ fn schema_step_incompatible(new: &Value, old: &Value) -> bool {
 struct Replay<'a> {
     sb: &'a Sandbox,
     fixtures: PathBuf,
-    vars: ofctl::manifest::interpolate::Variables,
+    vars: ofctl::interpolate::Variables,
 }
 
 impl Replay<'_> {

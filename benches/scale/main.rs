@@ -931,12 +931,12 @@ fn sandbox_counts(stats: &Value) -> BTreeMap<String, [u64; 2]> {
 fn counts(
     stats: &Value,
     engine: &Engine,
-    before: Option<&ofctl::providers::RequestReport>,
+    before: Option<&ofctl::provider::RequestReport>,
 ) -> BTreeMap<String, [u64; 2]> {
     let mut out = sandbox_counts(stats);
     let now = engine.requests();
     for system in [System::Nats, System::Kafka, System::Mongo] {
-        let count = |r: Option<&ofctl::providers::RequestReport>| {
+        let count = |r: Option<&ofctl::provider::RequestReport>| {
             r.and_then(|r| r.get(&system)).copied().unwrap_or_default()
         };
         let (a, b) = (count(Some(&now)), count(before));

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::kind::System;
 use crate::plan::{Action, Change};
-use crate::providers::{OpAction, Operation, Provider, ProviderError};
+use crate::provider::{OpAction, Operation, Provider, ProviderError};
 use crate::resource::Address;
 
 #[derive(Debug, Clone)]
@@ -357,7 +357,7 @@ pub async fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::{ReadScope, RequestCount};
+    use crate::provider::{ReadScope, RequestCount};
     use crate::resource::Observed;
     use async_trait::async_trait;
     use serde_json::json;

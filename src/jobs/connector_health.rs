@@ -21,9 +21,8 @@ use tokio::sync::Notify;
 use super::{Job, JobError};
 use crate::config::ConnectorHealthConfig;
 use crate::kind::System;
-use crate::providers::http::HttpClient;
-use crate::watch::metrics::ConnectorLabels;
-use crate::watch::Shared;
+use crate::metrics::{ConnectorLabels, Metrics};
+use crate::provider::http::HttpClient;
 
 /// Traces that a restart cannot fix (openframe.md §5.4): restarting would only spin.
 const NON_RECOVERABLE: &[&str] = &[
@@ -94,7 +93,7 @@ pub struct ConnectorHealth {
     settings: ConnectorHealthConfig,
     store: Store,
     tenant: String,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     /// KafkaConnector names the manifest declares (kept current by the tenant loop).
     declared: Arc<RwLock<Vec<String>>>,
     reconcile_now: Arc<Notify>,
@@ -107,7 +106,7 @@ impl ConnectorHealth {
         redis_url: Option<&str>,
         settings: ConnectorHealthConfig,
         tenant: String,
-        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
         declared: Arc<RwLock<Vec<String>>>,
         reconcile_now: Arc<Notify>,
     ) -> Result<Self, JobError> {
@@ -132,7 +131,7 @@ impl ConnectorHealth {
             settings,
             store,
             tenant,
-            shared,
+            metrics,
             declared,
             reconcile_now,
         })
@@ -232,13 +231,12 @@ impl Job for ConnectorHealth {
                         .any(|t| NON_RECOVERABLE.iter().any(|n| t.contains(n)))
                     {
                         tracing::error!(tenant = %self.tenant, connector = %name, "FAILED with a non-recoverable error, not restarting: {first_line}");
-                        self.shared
-                            .metrics
+                        self.metrics
                             .error(&self.tenant, "connector_non_recoverable");
                     } else if state.restarts >= self.settings.max_restarts {
                         if !state.gave_up {
                             tracing::error!(tenant = %self.tenant, connector = %name, "still FAILED after {} restarts; giving up until it is healthy again: {first_line}", state.restarts);
-                            self.shared.metrics.error(&self.tenant, "connector_gave_up");
+                            self.metrics.error(&self.tenant, "connector_gave_up");
                             state.gave_up = true;
                         }
                     } else {
@@ -250,8 +248,7 @@ impl Job for ConnectorHealth {
                             state.restarts += 1;
                             state.last_restart_ms = Some(now);
                             restarted += 1;
-                            self.shared
-                                .metrics
+                            self.metrics
                                 .connector_restarts
                                 .get_or_create(&ConnectorLabels {
                                     tenant: self.tenant.clone(),

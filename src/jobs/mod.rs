@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::config::JobTiming;
-use crate::watch::lock::Locks;
-use crate::watch::Shared;
+use crate::lock::Locks;
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -49,7 +49,7 @@ pub async fn schedule(
     timing: JobTiming,
     tenant: String,
     locks: Option<Locks>,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     // Held at least half an interval at most, so the winner's lock never blocks its own next
@@ -65,12 +65,12 @@ pub async fn schedule(
             Some(l) => match l.try_acquire(name, timing.lock_at_most_for, at_least).await {
                 Ok(Some(g)) => Some(g),
                 Ok(None) => {
-                    shared.metrics.job_run(&tenant, name, "skipped");
+                    metrics.job_run(&tenant, name, "skipped");
                     continue;
                 }
                 Err(e) => {
                     tracing::error!(tenant = %tenant, job = name, "not run: {e}");
-                    shared.metrics.job_run(&tenant, name, "error");
+                    metrics.job_run(&tenant, name, "error");
                     continue;
                 }
             },
@@ -79,11 +79,11 @@ pub async fn schedule(
         match job.run().await {
             Ok(summary) => {
                 tracing::info!(tenant = %tenant, job = name, "{}", crate::redact::redact(&summary));
-                shared.metrics.job_run(&tenant, name, "ok");
+                metrics.job_run(&tenant, name, "ok");
             }
             Err(e) => {
                 tracing::error!(tenant = %tenant, job = name, "{}", crate::redact::redact(&e.0));
-                shared.metrics.job_run(&tenant, name, "error");
+                metrics.job_run(&tenant, name, "error");
             }
         }
         if let (Some(l), Some(g)) = (&locks, guard) {

@@ -16,16 +16,16 @@ use mongodb::Database;
 use tokio::sync::Notify;
 
 use super::{Job, JobError};
+use crate::metrics::Metrics;
 use crate::providers::mongo::{
     open_database, publish_retryable, AGENTS_COLLECTION, CLIENT_COLLECTION,
 };
-use crate::watch::Shared;
 
 pub struct PublishFallback {
     db: Database,
     max_attempts: u32,
     tenant: String,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     reconcile_now: Arc<Notify>,
 }
 
@@ -35,7 +35,7 @@ impl PublishFallback {
         database: Option<String>,
         max_attempts: u32,
         tenant: String,
-        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
         reconcile_now: Arc<Notify>,
     ) -> Result<Self, JobError> {
         let db = open_database(mongo_uri, database)
@@ -45,7 +45,7 @@ impl PublishFallback {
             db,
             max_attempts,
             tenant,
-            shared,
+            metrics,
             reconcile_now,
         })
     }
@@ -80,7 +80,7 @@ impl Job for PublishFallback {
         }
         if !exhausted.is_empty() {
             tracing::error!(tenant = %self.tenant, "update never published after {} attempts: {}", self.max_attempts, exhausted.join(", "));
-            self.shared.metrics.error(&self.tenant, "publish_exhausted");
+            self.metrics.error(&self.tenant, "publish_exhausted");
         }
         if !retry.is_empty() {
             self.reconcile_now.notify_one();

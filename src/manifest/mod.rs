@@ -1,6 +1,5 @@
 //! Loading a manifest folder: YAML documents → validated, interpolated [`Resource`]s.
 
-pub mod interpolate;
 pub mod schema;
 pub mod yaml;
 
@@ -10,9 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::providers;
+use crate::interpolate::Variables;
 use crate::resource::{Address, Resource, Span};
-use interpolate::Variables;
 use yaml::{Document, Position};
 
 pub const API_VERSION: &str = "ofctl.openframe.io/v1";
@@ -304,8 +302,11 @@ fn load_document(
         Some(_) => return Err(at("/kind", "must be a string".into())),
         None => return Err(at("", "missing `kind`".into())),
     };
-    let Some(info) = providers::kind_info(&kind) else {
-        let known: Vec<_> = providers::all_kinds().iter().map(|k| k.kind).collect();
+    let Some(info) = crate::registry::kind_info(&kind) else {
+        let known: Vec<_> = crate::registry::all_kinds()
+            .iter()
+            .map(|k| k.kind)
+            .collect();
         return Err(at(
             "/kind",
             format!("unknown kind `{kind}`; known kinds: {}", known.join(", ")),
@@ -414,7 +415,7 @@ fn load_document(
     crate::redact::register_sensitive(&spec, &|ptr| info.is_sensitive(ptr));
     let mut spec_errors = schema::validate_spec(info.kind, &spec);
     if spec_errors.is_empty() {
-        spec_errors = providers::check_spec(info.kind, &name, &spec);
+        spec_errors = crate::registry::check_spec(info.kind, &name, &spec);
     }
     if !spec_errors.is_empty() {
         return Err(spec_errors
@@ -448,7 +449,7 @@ fn expand(
         field: Some(crate::path::display(&format!("/spec{ptr}"))),
         message: format!("{}: {message}", resource.address),
     };
-    let extra = providers::expand(resource).map_err(|(ptr, msg)| vec![at(&ptr, msg)])?;
+    let extra = crate::registry::expand(resource).map_err(|(ptr, msg)| vec![at(&ptr, msg)])?;
     let mut errors = Vec::new();
     for r in &extra {
         for (ptr, msg) in schema::validate_spec(&r.address.kind, &r.spec) {

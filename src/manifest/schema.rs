@@ -43,7 +43,7 @@ pub fn validate_envelope(doc: &Value) -> Vec<(String, String)> {
 pub fn validate_spec(kind: &str, spec: &Value) -> Vec<(String, String)> {
     static SPECS: OnceLock<(Value, Validator)> = OnceLock::new();
     let (root, validator) = SPECS.get_or_init(|| {
-        let by_kind: Vec<Value> = crate::providers::all_kinds()
+        let by_kind: Vec<Value> = crate::registry::all_kinds()
             .iter()
             .map(|k| {
                 json!({
@@ -60,7 +60,7 @@ pub fn validate_spec(kind: &str, spec: &Value) -> Vec<(String, String)> {
         let validator = compile(&root);
         (root, validator)
     });
-    if crate::providers::kind_info(kind).is_none() {
+    if crate::registry::kind_info(kind).is_none() {
         return Vec::new();
     }
     collect(

@@ -4,8 +4,6 @@
 //! same tenant at once. One tenant's failure never stalls another: each runs in its own task.
 
 pub mod http;
-pub mod lock;
-pub mod metrics;
 mod platform_api;
 
 use std::collections::BTreeMap;
@@ -24,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{ApplyOptions, Status};
 use crate::config::{ConfigError, TargetConfig};
 use crate::engine::Engine;
+use crate::lock::Locks;
 use crate::manifest::{self, Manifest};
+use crate::metrics::{ChangeLabels, Metrics, PassLabels, TenantLabels};
 use crate::plan::{Action, Change, PlanOptions};
 use crate::resource::annotations;
-use lock::Locks;
-use metrics::{ChangeLabels, Metrics, PassLabels, TenantLabels};
 
 /// Name of the per-tenant reconcile lock (beside the platform's job locks).
 pub const RECONCILE_LOCK: &str = "ofctlReconcile";
@@ -144,7 +142,7 @@ impl TenantHandle {
 /// State shared by the tenant loops and the HTTP API.
 #[derive(Default)]
 pub struct Shared {
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub tenants: RwLock<BTreeMap<String, TenantStatus>>,
     pub handles: RwLock<BTreeMap<String, Arc<TenantHandle>>>,
     pub shutdown: CancellationToken,
@@ -440,7 +438,7 @@ impl TenantLoop {
                     redis.as_deref(),
                     config.connector_health.clone(),
                     self.id.clone(),
-                    Arc::clone(&self.shared),
+                    Arc::clone(&self.shared.metrics),
                     Arc::clone(&self.declared_connectors),
                     Arc::clone(&self.reconcile_now),
                 )
@@ -479,7 +477,7 @@ impl TenantLoop {
                     self.config.mongo_database(),
                     config.publish_fallback.max_attempts,
                     self.id.clone(),
-                    Arc::clone(&self.shared),
+                    Arc::clone(&self.shared.metrics),
                     Arc::clone(&self.reconcile_now),
                 )
                 .await
@@ -498,7 +496,7 @@ impl TenantLoop {
                     timing,
                     self.id.clone(),
                     self.locks.clone(),
-                    Arc::clone(&self.shared),
+                    Arc::clone(&self.shared.metrics),
                     self.jobs_stop.clone(),
                 ))
             })

@@ -24,7 +24,7 @@ use crate::apply::Status;
 use crate::engine::{Engine, EngineError};
 use crate::manifest::Manifest;
 use crate::plan::{Action, PlanOptions};
-use crate::providers::{self, mongo};
+use crate::providers::mongo;
 use crate::resource::{Address, Resource, Span};
 
 /// How long a write waits for the tenant's reconcile lock (a pass in progress here or on
@@ -115,7 +115,7 @@ fn engine_error(e: EngineError) -> ApiError {
 /// The tool as the platform's API shows it: the document with `id`, secrets masked.
 fn tool_json(id: &str, spec: &Value) -> Value {
     let mut spec = spec.clone();
-    if let Some(info) = providers::kind_info(mongo::TOOL) {
+    if let Some(info) = crate::registry::kind_info(mongo::TOOL) {
         info.mask_sensitive(&mut spec);
     }
     let mut tool = serde_json::Map::new();
@@ -190,7 +190,7 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
 fn validate(kind: &str, name: &str, spec: &Value, prefix: &str) -> Result<(), ApiError> {
     let mut problems = crate::manifest::schema::validate_spec(kind, spec);
     if problems.is_empty() {
-        problems = providers::check_spec(kind, name, spec);
+        problems = crate::registry::check_spec(kind, name, spec);
     }
     if problems.is_empty() {
         return Ok(());
@@ -212,7 +212,7 @@ fn validate(kind: &str, name: &str, spec: &Value, prefix: &str) -> Result<(), Ap
 /// A resource built from a request body, validated, its secrets registered for masking.
 fn resource_from_request(kind: &str, name: &str, spec: Value) -> Result<Resource, ApiError> {
     validate(kind, name, &spec, "")?;
-    if let Some(info) = providers::kind_info(kind) {
+    if let Some(info) = crate::registry::kind_info(kind) {
         crate::redact::register_sensitive(&spec, &|ptr| info.is_sensitive(ptr));
     }
     Ok(Resource {
@@ -409,7 +409,7 @@ pub async fn save_tool(
     tool.insert("id".into(), Value::String(id.clone()));
     tool.insert("enabled".into(), Value::Bool(true));
     let resource = resource_from_request(mongo::TOOL, &id, json!({ "tool": tool }))?;
-    let mut resources = providers::expand(&resource).map_err(|(ptr, msg)| {
+    let mut resources = crate::registry::expand(&resource).map_err(|(ptr, msg)| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("{}: {msg}", crate::path::display(&ptr)),

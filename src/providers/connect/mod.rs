@@ -12,9 +12,9 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::http::{HttpClient, Response};
-use super::{Finding, OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
-use crate::kind::{Compare, Effect, FieldRule, KindInfo, System, Trigger};
+use crate::kind::{Compare, Effect, FieldRule, Finding, KindInfo, System, Trigger};
+use crate::provider::http::{HttpClient, Response};
+use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::Observed;
 
 pub use normalize::{check_spec, normalize_desired, normalize_live, wire_config, OWNER_KEY};

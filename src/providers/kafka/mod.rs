@@ -22,10 +22,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use serde_json::Value;
 
-use super::{
-    Finding, OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
+use crate::kind::{Compare, Effect, FieldRule, Finding, KindInfo, System, Trigger};
+use crate::provider::{
+    OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
 };
-use crate::kind::{Compare, Effect, FieldRule, KindInfo, System, Trigger};
 use crate::resource::Observed;
 
 pub use normalize::{live_spec, normalize_desired};

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use crate::kind::Effect;
-use crate::providers::Finding;
+use crate::kind::Finding;
 
 /// Kafka's own limit (`Topic.MAX_NAME_LENGTH`) and legal characters.
 const MAX_NAME_LENGTH: usize = 249;
@@ -182,7 +182,7 @@ mod tests {
                 ("cleanup.policy".into(), "compact".into()),
             ],
         );
-        assert_eq!(crate::plan::digest(&desired), crate::plan::digest(&live));
+        assert_eq!(crate::json::digest(&desired), crate::json::digest(&live));
     }
 
     #[test]

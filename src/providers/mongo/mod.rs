@@ -12,7 +12,7 @@ mod crypto;
 mod document;
 pub use document::{publish_attempts, publish_retryable};
 mod publish;
-mod tools;
+pub mod tools;
 
 use std::time::Duration;
 
@@ -24,11 +24,11 @@ use mongodb::{Collection, Database};
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
-use super::{
-    OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
-};
 use crate::config::TargetConfig;
 use crate::kind::{Compare, KindInfo, System};
+use crate::provider::{
+    OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
+};
 use crate::resource::{Address, Observed, Resource};
 use crypto::{generate_secret, EncryptionKey};
 use document::{PUBLISH_MARKER, PUBLISH_PENDING};
@@ -114,11 +114,14 @@ pub static KINDS: [KindInfo; 5] = [
     kind(SECRET, &[], true),
 ];
 
+/// The NATS provider's stream kind: publishing needs the platform's streams to exist first.
+/// Another provider's kind is named, never imported (the registry test checks the name).
+pub const STREAM_KIND: &str = "NatsStream";
+
 /// Extra resources a manifest resource stands for: a tool's connectors (see
-/// [`tools::connector_resources`]). Only when this build knows the KafkaConnector kind;
-/// otherwise the connectors stay in the tool document alone, as the platform stored them.
+/// [`tools::connector_resources`]).
 pub fn expand(resource: &Resource) -> Result<Vec<Resource>, (String, String)> {
-    if resource.address.kind != TOOL || super::kind_info(tools::CONNECTOR_KIND).is_none() {
+    if resource.address.kind != TOOL {
         return Ok(Vec::new());
     }
     tools::connector_resources(resource)
@@ -345,7 +348,7 @@ impl MongoProvider {
         self.nats
             .get_or_try_init(|| async {
                 let options = async_nats::ConnectOptions::new();
-                let client = crate::providers::nats::with_url_credentials(options, url)
+                let client = crate::provider::nats_client::with_url_credentials(options, url)
                     .connection_timeout(Duration::from_secs(3))
                     .request_timeout(Some(TIMEOUT))
                     .connect(url.as_str())
@@ -924,7 +927,7 @@ impl Provider for MongoProvider {
     }
 
     fn retains(&self, kind: &str, live: &Value) -> Vec<Address> {
-        if kind != TOOL || super::kind_info(tools::CONNECTOR_KIND).is_none() {
+        if kind != TOOL {
             return Vec::new();
         }
         tools::connector_names(live)
@@ -934,7 +937,7 @@ impl Provider for MongoProvider {
     }
 
     fn dependencies(&self, kind: &str, _name: &str, spec: &Value) -> Vec<Address> {
-        let stream = |s: &str| Address::new(super::nats::KINDS[0].kind, s);
+        let stream = |s: &str| Address::new(STREAM_KIND, s);
         match kind {
             // The release version is applied first: agents and the client configuration
             // written after it see the version it stored (see apply_agent / apply_client).

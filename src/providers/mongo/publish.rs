@@ -10,7 +10,7 @@ use mongodb::bson::{doc, Bson, Document};
 use serde_json::{json, Value};
 
 use super::document::PUBLISH_STATE;
-use crate::plan::digest;
+use crate::json::digest;
 
 pub const CLIENT_SUBJECT: &str = "machine.all.client-update";
 

@@ -12,10 +12,10 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use tokio::sync::OnceCell;
 
-use super::{
+use crate::kind::{Compare, Effect, FieldRule, KindInfo, System, Trigger};
+use crate::provider::{
     OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
 };
-use crate::kind::{Compare, Effect, FieldRule, KindInfo, System, Trigger};
 use crate::resource::Observed;
 
 pub use normalize::{normalize_desired, normalize_live};
@@ -101,32 +101,6 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
     interpolate_spec_file: true,
 }];
 
-/// Credentials embedded in a server URL (`nats://user:pass@host`, `nats://token@host`) as
-/// connect options: async-nats reads only its options and would connect unauthenticated.
-pub fn with_url_credentials(
-    options: async_nats::ConnectOptions,
-    url: &str,
-) -> async_nats::ConnectOptions {
-    let first = url.split(',').next().unwrap_or_default().trim();
-    let Ok(addr) = first.parse::<async_nats::ServerAddr>() else {
-        return options;
-    };
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    match (addr.username(), addr.password()) {
-        (Some(user), Some(pass)) => options.user_and_password(decode(user), decode(pass)),
-        (Some(token), None) => {
-            // A token is the whole secret; the URL's own registration only covers passwords.
-            crate::redact::register(token);
-            options.token(decode(token))
-        }
-        _ => options,
-    }
-}
-
 pub struct NatsProvider {
     url: String,
     client: OnceCell<async_nats::Client>,
@@ -145,17 +119,20 @@ impl NatsProvider {
     async fn client(&self) -> Result<&async_nats::Client, ProviderError> {
         self.client
             .get_or_try_init(|| async {
-                with_url_credentials(async_nats::ConnectOptions::new(), &self.url)
-                    .connection_timeout(Duration::from_secs(3))
-                    .request_timeout(Some(REQUEST_TIMEOUT))
-                    .connect(self.url.as_str())
-                    .await
-                    .map_err(|e| {
-                        ProviderError::transient(format!(
-                            "cannot connect to NATS at {}: {e}",
-                            crate::redact::redact(&self.url)
-                        ))
-                    })
+                crate::provider::nats_client::with_url_credentials(
+                    async_nats::ConnectOptions::new(),
+                    &self.url,
+                )
+                .connection_timeout(Duration::from_secs(3))
+                .request_timeout(Some(REQUEST_TIMEOUT))
+                .connect(self.url.as_str())
+                .await
+                .map_err(|e| {
+                    ProviderError::transient(format!(
+                        "cannot connect to NATS at {}: {e}",
+                        crate::redact::redact(&self.url)
+                    ))
+                })
             })
             .await
     }

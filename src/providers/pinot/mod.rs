@@ -15,9 +15,9 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::http::{HttpClient, Response};
-use super::{Finding, OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
-use crate::kind::{Compare, Effect, KindInfo, System};
+use crate::kind::{Compare, Effect, Finding, KindInfo, System};
+use crate::provider::http::{HttpClient, Response};
+use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::{Address, Observed};
 
 pub use normalize::{

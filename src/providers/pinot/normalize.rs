@@ -97,7 +97,7 @@ fn strip_defaults(obj: &mut Obj, defaults: &[(&str, Value)]) {
     for (key, default) in defaults {
         let Some(v) = obj.get_mut(*key) else { continue };
         *v = coerce_like(v, default);
-        if v.is_null() || crate::plan::diff::values_equal(v, default) {
+        if v.is_null() || crate::json::values_equal(v, default) {
             obj.remove(*key);
         }
     }
@@ -680,7 +680,7 @@ pub fn table_incompatibilities(desired: &Value, live: &Value) -> Vec<String> {
         for key in keys {
             let (a, b) = (d.get(*key), l.get(*key));
             let same = match (a, b) {
-                (Some(a), Some(b)) => crate::plan::diff::values_equal(a, b),
+                (Some(a), Some(b)) => crate::json::values_equal(a, b),
                 (None, None) => true,
                 _ => false,
             };
@@ -749,7 +749,7 @@ pub fn kafka_topics(table: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::interpolate::Variables;
+    use crate::interpolate::Variables;
 
     /// The shipped desired-state JSON with its placeholders resolved as ofctl.toml's defaults
     /// resolve them.

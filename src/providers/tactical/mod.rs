@@ -15,9 +15,9 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::http::{HttpClient, Response};
-use super::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::kind::{Compare, KindInfo, System};
+use crate::provider::http::{HttpClient, Response};
+use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::Observed;
 
 pub use normalize::{normalize_desired, normalize_live, OWNER_MARKER};

@@ -106,7 +106,7 @@ pub fn update_body(desired: &Value, live: &Value, managed: bool) -> Map<String, 
         for (field, value) in fields {
             if !live
                 .get(field)
-                .is_some_and(|l| crate::plan::diff::values_equal(l, value))
+                .is_some_and(|l| crate::json::values_equal(l, value))
             {
                 body.insert(field.clone(), value.clone());
             }
