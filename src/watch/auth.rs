@@ -26,11 +26,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Log target of the audit lines, on by default (`OFCTL_LOG` may still turn it off).
 pub const AUDIT_TARGET: &str = "ofctl::audit";
 
-/// The caller of a request that passed [`authorize`]: the token's id (never its value) and
-/// the tenants it may read (every tenant it may write, it may read).
+/// The caller of a request that passed [`authorize`]: the tenants it may read (every tenant
+/// it may write, it may read).
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub token_id: String,
     pub readable: BTreeSet<String>,
 }
 
@@ -190,10 +189,7 @@ fn decide(per_tenant: &[(String, Access)], named: Option<&str>, write: bool) -> 
     Decision {
         token_id: token_id.clone(),
         tenant: tenant.clone(),
-        verdict: Ok(Principal {
-            token_id: token_id.unwrap_or_default(),
-            readable,
-        }),
+        verdict: Ok(Principal { readable }),
     }
 }
 
@@ -232,9 +228,9 @@ pub async fn authorize(
     let decision = decide(&per_tenant, named.as_deref(), write);
     let response = match decision.verdict {
         Err(refused) => refused,
-        Ok(principal) => match check_input(&request, write) {
-            Err(refused) => refused,
-            Ok(()) => {
+        Ok(principal) => match input_refusal(&request, write) {
+            Some(refused) => refused,
+            None => {
                 request.extensions_mut().insert(principal);
                 next.run(request).await
             }
@@ -255,9 +251,9 @@ pub async fn authorize(
 
 /// Writes carry JSON of bounded size (the body limit layer also stops a body sent without a
 /// length, as it streams).
-fn check_input(request: &Request, write: bool) -> Result<(), Response> {
+fn input_refusal(request: &Request, write: bool) -> Option<Response> {
     if !write {
-        return Ok(());
+        return None;
     }
     let content_type = request
         .headers()
@@ -266,7 +262,7 @@ fn check_input(request: &Request, write: bool) -> Result<(), Response> {
         .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(error(
+        return Some(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "the body must be JSON sent with `Content-Type: application/json` (got `{}`)",
@@ -283,13 +279,12 @@ fn check_input(request: &Request, write: bool) -> Result<(), Response> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if length.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(error(
+    length.is_some_and(|n| n > MAX_BODY_BYTES).then(|| {
+        error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Longest release tag `POST /v1/cluster-registrations` accepts.

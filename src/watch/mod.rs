@@ -46,14 +46,12 @@ pub enum WatchError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("tenants disagree on `[api] {key}` ({first} in {first_tenant}, {second} in {second_tenant}); one process has one listener: set it in one place, or pass --{flag}")]
+    #[error("tenants disagree on `[api] {key}` ({found}); one process has one listener: set it in one place, or pass --{flag}")]
     ListenConflict {
         key: &'static str,
         flag: &'static str,
-        first: SocketAddr,
-        first_tenant: String,
-        second: SocketAddr,
-        second_tenant: String,
+        /// Both addresses and the tenants that set them.
+        found: String,
     },
 }
 
@@ -681,10 +679,7 @@ fn listen_address(
                 return Err(WatchError::ListenConflict {
                     key,
                     flag: flag_name,
-                    first,
-                    first_tenant: first_tenant.clone(),
-                    second: *addr,
-                    second_tenant: tenant.clone(),
+                    found: format!("{first} in {first_tenant}, {addr} in {tenant}"),
                 })
             }
             _ => chosen = Some((tenant, *addr)),
