@@ -94,7 +94,7 @@ cmd_plan() {
   if ! "$OFCTL" validate -f "$MANIFEST" >"$OUT/validate.txt" 2>&1; then
     cat "$OUT/validate.txt" >&2
     { echo "**ofctl validate failed**"; echo; echo '```'; cat "$OUT/validate.txt"; echo '```'; } >"$OUT/plan.md"
-    body "$OUT/comment.md" "### ofctl plan: \`$MANIFEST\`${SHA:+ at $SHA}" "$PLAN_MARKER" "$OUT/plan.md"
+    body "$OUT/comment.md" "_\`$MANIFEST\`${SHA:+ at $SHA}_" "$PLAN_MARKER" "$OUT/plan.md"
     return 1
   fi
   "$OFCTL" plan -f "$MANIFEST" --format markdown -o "$OUT/plan.json" >"$OUT/plan.md" 2>"$OUT/plan.err" || code=$?
@@ -105,7 +105,7 @@ cmd_plan() {
       { echo "**ofctl plan failed (exit $code)**"; echo; echo '```'; cat "$OUT/plan.err"; echo '```'; } >"$OUT/plan.md"
       ;;
   esac
-  body "$OUT/comment.md" "### ofctl plan: \`$MANIFEST\`${SHA:+ at $SHA}" "$PLAN_MARKER" "$OUT/plan.md"
+  body "$OUT/comment.md" "_\`$MANIFEST\`${SHA:+ at $SHA}_" "$PLAN_MARKER" "$OUT/plan.md"
   [[ $code == 0 || $code == 2 ]]
 }
 
