@@ -816,3 +816,161 @@ fn the_dockerfile_builds_with_the_toolchain_and_runs_as_a_user() {
         }
     }
 }
+
+/// The committed ConfigMap and volume items are what gen-manifest.py writes (nobody edited
+/// them by hand, and the generator is deterministic).
+#[test]
+fn gen_manifest_reproduces_the_committed_configmap_and_items() {
+    let out = tempfile::tempdir().unwrap();
+    for name in ["deployment.yaml", "cronjob.yaml"] {
+        std::fs::copy(k8s().join(name), out.path().join(name)).unwrap();
+    }
+    let run = std::process::Command::new("python3")
+        .arg(k8s().join("gen-manifest.py"))
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("python3 runs gen-manifest.py");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for name in ["manifest-configmap.yaml", "deployment.yaml", "cronjob.yaml"] {
+        assert!(
+            read(&out.path().join(name)) == read(&k8s().join(name)),
+            "{name} is not what gen-manifest.py writes: run deploy/kubernetes/gen-manifest.py"
+        );
+    }
+}
+
+fn to_json(y: &Yaml) -> serde_json::Value {
+    use serde_json::Value;
+    match y {
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Integer(i) => Value::from(*i),
+        Yaml::Real(r) => Value::from(r.parse::<f64>().unwrap()),
+        Yaml::Boolean(b) => Value::Bool(*b),
+        Yaml::Null => Value::Null,
+        Yaml::Array(a) => Value::Array(a.iter().map(to_json).collect()),
+        Yaml::Hash(h) => Value::Object(h.iter().map(|(k, v)| (s(k), to_json(v))).collect()),
+        other => panic!("unexpected YAML {other:?}"),
+    }
+}
+
+/// A stand-in for kubectl: `get cronjob` answers with the CronJob of cronjob.yaml, `create -f -`
+/// saves the pod and runs the real ofctl with the pod's args (its exit code and output become
+/// the pod's), `get pod`, `logs` and `delete pod` answer from that.
+const FAKE_KUBECTL: &str = r#"#!/usr/bin/env python3
+import json, os, subprocess, sys
+argv, d = sys.argv[1:], os.environ["FAKE_DIR"]
+with open(os.path.join(d, "calls.jsonl"), "a") as f:
+    f.write(json.dumps(argv) + "\n")
+ns = argv[1] if argv[:1] == ["-n"] else None
+rest = argv[2:] if ns else argv
+state = os.path.join(d, "pod-state.json")
+if rest[:2] == ["get", "cronjob"]:
+    print(open(os.environ["FAKE_CRONJOB"]).read())
+elif rest[:3] == ["create", "-f", "-"]:
+    pod = json.load(sys.stdin)
+    json.dump(pod, open(os.path.join(d, "pod.json"), "w"))
+    args = pod["spec"]["containers"][0]["args"]
+    run = subprocess.run([os.environ["FAKE_OFCTL"]] + args, capture_output=True, text=True)
+    json.dump({"code": run.returncode, "log": run.stdout + run.stderr}, open(state, "w"))
+elif rest[:2] == ["get", "pod"]:
+    s = json.load(open(state))
+    if rest[-1] == "jsonpath={.status.phase}":
+        print("Succeeded" if s["code"] == 0 else "Failed", end="")
+    elif "exitCode" in rest[-1]:
+        print(s["code"], end="")
+    else:
+        sys.exit(f"fake kubectl: {argv}")
+elif rest[:1] == ["logs"]:
+    print(json.load(open(state))["log"], end="")
+elif rest[:2] == ["delete", "pod"]:
+    pass
+else:
+    sys.exit(f"fake kubectl: unsupported {argv}")
+"#;
+
+/// `ofctl-once.sh` (the migration guide's one-off commands) builds its pod from the CronJob:
+/// same image, Secret, manifest volume and security, the given args, never restarted; it
+/// passes ofctl's exit code on and deletes the pod.
+#[test]
+fn ofctl_once_runs_one_command_in_a_pod_like_the_cronjob() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let kubectl = bin.join("kubectl");
+    std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
+    let mut perms = std::fs::metadata(&kubectl).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&kubectl, perms).unwrap();
+    let cronjob = one("CronJob", "ofctl-drift");
+    std::fs::write(
+        dir.path().join("cronjob.json"),
+        to_json(&cronjob).to_string(),
+    )
+    .unwrap();
+    let once = |args: &[&str]| {
+        let out = std::process::Command::new("bash")
+            .arg(k8s().join("ofctl-once.sh"))
+            .args(args)
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("FAKE_DIR", dir.path())
+            .env("FAKE_CRONJOB", dir.path().join("cronjob.json"))
+            .env("FAKE_OFCTL", env!("CARGO_BIN_EXE_ofctl"))
+            .env_remove("OFCTL_NAMESPACE")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = once(&["--version"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ofctl "), "{out}");
+    let pod: serde_json::Value = serde_json::from_str(&read(&dir.path().join("pod.json"))).unwrap();
+    let job_pod = to_json(&cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]);
+    let c = &pod["spec"]["containers"][0];
+    let job_c = &job_pod["containers"][0];
+    assert_eq!(c["args"], serde_json::json!(["--version"]));
+    for key in [
+        "image",
+        "envFrom",
+        "env",
+        "volumeMounts",
+        "securityContext",
+        "resources",
+    ] {
+        assert_eq!(c[key], job_c[key], "{key}");
+    }
+    for key in ["volumes", "securityContext", "automountServiceAccountToken"] {
+        assert_eq!(pod["spec"][key], job_pod[key], "{key}");
+    }
+    assert_eq!(pod["spec"]["restartPolicy"], "Never");
+
+    // ofctl's exit code comes through (1: a missing folder).
+    let (code, _) = once(&["validate", "-f", "/nonexistent-manifest"]);
+    assert_eq!(code, 1);
+    let calls: Vec<Vec<String>> = read(&dir.path().join("calls.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        calls.iter().all(|c| c[..2] == ["-n", "microservices"]),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c[2..4] == ["delete", "pod"])
+            .count(),
+        2,
+        "each pod is deleted: {calls:?}"
+    );
+}
