@@ -30,10 +30,10 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Every YAML document under deploy/kubernetes (subfolders included), with its file.
+/// Every YAML document under deploy/kubernetes and deploy/switchover, with its file.
 fn documents() -> Vec<(PathBuf, Yaml)> {
     let mut out = Vec::new();
-    let mut dirs = vec![k8s()];
+    let mut dirs = vec![k8s(), deploy().join("switchover")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
@@ -973,4 +973,30 @@ fn ofctl_once_runs_one_command_in_a_pod_like_the_cronjob() {
         2,
         "each pod is deleted: {calls:?}"
     );
+}
+
+/// Each kustomization's resources exist, and none lies inside the folder of a kustomization it
+/// includes (kustomize refuses an overlay inside its base: "cycle detected").
+#[test]
+fn kustomizations_name_existing_resources_outside_their_bases() {
+    let mut count = 0;
+    for dir in [k8s(), deploy().join("switchover")] {
+        let path = dir.join("kustomization.yaml");
+        let k = &YamlLoader::load_from_str(&read(&path)).unwrap()[0];
+        for r in list(&k["resources"]).iter().map(s) {
+            let target = dir.join(&r);
+            assert!(target.exists(), "{}: {r} does not exist", path.display());
+            if target.is_dir() {
+                let base = target.canonicalize().unwrap();
+                assert!(base.join("kustomization.yaml").is_file(), "{r}");
+                assert!(
+                    !dir.canonicalize().unwrap().starts_with(&base),
+                    "{}: the overlay lies inside its base {r}",
+                    path.display()
+                );
+            }
+            count += 1;
+        }
+    }
+    assert!(count >= 7);
 }
