@@ -587,7 +587,9 @@ mod tests {
             ..options()
         };
         let report = e.apply(&pending, &obs, &limited, &|_| {}).await.unwrap();
-        assert!(matches!(&report.outcomes[0].status, Status::Failed(m) if m.contains("connection reset")));
+        assert!(
+            matches!(&report.outcomes[0].status, Status::Failed(m) if m.contains("connection reset"))
+        );
         assert_eq!(report.outcomes[0].attempts, 4);
         assert!(!streams.live.lock().unwrap().contains_key("b"));
     }
@@ -596,7 +598,10 @@ mod tests {
     async fn a_replace_is_refused_unless_allowed_and_prune_takes_only_what_left() {
         let streams = Arc::new(Streams::default());
         streams.live.lock().unwrap().extend([
-            ("a".to_string(), json!({"subjects": ["a"], "storage": "file"})),
+            (
+                "a".to_string(),
+                json!({"subjects": ["a"], "storage": "file"}),
+            ),
             ("gone".to_string(), json!({"subjects": ["g"]})),
         ]);
         let mut e = engine(&streams);
@@ -605,7 +610,10 @@ mod tests {
         let a = &plan.changes[0];
         assert_eq!(a.action, Action::Replace);
         assert!(a.reasons[0].contains("storage type"), "{a:?}");
-        assert!(a.blocked.as_deref().unwrap().contains("--allow-replace"), "{a:?}");
+        assert!(
+            a.blocked.as_deref().unwrap().contains("--allow-replace"),
+            "{a:?}"
+        );
         assert_eq!(plan.changes.len(), 1, "no delete without prune");
 
         let o = PlanOptions {
@@ -620,7 +628,10 @@ mod tests {
             .collect();
         assert_eq!(
             actions,
-            [("a", Action::Replace, false), ("gone", Action::Delete, false)]
+            [
+                ("a", Action::Replace, false),
+                ("gone", Action::Delete, false)
+            ]
         );
     }
 
