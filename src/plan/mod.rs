@@ -131,6 +131,12 @@ pub struct PlanOptions {
     pub prune: bool,
     /// Allow changes that delete and recreate objects.
     pub allow_replace: bool,
+    /// Prune a system even when the manifest declares nothing for it (`--allow-empty`).
+    #[serde(default)]
+    pub allow_empty: bool,
+    /// Refuse a prune of more objects than this (`--max-deletes`, `[watch] max_deletes`).
+    #[serde(default)]
+    pub max_deletes: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,6 +356,38 @@ fn show_written_defaults(diffs: &mut [FieldDiff], written: &Value) {
         if let Some(value) = written.pointer(&d.pointer) {
             d.op = DiffOp::Change;
             d.after = Some(value.clone());
+        }
+    }
+}
+
+/// Refuses prunes a broken folder would cause. `empty_system(address)` names the system when
+/// the manifest declares nothing for it: an emptied or half-synced folder (git-sync, a
+/// ConfigMap remount) must not delete everything this tenant owns there, so those prunes need
+/// `--allow-empty`. Then, more prunes than `max_deletes` are refused together: nothing is
+/// deleted, and each says why.
+pub fn guard_prunes(
+    prunes: &mut [Change],
+    empty_system: &dyn Fn(&Address) -> Option<String>,
+    options: &PlanOptions,
+) {
+    if !options.allow_empty {
+        for c in prunes.iter_mut() {
+            if let Some(system) = empty_system(&c.address) {
+                c.blocked = Some(format!(
+                    "the manifest declares nothing for {system}, so this prune would delete everything the tenant owns there (an emptied or half-synced folder?); nothing is deleted unless --allow-empty is given"
+                ));
+            }
+        }
+    }
+    let Some(max) = options.max_deletes else {
+        return;
+    };
+    let count = prunes.iter().filter(|c| c.blocked.is_none()).count();
+    if count > max {
+        for c in prunes.iter_mut().filter(|c| c.blocked.is_none()) {
+            c.blocked = Some(format!(
+                "the prune would delete {count} objects, more than the limit of {max} (--max-deletes, [watch] max_deletes); nothing is deleted: check the manifest folder, then raise the limit or prune in smaller steps"
+            ));
         }
     }
 }
