@@ -176,7 +176,10 @@ async fn scenario(t: &Target) {
     let live = get(&format!("{url}/connectors/{NAME}/config")).await;
     assert_eq!(live["name"], NAME);
     assert_eq!(live["tombstones.on.delete"], "false");
-    assert_eq!(live["ofctl.openframe.io/managed-by"], "ofctl");
+    assert_eq!(
+        live["ofctl.openframe.io/managed-by"],
+        "ofctl/default/default"
+    );
 
     // Unchanged manifest: one bulk read, nothing to do.
     let noop = t.ofctl(&["plan", "-f", m.arg()]);

@@ -310,6 +310,7 @@ impl TenantLoop {
                 }
                 self.shared.metrics.skipped(&self.id, "reconcile", reason);
             } else {
+                tracing::debug!(tenant = %self.id, "reconcile lock taken");
                 let stop = work_stop(&self.shared, &acquired, at_most, &self.id);
                 if let Err(e) = self
                     .reconcile(manifest, &mut record, &mut drift, &stop)
@@ -320,6 +321,7 @@ impl TenantLoop {
                     record.error = Some(e);
                 }
                 stop.cancel();
+                tracing::debug!(tenant = %self.id, "reconcile lock releasing");
                 self.locks.release(acquired, "the reconcile pass").await;
             }
         }

@@ -287,12 +287,14 @@ async fn apply_resources(
                         ),
                     ))
                 }
-                Acquired::Unavailable(why) => return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
+                Acquired::Unavailable(why) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
                         "the lock service (Redis) is not reachable, so nothing was changed: {why}"
                     ),
-                )),
+                    ))
+                }
                 held => break held,
             }
         };
