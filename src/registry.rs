@@ -59,8 +59,9 @@ pub fn build(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider>,
                         .into(),
                 )
             })??;
-            let provider = tactical::TacticalProvider::new(&endpoint, &api_key, concurrency)
-                .map_err(|e| key_error(e.message))?;
+            let provider =
+                tactical::TacticalProvider::new(&endpoint, &api_key, concurrency, owner()?)
+                    .map_err(|e| key_error(e.message))?;
             Ok(Arc::new(provider))
         }
     }

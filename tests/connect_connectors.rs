@@ -252,7 +252,24 @@ async fn scenario(t: &Target) {
     m.remove("connector.yaml");
     let plan = t.ofctl(&["plan", "-f", m.arg()]);
     assert_eq!(plan.code, 0, "{plan:?}");
-    let prune = t.ofctl(&["apply", "-f", m.arg(), "--prune", "--auto-approve"]);
+    // It was the manifest's last connector: an emptied folder looks just like this, so the
+    // prune is refused unless --allow-empty says it is meant.
+    let refused = t.ofctl(&["apply", "-f", m.arg(), "--prune", "--auto-approve"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stdout.contains("--allow-empty"), "{refused:?}");
+    assert_ne!(
+        get(&format!("{url}/connectors")).await,
+        json!([]),
+        "{refused:?}"
+    );
+    let prune = t.ofctl(&[
+        "apply",
+        "-f",
+        m.arg(),
+        "--prune",
+        "--allow-empty",
+        "--auto-approve",
+    ]);
     assert_eq!(prune.code, 0, "{prune:?}");
     assert_eq!(writes(&prune), 1, "{prune:?}");
     let names = get(&format!("{url}/connectors")).await;
