@@ -383,6 +383,50 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn without_a_usable_lock_service_nothing_may_run() {
+        use super::{Acquired, LockMode};
+        use std::time::Duration;
+        let at = (Duration::from_secs(5), Duration::ZERO);
+        // No [redis]: a single replica runs unlocked.
+        let none: Option<Result<String, String>> = None;
+        let mode = LockMode::new(none, "t", "e");
+        assert!(matches!(
+            mode.acquire("j", at.0, at.1).await,
+            Acquired::Unlocked
+        ));
+        // [redis] url that does not resolve: never run.
+        let mode = LockMode::new(
+            Some(Err::<String, _>("`redis.url`: OFCTL_REDIS is not set")),
+            "t",
+            "e",
+        );
+        let got = mode.acquire("j", at.0, at.1).await;
+        assert_eq!(got.skip_reason(), Some("lock_unavailable"));
+        // Redis not listening: never run, and the answer comes within the command timeout.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mode = LockMode::new(
+            Some(Ok::<_, String>(format!("redis://127.0.0.1:{port}"))),
+            "t",
+            "e",
+        );
+        let started = std::time::Instant::now();
+        let got = mode.acquire("j", at.0, at.1).await;
+        assert_eq!(got.skip_reason(), Some("lock_unavailable"), "{got:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // rediss:// is understood (TLS through rustls), not refused as unknown.
+        let mode = LockMode::new(
+            Some(Ok::<_, String>("rediss://redis.example:6380".into())),
+            "t",
+            "e",
+        );
+        assert!(matches!(mode, LockMode::Redis(_)));
+    }
+
     #[test]
     fn values_match_shedlock_exactly() {
         let at = chrono::DateTime::parse_from_rfc3339("2026-02-26T15:40:27.123456789Z")
