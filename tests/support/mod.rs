@@ -509,8 +509,13 @@ impl Drop for DevStack {
 
 /// redis-server without persistence.
 pub fn redis() -> (Server, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
+    (redis_on(port), format!("redis://127.0.0.1:{port}"))
+}
+
+/// redis-server without persistence on `port` (e.g. to restart one that was stopped).
+pub fn redis_on(port: u16) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(tool("redis-server"));
     cmd.args([
         "--port",
@@ -524,8 +529,7 @@ pub fn redis() -> (Server, String) {
         "--dir",
     ])
     .arg(dir.path());
-    let server = Server::start("redis-server", cmd, port, dir);
-    (server, format!("redis://127.0.0.1:{port}"))
+    Server::start("redis-server", cmd, port, dir)
 }
 
 /// The API token every [`Watch`] gets in `OFCTL_API_TOKEN`; a tenant config enables it with
