@@ -12,7 +12,9 @@ mod support;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use support::{mongo, nats, ofctl, redis, redis_on, sandbox_process, stream, ManifestDir, Watch};
+use support::{
+    mongo, nats, ofctl, redis, redis_on, redis_tls, sandbox_process, stream, ManifestDir, Watch,
+};
 
 /// Log filter for replicas: info, plus the reconcile lock's taken/releasing events.
 const LOG: (&str, &str) = ("OFCTL_LOG", "info,ofctl::watch=debug");
@@ -865,4 +867,37 @@ async fn shedlock_and_ofctl_block_each_other_on_the_same_lock() {
     })
     .await;
     assert!(checked.is_some() && attempted.get(), "{}", watch.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_work_over_rediss_tls() {
+    let (_n, nats_url) = nats();
+    let (_r, rediss_url, ca) = redis_tls();
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", &base_config("t1", &nats_url, &rediss_url))
+        .write("s.yaml", &stream("ORDERS", "  subjects: [orders.>]"));
+    // The server's CA is trusted the way an operator adds one: SSL_CERT_FILE.
+    let ca = ca.to_string_lossy().into_owned();
+    let watch = Watch::start_with_env(&["-f", m.arg()], &[LOG, ("SSL_CERT_FILE", &ca)]);
+    // With [redis] set, a pass only runs once it holds its lock, so a created stream and ok
+    // passes prove the lock went over TLS.
+    let locked = Watch::until(Duration::from_secs(20), || async {
+        metric(
+            &watch.get("/metrics").await.1,
+            &format!("{PASSES_OK},trigger=\"interval\",result=\"ok\"}}"),
+        ) > 0
+    })
+    .await;
+    assert!(locked.is_some(), "{}", watch.log());
+    assert!(stream_exists(&nats_url, "ORDERS").await);
+    assert!(
+        watch.log().contains("reconcile lock taken"),
+        "{}",
+        watch.log()
+    );
+    assert!(
+        !watch.log().contains("lock service unavailable"),
+        "{}",
+        watch.log()
+    );
 }
