@@ -2,6 +2,7 @@
 
 pub mod diff;
 pub mod render;
+pub mod target;
 
 use std::path::{Path, PathBuf};
 
@@ -131,6 +132,9 @@ pub struct PlanOptions {
     pub prune: bool,
     /// Allow changes that delete and recreate objects.
     pub allow_replace: bool,
+    /// `--target`: plan only these resources and what they depend on (empty: everything).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Address>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -384,6 +384,7 @@ impl TenantLoop {
             prune: self.config.watch().prune,
             // Watch mode never replaces on a flag: only a resource's own annotation allows it.
             allow_replace: false,
+            targets: Vec::new(),
         };
         let obs = self
             .engine
