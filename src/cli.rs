@@ -340,8 +340,8 @@ async fn run(command: Command, ui: Ui) -> anyhow::Result<u8> {
         Command::Plan(args) => plan(args, ui).await,
         Command::Apply(args) => apply(args, ui).await,
         Command::Drift(args) => drift(args, ui).await,
-        Command::Watch(args) => watch(args).await,
-        Command::Sandbox(args) => sandbox(args).await,
+        Command::Watch(args) => watch(args, ui).await,
+        Command::Sandbox(args) => sandbox(args, ui).await,
         Command::Export(args) => export(args).await,
         Command::Completions(args) => {
             clap_complete::generate(
@@ -494,7 +494,7 @@ async fn drift(args: DriftArgs, ui: Ui) -> anyhow::Result<u8> {
     })
 }
 
-async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+async fn watch(args: WatchArgs, ui: Ui) -> anyhow::Result<u8> {
     if args.config.is_some() && args.dirs.len() > 1 {
         bail!("-c applies to one manifest folder; with several -f, each folder needs its own ofctl.toml");
     }
@@ -508,7 +508,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         .collect();
     let shared = Arc::new(crate::watch::Shared::default());
     let token = shared.shutdown.clone();
-    let cancel = cancel_on_signal();
+    let cancel = cancel_on_signal(ui);
     tokio::spawn(async move {
         while !cancel.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -525,7 +525,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         shared,
     )
     .await?;
-    eprintln!("ofctl watch: stopped");
+    notice(ui, "ofctl watch: stopped");
     Ok(0)
 }
 
@@ -572,7 +572,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
+async fn sandbox(args: SandboxArgs, ui: Ui) -> anyhow::Result<u8> {
     crate::redact::register(&args.tactical_api_key);
     let sandbox = crate::sandbox::start(crate::sandbox::SandboxOptions {
         pinot: args.pinot,
@@ -593,7 +593,7 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
     println!("pinot controller  {}", sandbox.pinot_url);
     println!("kafka connect     {}", sandbox.connect_url);
     println!("tactical rmm      {}", sandbox.tactical_url);
-    let stop = cancel_on_signal();
+    let stop = cancel_on_signal(ui);
     while !stop.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -614,8 +614,18 @@ fn confirm() -> anyhow::Result<bool> {
     Ok(answer.trim() == "yes")
 }
 
+/// A line about the process itself (interrupted, stopped) on stderr; with JSON logs it is one
+/// more JSON line, so a log shipper reads nothing else. Shown at any log level, like the line
+/// saying where watch listens.
+fn notice(ui: Ui, text: &str) {
+    match ui.log_format {
+        LogFormat::Text => eprintln!("{text}"),
+        LogFormat::Json => tracing::info!(target: crate::watch::SERVE_TARGET, "{text}"),
+    }
+}
+
 /// Stops new changes from starting on SIGINT or SIGTERM; running ones finish.
-fn cancel_on_signal() -> Arc<AtomicBool> {
+fn cancel_on_signal(ui: Ui) -> Arc<AtomicBool> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
     tokio::spawn(async move {
@@ -638,7 +648,10 @@ fn cancel_on_signal() -> Arc<AtomicBool> {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("interrupted: finishing work in flight, starting nothing new");
+        notice(
+            ui,
+            "interrupted: finishing work in flight, starting nothing new",
+        );
         flag.store(true, Ordering::SeqCst);
     });
     cancel
@@ -812,7 +825,7 @@ async fn apply(args: ApplyArgs, ui: Ui) -> anyhow::Result<u8> {
         concurrency: engine_config.concurrency,
         max_attempts: engine_config.max_attempts,
         retry_base: Duration::from_millis(engine_config.retry_base_ms),
-        cancel: cancel_on_signal(),
+        cancel: cancel_on_signal(ui),
     };
     let started = Instant::now();
     let progress = Progress::start(plan.summary.pending(), ui);

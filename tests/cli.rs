@@ -619,3 +619,44 @@ async fn prune_never_deletes_outside_the_targets() {
         "{run:?}"
     );
 }
+
+#[tokio::test]
+async fn watch_with_json_logs_writes_nothing_but_json_lines() {
+    let (_n, nats_url) = nats();
+    let (_r, redis_url) = support::redis();
+    let m = ManifestDir::new();
+    m.write("streams.yaml", &stream("AUDIT", None)).write(
+        "ofctl.toml",
+        &format!(
+            "tenant = \"t1\"\n[nats]\nurl = \"{nats_url}\"\n[redis]\nurl = \"{redis_url}\"\n[watch]\ninterval = \"1h\"\n{}",
+            support::API_SECTION
+        ),
+    );
+    let mut watch = support::Watch::start(&["--log-format", "json", "-f", m.arg()]);
+    let converged = support::Watch::until(Duration::from_secs(10), || async {
+        stream_exists(&nats_url, "AUDIT").await
+    })
+    .await;
+    assert!(converged.is_some(), "{}", watch.log());
+    assert_eq!(watch.terminate(), Some(0), "{}", watch.log());
+    let log = watch.log();
+    assert!(!log.contains(support::API_TOKEN), "{log}");
+    let messages: Vec<String> = log
+        .lines()
+        .map(|l| {
+            let line: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{log}"));
+            line["fields"]["message"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    for expected in [
+        "platform API on http://",
+        "interrupted: finishing work in flight",
+        "ofctl watch: stopped",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(expected)),
+            "no `{expected}` line:\n{log}"
+        );
+    }
+}
