@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::apply::{ApplyOptions, ApplyReport, Outcome, Status};
@@ -277,8 +277,32 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
 }
 
+/// `--color` as given on the command line, read before clap parses it: clap prints help and
+/// usage errors while parsing, and they follow the flag too (`NO_COLOR` they honour already).
+fn color_arg() -> Option<clap::ColorChoice> {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map_while(|a| a.into_string().ok())
+        .take_while(|a| a != "--")
+        .collect();
+    let value = args.iter().enumerate().rev().find_map(|(i, a)| {
+        a.strip_prefix("--color=")
+            .or_else(|| (a == "--color").then(|| args.get(i + 1).map(String::as_str))?)
+    })?;
+    Some(match ColorChoice::from_str(value, true).ok()? {
+        ColorChoice::Auto => clap::ColorChoice::Auto,
+        ColorChoice::Always => clap::ColorChoice::Always,
+        ColorChoice::Never => clap::ColorChoice::Never,
+    })
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut command = Cli::command();
+    if let Some(choice) = color_arg() {
+        command = command.color(choice);
+    }
+    let cli = Cli::from_arg_matches(&command.get_matches())
+        .unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
     let ui = Ui {
         log_format: cli.log_format,
         color: cli.color,

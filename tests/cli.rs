@@ -270,6 +270,22 @@ fn colour_follows_the_flag_the_terminal_and_no_color() {
         assert!(run.stdout.contains("+ NatsStream/AUDIT"), "{run:?}");
         assert!(!run.stdout.contains(ESC), "{args:?} {envs:?}: {run:?}");
     }
+
+    // clap's own help follows the flag as well.
+    let help = ofctl_on_tty(&["plan", "--help"], &[]);
+    assert!(help.stdout.contains("Usage:"), "{help:?}");
+    assert!(help.stdout.contains(ESC), "{help:?}");
+    for args in [
+        vec!["--color", "never", "plan", "--help"],
+        vec!["plan", "--color=never", "--help"],
+    ] {
+        let help = ofctl_on_tty(&args, &[]);
+        assert!(
+            help.stdout.contains("Usage: ofctl plan [OPTIONS]"),
+            "{help:?}"
+        );
+        assert!(!help.stdout.contains(ESC), "{args:?}: {help:?}");
+    }
 }
 
 #[test]
