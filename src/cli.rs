@@ -386,7 +386,7 @@ fn man(args: &ManArgs) -> anyhow::Result<u8> {
     clap_mangen::generate_to(Cli::command(), &args.out)
         .with_context(|| format!("cannot write man pages into {}", args.out.display()))?;
     eprintln!(
-        "Wrote the ofctl man pages into {}; `man ofctl` finds them when that folder is a man1 folder on MANPATH.",
+        "Wrote the ofctl man pages into {}; `man ofctl` finds them when that folder is the man1 folder of a MANPATH entry (e.g. ~/.local/share/man/man1).",
         args.out.display()
     );
     Ok(0)
