@@ -37,6 +37,8 @@ pub enum EngineError {
     },
     #[error("{0}")]
     StalePlan(String),
+    #[error(transparent)]
+    Target(#[from] plan::target::UnknownTarget),
 }
 
 /// Desired and live state side by side, everything a plan is computed from.
@@ -296,6 +298,9 @@ impl Engine {
             changes.extend(prunes);
         }
         changes.sort_by(|a, b| a.address.cmp(&b.address));
+        if !options.targets.is_empty() {
+            changes = plan::target::select(changes, &options.targets, options.prune)?;
+        }
         Ok(Plan {
             format_version: FORMAT_VERSION.to_string(),
             created_at: chrono::Utc::now().to_rfc3339(),

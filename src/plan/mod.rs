@@ -2,6 +2,7 @@
 
 pub mod diff;
 pub mod render;
+pub mod target;
 
 use std::path::{Path, PathBuf};
 
@@ -137,6 +138,9 @@ pub struct PlanOptions {
     /// Refuse a prune of more objects than this (`--max-deletes`, `[watch] max_deletes`).
     #[serde(default)]
     pub max_deletes: Option<usize>,
+    /// `--target`: plan only these resources and what they depend on (empty: everything).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Address>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -413,6 +413,7 @@ impl TenantLoop {
             allow_replace: false,
             allow_empty: false,
             max_deletes: Some(watch.max_deletes),
+            targets: Vec::new(),
         };
         let obs = tokio::select! {
             obs = self.engine.observe(manifest, options.prune) => obs.map_err(|e| e.to_string())?,

@@ -108,7 +108,10 @@ fn engine_error(e: EngineError) -> ApiError {
     let status = match &e {
         EngineError::Desired { .. } => StatusCode::BAD_REQUEST,
         EngineError::Read { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        EngineError::Config(_) | EngineError::StalePlan(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        // The API plans without --target: an unknown target cannot come from a request.
+        EngineError::Config(_) | EngineError::StalePlan(_) | EngineError::Target(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     };
     ApiError::new(status, e.to_string())
 }
