@@ -676,10 +676,7 @@ fn publishes(before: &Map<String, Value>, after: &Map<String, Value>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_each_agents_history_changes_exactly_its_fields_and_publishes_once_per_version() {
-    let Some(shared) = support::shared_dir() else {
-        return;
-    };
-    let fixtures = shared.join("fixtures/openframe/agents");
+    let fixtures = support::platform_fixtures("agents");
     let stack = Stack::start().await;
     let m = ManifestDir::new();
     m.copy_from("desired-state/nats").write(

@@ -509,15 +509,6 @@ async fn server_errors_are_retried() {
 // ---------------------------------------------------------------------------------------------
 // Fixture replay: every upstream version of the platform's Pinot JSON, in date order.
 
-/// `OFCTL_SHARED_DIR`, else `<repo>/../shared`; `None` (the test skips) when absent.
-fn pinot_fixtures() -> Option<PathBuf> {
-    let shared = std::env::var_os("OFCTL_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"));
-    let dir = shared.join("fixtures/openframe/pinot");
-    dir.join("INDEX.tsv").is_file().then_some(dir)
-}
-
 /// Fixture files (relative to the pinot folder) whose name is one of `names`, by commit date.
 fn series(dir: &Path, names: &[&str]) -> Vec<String> {
     let index = std::fs::read_to_string(dir.join("INDEX.tsv")).expect("read INDEX.tsv");
@@ -691,10 +682,7 @@ impl Replay<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixture_replay_plans_exactly_the_upstream_differences() {
-    let Some(fixtures) = pinot_fixtures() else {
-        eprintln!("SKIP fixture replay: no shared fixtures (set OFCTL_SHARED_DIR)");
-        return;
-    };
+    let fixtures = support::platform_fixtures("pinot");
     let sb = start().await;
     let config =
         ofctl::config::TargetConfig::parse(&target_config(&sb.pinot_url), Path::new("ofctl.toml"))

@@ -697,3 +697,27 @@ pub fn platform_env(
 pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
+
+/// The change for `address` in a JSON plan (`ofctl plan --format json`); panics naming the
+/// address when the plan has none.
+pub fn change<'a>(plan: &'a serde_json::Value, address: &str) -> &'a serde_json::Value {
+    plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["address"] == address)
+        .unwrap_or_else(|| panic!("{address} not in plan: {plan:#}"))
+}
+
+/// A category of the platform's real files copied into the repo (`tests/fixtures/openframe/`,
+/// provenance in its INDEX.tsv). They are part of every clone, so a missing folder fails the
+/// test with where it was expected, rather than letting a test that read nothing pass.
+pub fn platform_fixtures(category: &str) -> PathBuf {
+    let dir = repo_root().join("tests/fixtures/openframe").join(category);
+    assert!(
+        dir.join("INDEX.tsv").is_file(),
+        "platform fixtures not found at {}: they belong to the repo (tests/fixtures/README.md); restore them with `git checkout -- tests/fixtures`",
+        dir.display()
+    );
+    dir
+}
