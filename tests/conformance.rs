@@ -24,7 +24,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use ofctl::sandbox::{Sandbox, SandboxOptions};
+use ofctl::sandbox::Sandbox;
 use serde_json::{json, Value};
 use support::{ofctl, ManifestDir, Run, Server};
 
@@ -413,7 +413,7 @@ static CASES: &[Case] = &[
 /// environment ofctl runs with, and credentials that must never be printed.
 struct Live {
     _servers: Vec<Server>,
-    sandbox: Option<Sandbox>,
+    _sandbox: Option<Sandbox>,
     url: String,
     config: String,
     env: Vec<(String, String)>,
@@ -424,69 +424,53 @@ impl Live {
     async fn start(backend: Backend) -> Live {
         let mut live = Live {
             _servers: Vec::new(),
-            sandbox: None,
+            _sandbox: None,
             url: String::new(),
             config: String::new(),
             env: Vec::new(),
             credentials: Vec::new(),
         };
-        match backend {
+        let system = match backend {
             Backend::Nats => {
                 let (server, url) = support::nats();
-                live.config = format!("[nats]\nurl = \"{url}\"\n");
                 live._servers.push(server);
                 live.url = url;
+                "nats"
             }
             Backend::Kafka => {
                 let (server, brokers) = support::kafka();
-                live.config = format!("[kafka]\nbrokers = \"{brokers}\"\n");
                 live._servers.push(server);
                 live.url = brokers;
+                "kafka"
             }
             Backend::Mongo => {
                 let (server, uri) = support::mongo();
-                live.config = format!(
-                    "[mongo]\nuri = \"{uri}\"\nencryption_password = \"${{env:OFCTL_ENCRYPTION_PASSWORD}}\"\nencryption_salt = \"${{env:OFCTL_ENCRYPTION_SALT}}\"\n"
-                );
                 for (name, value) in support::DESIRED_STATE_SECRETS {
                     if name.starts_with("OFCTL_ENCRYPTION_") {
                         live.env.push((name.to_string(), value.to_string()));
+                        live.credentials.push(value.to_string());
                     }
                 }
-                live.credentials.push(live.env[0].1.clone());
                 live._servers.push(server);
                 live.url = uri;
+                "mongo"
             }
             Backend::Pinot | Backend::Connect | Backend::Tactical => {
-                let sandbox = ofctl::sandbox::start(SandboxOptions {
-                    tactical_api_key: TACTICAL_API_KEY.into(),
-                    ..SandboxOptions::default()
-                })
-                .await
-                .expect("start the sandbox emulators");
-                (live.url, live.config) = match backend {
-                    Backend::Pinot => {
-                        let url = sandbox.pinot_url.clone();
-                        (url.clone(), format!("[pinot]\nurl = \"{url}\"\n"))
-                    }
-                    Backend::Connect => {
-                        let url = sandbox.connect_url.clone();
-                        (url.clone(), format!("[connect]\nurl = \"{url}\"\n"))
-                    }
-                    _ => {
-                        let url = sandbox.tactical_url.clone();
-                        (
-                            url.clone(),
-                            format!("[tactical]\nurl = \"{url}\"\napi_key = \"${{env:OFCTL_TACTICAL_API_KEY}}\"\n"),
-                        )
-                    }
+                let sandbox = support::emulators(Some(TACTICAL_API_KEY), Default::default()).await;
+                let (system, url) = match backend {
+                    Backend::Pinot => ("pinot", &sandbox.pinot_url),
+                    Backend::Connect => ("connect", &sandbox.connect_url),
+                    _ => ("tactical", &sandbox.tactical_url),
                 };
+                live.url = url.clone();
                 live.env
                     .push(("OFCTL_TACTICAL_API_KEY".into(), TACTICAL_API_KEY.into()));
                 live.credentials.push(TACTICAL_API_KEY.into());
-                live.sandbox = Some(sandbox);
+                live._sandbox = Some(sandbox);
+                system
             }
-        }
+        };
+        live.config = support::endpoint_config(system, &live.url);
         live
     }
 
@@ -537,10 +521,7 @@ impl Live {
             &[],
         );
         assert_eq!(run.code, 0, "{run:?}");
-        addresses(&run.stdout)
-            .into_iter()
-            .filter_map(|a| a.strip_prefix(&format!("{kind}/")).map(str::to_string))
-            .collect()
+        names_of(kind, &run.stdout)
     }
 }
 
@@ -649,6 +630,18 @@ fn addresses(yaml: &str) -> Vec<String> {
             ))
         })
         .collect()
+}
+
+/// The names of the `kind` documents of an export, each once (an object listed twice, e.g. a
+/// duplicate made by a retried create, fails).
+fn names_of(kind: &str, yaml: &str) -> BTreeSet<String> {
+    let names: Vec<String> = addresses(yaml)
+        .into_iter()
+        .filter_map(|a| a.strip_prefix(&format!("{kind}/")).map(str::to_string))
+        .collect();
+    let unique: BTreeSet<String> = names.iter().cloned().collect();
+    assert_eq!(unique.len(), names.len(), "{kind}: listed twice: {names:?}");
+    unique
 }
 
 /// (address, action) of every change of a JSON plan that is not a no-op.
@@ -861,11 +854,11 @@ fn export_round_trip(case: &Case, live: &Live, m: &ManifestDir, declared: &BTree
         .join(format!("{}.yaml", kind.to_ascii_lowercase()));
     let text = std::fs::read_to_string(&file)
         .unwrap_or_else(|e| panic!("{kind}: no {} ({e}): {export:?}", file.display()));
-    let exported: BTreeSet<String> = addresses(&text)
-        .into_iter()
-        .filter_map(|a| a.strip_prefix(&format!("{kind}/")).map(str::to_string))
-        .collect();
-    assert_eq!(&exported, declared, "{kind}: {text}");
+    assert_eq!(&names_of(kind, &text), declared, "{kind}: {text}");
+    assert!(
+        !text.contains(SECRET_A),
+        "{kind}: a secret was exported: {text}"
+    );
     // Each secret became an `${env:...}` placeholder; give it back as an operator would.
     let vars: Vec<&str> = export
         .stderr
