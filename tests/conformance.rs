@@ -743,11 +743,14 @@ async fn conformance(kind: &str) {
                 1
             };
             m.write(&file_of(first), &(case.doc)(first, version, SECRET_B));
+            let mut plan = Value::Null;
             for format in ["text", "json", "markdown"] {
                 let run = live.ofctl(&["plan", "-f", m.arg(), "--format", format], &[]);
                 assert_eq!(run.code, 2, "{kind} {format}: {run:?}");
+                if format == "json" {
+                    plan = run.json();
+                }
             }
-            let (_, plan) = live.plan_json(&m, &[]);
             let change = support::change(&plan, &address(first));
             let diff = change["diff"]
                 .as_array()
