@@ -412,7 +412,7 @@ static CASES: &[Case] = &[
 /// A started backend: its servers (stopped when dropped), ofctl's target config for it, the
 /// environment ofctl runs with, and credentials that must never be printed.
 struct Live {
-    _servers: Vec<Server>,
+    servers: Vec<Server>,
     _sandbox: Option<Sandbox>,
     url: String,
     config: String,
@@ -423,7 +423,7 @@ struct Live {
 impl Live {
     async fn start(backend: Backend) -> Live {
         let mut live = Live {
-            _servers: Vec::new(),
+            servers: Vec::new(),
             _sandbox: None,
             url: String::new(),
             config: String::new(),
@@ -433,13 +433,13 @@ impl Live {
         let system = match backend {
             Backend::Nats => {
                 let (server, url) = support::nats();
-                live._servers.push(server);
+                live.servers.push(server);
                 live.url = url;
                 "nats"
             }
             Backend::Kafka => {
                 let (server, brokers) = support::kafka();
-                live._servers.push(server);
+                live.servers.push(server);
                 live.url = brokers;
                 "kafka"
             }
@@ -451,7 +451,7 @@ impl Live {
                         live.credentials.push(value.to_string());
                     }
                 }
-                live._servers.push(server);
+                live.servers.push(server);
                 live.url = uri;
                 "mongo"
             }
