@@ -790,3 +790,90 @@ pub fn platform_env(
 pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
+
+/// The change for `address` in a JSON plan (`ofctl plan --format json`); panics naming the
+/// address when the plan has none.
+pub fn change<'a>(plan: &'a serde_json::Value, address: &str) -> &'a serde_json::Value {
+    plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["address"] == address)
+        .unwrap_or_else(|| panic!("{address} not in plan: {plan:#}"))
+}
+
+/// A category of the platform's real files copied into the repo (`tests/fixtures/openframe/`,
+/// provenance in its INDEX.tsv). They are part of every clone, so a missing folder fails the
+/// test with where it was expected, rather than letting a test that read nothing pass.
+pub fn platform_fixtures(category: &str) -> PathBuf {
+    let dir = repo_root().join("tests/fixtures/openframe").join(category);
+    assert!(
+        dir.join("INDEX.tsv").is_file(),
+        "platform fixtures not found at {}: they belong to the repo (tests/fixtures/README.md); restore them with `git checkout -- tests/fixtures`",
+        dir.display()
+    );
+    dir
+}
+
+/// The in-process emulators (`ofctl::sandbox`: Pinot, Kafka Connect, Tactical RMM) on free
+/// loopback ports, with `faults`, accepting `tactical_api_key` (else the sandbox's default) as
+/// Tactical's X-API-KEY. They serve on the test's runtime: a test that blocks on `ofctl()`
+/// runs on a multi-threaded one.
+pub async fn emulators(
+    tactical_api_key: Option<&str>,
+    faults: ofctl::sandbox::FaultConfig,
+) -> ofctl::sandbox::Sandbox {
+    let mut options = ofctl::sandbox::SandboxOptions {
+        faults,
+        ..Default::default()
+    };
+    if let Some(key) = tactical_api_key {
+        options.tactical_api_key = key.to_string();
+    }
+    ofctl::sandbox::start(options)
+        .await
+        .expect("start the sandbox emulators")
+}
+
+/// The `ofctl.toml` section that points one system at `endpoint`: `[nats] url`,
+/// `[kafka] brokers`, `[mongo] uri` (with the encryption settings from
+/// `OFCTL_ENCRYPTION_PASSWORD`/`_SALT`), `[pinot]`/`[connect] url`, `[tactical] url` (with the
+/// API key from `OFCTL_TACTICAL_API_KEY`).
+pub fn endpoint_config(system: &str, endpoint: &str) -> String {
+    match system {
+        "kafka" => format!("[kafka]\nbrokers = \"{endpoint}\"\n"),
+        "mongo" => format!(
+            "[mongo]\nuri = \"{endpoint}\"\nencryption_password = \"${{env:OFCTL_ENCRYPTION_PASSWORD}}\"\nencryption_salt = \"${{env:OFCTL_ENCRYPTION_SALT}}\"\n"
+        ),
+        "tactical" => format!(
+            "[tactical]\nurl = \"{endpoint}\"\napi_key = \"${{env:OFCTL_TACTICAL_API_KEY}}\"\n"
+        ),
+        "nats" | "pinot" | "connect" => format!("[{system}]\nurl = \"{endpoint}\"\n"),
+        other => panic!("no endpoint config for system `{other}`"),
+    }
+}
+
+/// Plans `doc` (a `kind` document) against `config`, whose `system` endpoint is a loopback
+/// `port` nobody listens on, and checks that the plan fails naming the kind, the system and
+/// the address.
+pub fn assert_unreachable_is_a_clear_error(
+    config: &str,
+    doc: &str,
+    kind: &str,
+    system: &str,
+    port: u16,
+) {
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", config).write("a.yaml", doc);
+    let plan = ofctl(&["plan", "-f", m.arg()], &[]);
+    assert_eq!(plan.code, 1, "{plan:?}");
+    assert!(
+        plan.stderr
+            .contains(&format!("cannot read {kind} from {system}")),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{plan:?}"
+    );
+}
