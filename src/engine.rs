@@ -15,7 +15,7 @@ use crate::kind::System;
 use crate::manifest::Manifest;
 use crate::plan::{self, Action, Change, Declared, Plan, PlanOptions, Summary, FORMAT_VERSION};
 use crate::provider::{Provider, ProviderError, ReadScope, RequestReport};
-use crate::resource::{Address, Observed, Span};
+use crate::resource::{Address, Observed, Resource, Span};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -295,6 +295,25 @@ impl Engine {
 }
 
 impl Engine {
+    /// `resource`'s spec normalized as [`Engine::observe`] normalizes the manifest's, without
+    /// reading anything (e.g. to compare an API request with what the manifest declares).
+    pub fn normalize(&mut self, resource: &Resource) -> Result<Value, EngineError> {
+        let info = crate::registry::kind_info(&resource.address.kind).ok_or_else(|| {
+            EngineError::Desired {
+                address: resource.address.clone(),
+                span: resource.source.clone(),
+                message: format!("unknown kind `{}`", resource.address.kind),
+            }
+        })?;
+        self.provider(info.system)?
+            .normalize_desired(info.kind, &resource.address.name, &resource.spec)
+            .map_err(|message| EngineError::Desired {
+                address: resource.address.clone(),
+                span: resource.source.clone(),
+                message,
+            })
+    }
+
     /// Every live object of `kinds` (all kinds with an endpoint configured when empty),
     /// normalized, for `ofctl export`.
     pub async fn read_all(

@@ -1,0 +1,296 @@
+//! `ofctl watch` as a drop-in for the management service: the shipped desired state over the
+//! local stack (real NATS, Redis, Mongo-wire and Kafka-wire servers, the Pinot / Kafka Connect /
+//! Tactical RMM emulators), the platform's register jobs replayed exactly as they run (the
+//! newest body of every tool in the fixtures, `curl --retry 5 --retry-delay 2
+//! --retry-all-errors`, JSON body, no token), then the release job, then `ofctl plan`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{
+    desired_state, env_refs, kafka, mongo, nats, ofctl, platform_env, redis, Watch,
+    DESIRED_STATE_SECRETS,
+};
+
+const API_KEY: &str = "tactical-Api-Key-2";
+const RELEASE: &str = "1.7.3";
+
+fn secret(name: &str) -> &'static str {
+    DESIRED_STATE_SECRETS
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("{name} is a desired-state secret"))
+}
+
+/// The newest body of each tool the register jobs post (the fixture folders are named by date,
+/// so the last folder holding a file name has its newest version).
+fn newest_register_bodies() -> BTreeMap<String, PathBuf> {
+    let root = support::shared_dir()
+        .expect("the shared fixtures are needed: set OFCTL_SHARED_DIR")
+        .join("fixtures/openframe/integrated-tools");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("read integrated-tools fixtures")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    let mut newest = BTreeMap::new();
+    for dir in dirs {
+        for file in std::fs::read_dir(&dir)
+            .expect("read fixture folder")
+            .flatten()
+        {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") {
+                newest.insert(name, file.path());
+            }
+        }
+    }
+    newest
+}
+
+/// What the register jobs' environment puts into each `${VAR}`: the in-cluster values the shipped
+/// `desired-state/ofctl.toml` defaults to, and the credentials the test gives both sides. A job's
+/// variables are its own; the three tools the manifest declares get the values of their databases.
+fn job_variables(tool: &str) -> BTreeMap<&'static str, String> {
+    let mut vars: BTreeMap<&'static str, String> = [
+        ("AUTHENTIK_BOOTSTRAP_EMAIL", "akadmin@example.test"),
+        ("AUTHENTIK_BOOTSTRAP_PASSWORD", "authentik-Pw-8"),
+        ("AUTHENTIK_BOOTSTRAP_TOKEN", "authentik-Token-9"),
+        ("CASSANDRA_USER", "cassandra"),
+        ("CASSANDRA_PASSWORD", "cassandra-Pw-10"),
+        ("GRAFANA_USER", "admin"),
+        ("GRAFANA_PASSWORD", "grafana-Pw-11"),
+        ("MONGO_USERNAME", "openframe"),
+        ("MONGO_PASSWORD", "mongo-Pw-12"),
+        ("SERVICE_USER", "service"),
+        ("SERVICE_PASS", "nats-Pw-13"),
+        ("REDIS_HOST", "redis.datasources.svc.cluster.local"),
+        ("REDIS_PORT", "6379"),
+        (
+            "POSTGRES_HOST",
+            "postgres.integrated-tools.svc.cluster.local",
+        ),
+        ("POSTGRES_PORT", "5432"),
+        ("POSTGRES_USER", "postgres"),
+        ("POSTGRES_PASSWORD", "postgres-Pw-14"),
+        ("POSTGRES_DB", "postgres"),
+        ("MYSQL_USER", "mysql"),
+        ("MYSQL_PASSWORD", "mysql-Pw-15"),
+        ("MYSQL_DATABASE", "mysql"),
+        ("MONGODB_HOST", "mongodb.integrated-tools.svc.cluster.local"),
+        ("MONGODB_PORT", "27017"),
+        ("MONGO_INITDB_ROOT_USERNAME", "root"),
+        ("MONGO_INITDB_ROOT_PASSWORD", "mongo-root-Pw-16"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect();
+    let own: Vec<(&'static str, &str)> = match tool {
+        "tactical-rmm.json" => vec![
+            ("TRMM_USER", secret("OFCTL_TRMM_USER")),
+            ("TRMM_PASS", secret("OFCTL_TRMM_PASSWORD")),
+            ("TACTICAL_API_KEY", API_KEY),
+            (
+                "POSTGRES_HOST",
+                "tactical-postgres.integrated-tools.svc.cluster.local",
+            ),
+            ("POSTGRES_USER", "tactical"),
+            ("POSTGRES_PASSWORD", secret("OFCTL_TRMM_DB_PASSWORD")),
+            ("POSTGRES_DB", "tacticalrmm"),
+        ],
+        "fleetmdm-server.json" => vec![
+            ("FLEET_SETUP_ADMIN_EMAIL", secret("OFCTL_FLEET_ADMIN_EMAIL")),
+            (
+                "FLEET_SETUP_ADMIN_PASSWORD",
+                secret("OFCTL_FLEET_ADMIN_PASSWORD"),
+            ),
+            (
+                "FLEET_MYSQL_HOST",
+                "fleetmdm-mysql-0.fleetmdm-mysql.integrated-tools.svc.cluster.local",
+            ),
+            ("FLEET_MYSQL_PORT", "3306"),
+            ("MYSQL_USER", "fleet"),
+            ("MYSQL_PASSWORD", secret("OFCTL_FLEET_DB_PASSWORD")),
+            ("MYSQL_DATABASE", "fleet"),
+        ],
+        "meshcentral-server.json" => vec![
+            ("MESH_USER", secret("OFCTL_MESH_USER")),
+            ("MESH_PASS", secret("OFCTL_MESH_PASSWORD")),
+            (
+                "MONGODB_HOST",
+                "meshcentral-mongodb.integrated-tools.svc.cluster.local",
+            ),
+            ("MONGO_INITDB_ROOT_USERNAME", "admin"),
+            (
+                "MONGO_INITDB_ROOT_PASSWORD",
+                secret("OFCTL_MESH_MONGO_PASSWORD"),
+            ),
+        ],
+        _ => Vec::new(),
+    };
+    vars.extend(own.into_iter().map(|(k, v)| (k, v.to_string())));
+    vars
+}
+
+/// The body with every `${VAR}` filled; an unknown variable fails the test, naming it.
+fn filled(path: &Path, vars: &BTreeMap<&'static str, String>) -> String {
+    let text = std::fs::read_to_string(path).expect("read fixture");
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("closed placeholder") + start;
+        let name = &rest[start + 2..end];
+        let value = vars
+            .get(name)
+            .unwrap_or_else(|| panic!("{}: no value for ${{{name}}}", path.display()));
+        out.push_str(value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One request as the register jobs send it; returns (status, body).
+fn curl_post(url: &str, body: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--retry",
+            "5",
+            "--retry-delay",
+            "2",
+            "--retry-all-errors",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            "-w",
+            "\n%{http_code}",
+            url,
+        ])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), answer.to_string())
+}
+
+/// The id a register job posts to: its body's `id`, as a URL path segment.
+fn path_id(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).expect("fixture body is JSON");
+    let id = v["tool"]["id"].as_str().expect("tool.id").to_string();
+    id.replace(' ', "%20")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_jobs_and_the_release_job_replay_against_the_shipped_desired_state() {
+    let bodies = newest_register_bodies();
+    assert!(bodies.len() >= 40, "{} fixture tools", bodies.len());
+    let sandbox = ofctl::sandbox::start(ofctl::sandbox::SandboxOptions {
+        tactical_api_key: API_KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("start the emulators");
+    let (_n, nats_url) = nats();
+    let (_k, brokers) = kafka();
+    let (_m, mongo_uri) = mongo();
+    let (_r, redis_url) = redis();
+    let m = desired_state();
+    let mut env = platform_env(&sandbox, API_KEY, &nats_url, &brokers, &mongo_uri);
+    env.push(("OFCTL_REDIS_URL".into(), redis_url));
+    // The release version the deployment gives ofctl and the release job alike (one Helm value).
+    env.push(("OFCTL_RELEASE_VERSION".into(), RELEASE.into()));
+    let env = env_refs(&env);
+
+    let watch = Watch::start_with_env(&["-f", m.arg(), "--interval", "1h"], &env);
+    let ready = Watch::until(Duration::from_secs(60), || async {
+        watch.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready.is_some(), "{}", watch.log());
+    let (_, drift) = watch.get("/v1/drift").await;
+    let drift: Value = serde_json::from_str(&drift).unwrap();
+    assert_eq!(drift["default"]["drift"], serde_json::json!([]), "{drift}");
+
+    // Every register job, in the fixtures' order, exactly as the jobs send it.
+    let mut answers = Vec::new();
+    for (file, path) in &bodies {
+        let body = filled(path, &job_variables(file));
+        let url = format!("{}/v1/tools/{}", watch.api, path_id(&body));
+        let (code, answer) = curl_post(&url, &body);
+        answers.push((file.clone(), code, answer));
+    }
+    let failed: Vec<_> = answers.iter().filter(|(_, code, _)| *code != 200).collect();
+    assert!(failed.is_empty(), "{failed:#?}\n{}", watch.log());
+    // The declared tools were already as the jobs register them: nothing changed.
+    let tactical = &answers
+        .iter()
+        .find(|(f, _, _)| f == "tactical-rmm.json")
+        .unwrap()
+        .2;
+    let tactical: Value = serde_json::from_str(tactical).unwrap();
+    for change in tactical["changes"].as_array().unwrap() {
+        assert_eq!(change["result"], "unchanged", "{tactical}");
+    }
+
+    // The release job.
+    let (code, answer) = curl_post(
+        &format!("{}/v1/cluster-registrations", watch.api),
+        &format!("{{\"imageTagVersion\": \"{RELEASE}\"}}"),
+    );
+    assert_eq!(code, 200, "{answer}");
+
+    // Every tool is listed, credentials masked.
+    let (code, list) = watch.get("/v1/tools").await;
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(
+        list["tools"].as_array().unwrap().len(),
+        bodies.len(),
+        "{list}"
+    );
+
+    // The manifest's next plan has nothing to do.
+    let plan = ofctl(&["plan", "-f", m.arg()], &env);
+    assert_eq!(plan.code, 0, "{plan:?}");
+
+    // A job body that would change a manifest-owned value is refused, naming the file and the
+    // field, never the value; the release job with another version likewise.
+    let mut vars = job_variables("tactical-rmm.json");
+    vars.insert("TRMM_PASS", "a-Different-Pw-99".into());
+    let body = filled(&bodies["tactical-rmm.json"], &vars);
+    let (code, answer) = curl_post(&format!("{}/v1/tools/tactical-rmm", watch.api), &body);
+    assert_eq!(code, 409, "{answer}");
+    assert!(
+        answer.contains("mongo/tools.yaml:")
+            && answer.contains("credentials.password")
+            && !answer.contains("a-Different-Pw-99"),
+        "{answer}"
+    );
+    let (code, answer) = curl_post(
+        &format!("{}/v1/cluster-registrations", watch.api),
+        "{\"imageTagVersion\": \"9.9.9\"}",
+    );
+    assert_eq!(code, 409, "{answer}");
+    assert!(
+        answer.contains("mongo/platform.yaml:") && answer.contains("version"),
+        "{answer}"
+    );
+    let plan = ofctl(&["plan", "-f", m.arg()], &env);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    for secret in [secret("OFCTL_TRMM_PASSWORD"), API_KEY, "authentik-Pw-8"] {
+        assert!(!watch.log().contains(secret), "a secret in the log");
+    }
+}
