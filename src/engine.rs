@@ -314,6 +314,58 @@ impl Engine {
             })
     }
 
+    /// The connectors of every *enabled* IntegratedTool stored live, whoever wrote it (a
+    /// register job through the API, the Java service, a manifest), as `KafkaConnector`
+    /// resources whose source names the document: the platform expects a connector for each,
+    /// whatever declared the tool (openframe.md §5.4). Their secrets are registered for
+    /// masking. A document whose connectors are malformed is skipped with a warning.
+    pub async fn stored_tool_connectors(&mut self) -> Result<Vec<Resource>, EngineError> {
+        use crate::providers::mongo;
+        let (Some(tool_info), Some(connector_info)) = (
+            crate::registry::kind_info(mongo::TOOL),
+            crate::registry::kind_info(mongo::tools::CONNECTOR_KIND),
+        ) else {
+            return Ok(Vec::new());
+        };
+        if self.config.endpoint(tool_info.system).is_err() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for (address, spec) in self.read_all(&[mongo::TOOL.to_string()]).await? {
+            if spec.get("enabled") != Some(&Value::Bool(true)) {
+                continue;
+            }
+            crate::redact::register_sensitive(&spec, &|ptr| tool_info.is_sensitive(ptr));
+            let tool = Resource {
+                source: Span {
+                    file: format!("(MongoDB {}/{})", mongo::TOOLS_COLLECTION, address.name).into(),
+                    line: 0,
+                },
+                address,
+                labels: Default::default(),
+                annotations: Default::default(),
+                spec,
+                depends_on: Vec::new(),
+            };
+            match crate::registry::expand(&tool) {
+                Ok(connectors) => out.extend(connectors.into_iter().map(|mut c| {
+                    crate::redact::register_sensitive(&c.spec, &|ptr| {
+                        connector_info.is_sensitive(ptr)
+                    });
+                    // The tool is live already: nothing to wait for.
+                    c.depends_on.clear();
+                    c
+                })),
+                Err((ptr, message)) => tracing::warn!(
+                    "{}: {}: {message}; its connectors are not reconciled",
+                    tool.source,
+                    crate::path::display(&ptr)
+                ),
+            }
+        }
+        Ok(out)
+    }
+
     /// Every live object of `kinds` (all kinds with an endpoint configured when empty),
     /// normalized, for `ofctl export`.
     pub async fn read_all(

@@ -294,3 +294,120 @@ async fn register_jobs_and_the_release_job_replay_against_the_shipped_desired_st
         assert!(!watch.log().contains(secret), "a secret in the log");
     }
 }
+
+fn pg_connector(name: &str) -> Value {
+    serde_json::json!({"name": name, "config": {
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "database.hostname": "db", "database.port": "5432", "database.user": "u",
+        "database.password": "Db-Secret-3e1", "database.dbname": "d",
+        "topic.prefix": name.replace('-', "_"), "plugin.name": "pgoutput", "tasks.max": "1"}})
+}
+
+async fn connector_names(connect: &str) -> Vec<String> {
+    reqwest::get(format!("{connect}/connectors"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Tools in Mongo are desired state too: the connectors of every enabled tool (registered
+/// through the API, or written by the Java service) come back when Kafka Connect loses them,
+/// within the first health run after the loss; an empty list is first taken for an outage;
+/// a disabled tool's connector is never created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_emptied_gets_every_enabled_tools_connectors_back_within_one_health_interval() {
+    const INTERVAL_S: u64 = 3;
+    const RECHECK_S: u64 = 1;
+    let sandbox = ofctl::sandbox::start(Default::default()).await.unwrap();
+    let connect = sandbox.connect_url.clone();
+    let (_m, mongo_uri) = mongo();
+    let (_r, redis_url) = redis();
+    let m = support::ManifestDir::new();
+    m.write(
+        "ofctl.toml",
+        &format!(
+            "tenant = \"t1\"\n[mongo]\nuri = \"{mongo_uri}\"\n[connect]\nurl = \"{connect}\"\n[redis]\nurl = \"{redis_url}\"\n\
+             [watch]\ninterval = \"1h\"\n[jobs.connector_health]\ninterval = \"{INTERVAL_S}s\"\noutage_recheck = \"{RECHECK_S}s\"\nlock_at_least_for = \"200ms\"\n"
+        ),
+    )
+    .write(
+        "connector.yaml",
+        &format!(
+            "apiVersion: ofctl.openframe.io/v1\nkind: KafkaConnector\nmetadata:\n  name: declared-pg\nspec:\n  config: {}\n",
+            pg_connector("declared-pg")["config"]
+        ),
+    );
+    // As the Java service left them: one enabled tool with a connector, one disabled.
+    let db = mongodb::Client::with_uri_str(&mongo_uri)
+        .await
+        .unwrap()
+        .database("openframe");
+    let tools = db.collection::<mongodb::bson::Document>("integrated_tools");
+    for (id, enabled) in [("java-tool", true), ("off-tool", false)] {
+        let connectors = vec![mongodb::bson::to_bson(&pg_connector(&format!("{id}-pg"))).unwrap()];
+        tools
+            .insert_one(mongodb::bson::doc! {
+                "_id": id, "name": id, "enabled": enabled,
+                "debeziumConnectors": connectors,
+                "_class": "com.openframe.data.document.tool.IntegratedTool",
+            })
+            .await
+            .unwrap();
+    }
+    let watch = Watch::start(&["-f", m.arg()]);
+    let ready = Watch::until(Duration::from_secs(20), || async {
+        watch.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready.is_some(), "{}", watch.log());
+    let body = serde_json::json!({"tool": {"name": "API tool", "debeziumConnectors": [pg_connector("api-tool-pg")]}});
+    let (code, answer) = curl_post(
+        &format!("{}/v1/tools/api-tool", watch.api),
+        &body.to_string(),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let expected = ["api-tool-pg", "declared-pg", "java-tool-pg"];
+    let all_there = || async {
+        let names = connector_names(&connect).await;
+        expected.iter().all(|n| names.iter().any(|x| x == n))
+    };
+    assert!(
+        Watch::until(Duration::from_secs(10), all_there)
+            .await
+            .is_some(),
+        "{:?}\n{}",
+        connector_names(&connect).await,
+        watch.log()
+    );
+
+    // Kafka Connect loses every connector.
+    for name in connector_names(&connect).await {
+        let resp = reqwest::Client::new()
+            .delete(format!("{connect}/connectors/{name}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 204);
+    }
+    assert!(connector_names(&connect).await.is_empty());
+    let back = Watch::until(Duration::from_secs(30), all_there).await;
+    let back = back.unwrap_or_else(|| panic!("not restored:\n{}", watch.log()));
+    eprintln!("connectors restored {back:?} after Kafka Connect lost them (health interval {INTERVAL_S}s, outage re-check {RECHECK_S}s)");
+    // The first health tick after the loss (≤ one interval), its confirmation, and a pass.
+    assert!(
+        back <= Duration::from_secs(INTERVAL_S + RECHECK_S + 2),
+        "restored after {back:?}"
+    );
+    let log = watch.log();
+    assert!(log.contains("treated as an outage"), "{log}");
+    assert!(log.contains("they are lost, reconciling"), "{log}");
+    assert!(
+        !connector_names(&connect)
+            .await
+            .contains(&"off-tool-pg".to_string()),
+        "a disabled tool's connector was created"
+    );
+    assert!(!log.contains("Db-Secret-3e1"), "a secret in the log");
+}
