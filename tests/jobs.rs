@@ -359,6 +359,18 @@ async fn unpublished_updates_are_republished_once_until_attempts_run_out() {
             support::repo_root().join("desired-state/mongo/agents/fleetmdm-agent.json"),
         )
         .unwrap(),
+    )
+    // DISABLED: the platform's fallback never publishes it, pending or never published.
+    .write(
+        "disabled.yaml",
+        "apiVersion: ofctl.openframe.io/v1\nkind: ToolAgent\nmetadata:\n  name: tacticalrmm-agent\nspecFile: agents/tacticalrmm-agent.json\n",
+    )
+    .write(
+        "agents/tacticalrmm-agent.json",
+        &std::fs::read_to_string(
+            support::repo_root().join("desired-state/mongo/agents/tacticalrmm-agent.json"),
+        )
+        .unwrap(),
     );
     let watch = Watch::start(&["-f", m.arg()]);
     let ready = Watch::until(Duration::from_secs(20), || async {
@@ -366,8 +378,38 @@ async fn unpublished_updates_are_republished_once_until_attempts_run_out() {
     })
     .await;
     assert!(ready.is_some(), "{}", watch.log());
-    // A new agent is stored and announces nothing (openframe.md §7).
-    assert_eq!(tool_update_messages(&nats_url).await, 0);
+    // A new agent is stored without an announcement (openframe.md §7), its publishState null;
+    // the platform's fallback counts that as unpublished and announces it once (§10).
+    let announced = Watch::until(Duration::from_secs(10), || async {
+        published(&mongo_uri).await == Some(true)
+    })
+    .await;
+    assert!(announced.is_some(), "{}", watch.log());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(tool_update_messages(&nats_url).await, 1);
+    let client = mongodb::Client::with_uri_str(&mongo_uri).await.unwrap();
+    let agents = client
+        .database("openframe")
+        .collection::<mongodb::bson::Document>("integrated_tool_agents");
+    let disabled = agents
+        .find_one(mongodb::bson::doc! {"_id": "tacticalrmm-agent"})
+        .await
+        .unwrap()
+        .expect("the disabled agent is stored");
+    assert!(
+        matches!(
+            disabled.get("publishState"),
+            None | Some(mongodb::bson::Bson::Null)
+        ),
+        "{disabled:?}"
+    );
+    agents
+        .update_one(
+            mongodb::bson::doc! {"_id": "tacticalrmm-agent"},
+            mongodb::bson::doc! {"$set": {"publishState": {"published": false, "publishedAt": null, "attempts": 0}}},
+        )
+        .await
+        .unwrap();
 
     // What a writer that died between its write and its publish leaves behind: the fallback
     // job finds it within its interval (the reconcile interval is an hour) and it is published
@@ -383,6 +425,9 @@ async fn unpublished_updates_are_republished_once_until_attempts_run_out() {
     .await;
     assert!(repaired.is_some(), "{}", watch.log());
     tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The last message on its subject is the very one the fallback announced above (same
+    // Nats-Msg-Id): the repair only records it. The DISABLED agent's pending update is never
+    // published.
     assert_eq!(tool_update_messages(&nats_url).await, 1);
     let (_, metrics) = watch.get("/metrics").await;
     assert!(

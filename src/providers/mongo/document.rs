@@ -19,6 +19,8 @@ pub const UPDATED_AT: &str = "updatedAt";
 /// message was never acknowledged. The manifest never has it, so the plan shows it as a change.
 pub const PUBLISH_MARKER: &str = "publish";
 pub const PUBLISH_PENDING: &str = "pending";
+/// The agent status the platform's fallback publishes for (`IntegratedToolAgent.status`).
+pub const ENABLED: &str = "ENABLED";
 
 /// JSON → BSON as Spring would store the same value.
 pub fn to_bson(value: &Value) -> Bson {
@@ -110,6 +112,19 @@ pub fn publish_retryable(doc: &Document, max_attempts: i64) -> bool {
     publish_pending(doc) && publish_attempts(doc) < max_attempts
 }
 
+/// Whether a publish is retried (by the next pass, which the fallback job asks for), as the
+/// platform's fallback decides (openframe.md §10): pending with attempts left, and for an agent
+/// (the documents with a `status`) only when it is ENABLED.
+pub fn publish_retry_due(doc: &Document, max_attempts: i64) -> bool {
+    publish_retryable(doc, max_attempts) && doc.get_str("status").map_or(true, |s| s == ENABLED)
+}
+
+/// The platform's fallback also publishes a document whose `publishState` is null or missing
+/// (a new agent saved without an announcement, §7, §10).
+pub fn never_published(doc: &Document) -> bool {
+    matches!(doc.get(PUBLISH_STATE), None | Some(Bson::Null))
+}
+
 /// A live document as a spec: the bookkeeping fields removed, plus the pending marker while
 /// the publish is to be retried.
 pub fn live_spec(doc: &Document, max_attempts: i64) -> Value {
@@ -117,7 +132,7 @@ pub fn live_spec(doc: &Document, max_attempts: i64) -> Value {
     for key in [ID, CLASS, PUBLISH_STATE, CREATED_AT, UPDATED_AT] {
         map.shift_remove(key);
     }
-    if publish_retryable(doc, max_attempts) {
+    if publish_retry_due(doc, max_attempts) {
         map.insert(PUBLISH_MARKER.into(), Value::String(PUBLISH_PENDING.into()));
     }
     Value::Object(map)
@@ -198,6 +213,27 @@ mod tests {
         let done = doc! {"_id": "a", "publishState": {"published": true, "attempts": 0}};
         assert_eq!(live_spec(&done, 5), json!({}));
         assert!(!publish_pending(&doc! {"_id": "new"}));
+    }
+
+    #[test]
+    fn the_fallback_covers_enabled_agents_and_never_published_documents() {
+        let pending = |status: &str| doc! {"_id": "a", "status": status, "publishState": {"published": false, "attempts": 0}};
+        assert!(publish_retry_due(&pending("ENABLED"), 5));
+        assert!(!publish_retry_due(&pending("DISABLED"), 5));
+        assert_eq!(
+            live_spec(&pending("DISABLED"), 5),
+            json!({"status": "DISABLED"})
+        );
+        // The client configuration has no status.
+        assert!(publish_retry_due(
+            &doc! {"_id": "default", "publishState": {"published": false, "attempts": 1}},
+            5
+        ));
+        assert!(never_published(&doc! {"_id": "a"}));
+        assert!(never_published(
+            &doc! {"_id": "a", "publishState": Bson::Null}
+        ));
+        assert!(!never_published(&pending("ENABLED")));
     }
 
     #[test]
