@@ -208,6 +208,18 @@ async fn register_jobs_and_the_release_job_replay_against_the_shipped_desired_st
     let (_m, mongo_uri) = mongo();
     let (_r, redis_url) = redis();
     let m = desired_state();
+    // The register jobs send no token: the API's explicit opt-in, as a deployment for them sets it.
+    let config = m.path().join("ofctl.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("\n[api]\n"),
+        "the shipped config has an [api] table"
+    );
+    std::fs::write(
+        &config,
+        text.replacen("\n[api]\n", "\n[api]\nallow_unauthenticated = true\n", 1),
+    )
+    .unwrap();
     let mut env = platform_env(&sandbox, API_KEY, &nats_url, &brokers, &mongo_uri);
     env.push(("OFCTL_REDIS_URL".into(), redis_url));
     // The release version the deployment gives ofctl and the release job alike (one Helm value).
@@ -215,8 +227,12 @@ async fn register_jobs_and_the_release_job_replay_against_the_shipped_desired_st
     let env = env_refs(&env);
 
     let watch = Watch::start_with_env(&["-f", m.arg(), "--interval", "1h"], &env);
+    // The jobs poll the management port's health before they POST.
+    let health = format!("{}/management/v1/health", watch.management);
     let ready = Watch::until(Duration::from_secs(60), || async {
-        watch.get("/readyz").await.0 == 200
+        reqwest::get(&health)
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 200)
     })
     .await;
     assert!(ready.is_some(), "{}", watch.log());
@@ -369,7 +385,7 @@ async fn connect_emptied_gets_every_enabled_tools_connectors_back_within_one_hea
         "ofctl.toml",
         &format!(
             "tenant = \"t1\"\n[mongo]\nuri = \"{mongo_uri}\"\n[connect]\nurl = \"{connect}\"\n[redis]\nurl = \"{redis_url}\"\n\
-             [watch]\ninterval = \"1h\"\n[jobs.connector_health]\ninterval = \"{INTERVAL_S}s\"\noutage_recheck = \"{RECHECK_S}s\"\nlock_at_least_for = \"200ms\"\n"
+             [api]\nallow_unauthenticated = true\n[watch]\ninterval = \"1h\"\n[jobs.connector_health]\ninterval = \"{INTERVAL_S}s\"\noutage_recheck = \"{RECHECK_S}s\"\nlock_at_least_for = \"200ms\"\n"
         ),
     )
     .write(
