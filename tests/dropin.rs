@@ -467,3 +467,140 @@ async fn connect_emptied_gets_every_enabled_tools_connectors_back_within_one_hea
     );
     assert!(!log.contains("Db-Secret-3e1"), "a secret in the log");
 }
+
+/// A JSON file as the Java service stored it: `id` as `_id`, the class's defaults written for
+/// every field the file leaves out (primitive booleans `false`, `installationType` STANDARD),
+/// a completed publishState and Spring's `_class`.
+fn java_document(file: &Value, class: &str, defaults: &[(&str, Value)]) -> mongodb::bson::Document {
+    fn fill(v: &mut Value, path: &[&str], default: &Value) {
+        match path {
+            [] => {}
+            ["*", rest @ ..] => {
+                for item in v.as_array_mut().into_iter().flatten() {
+                    fill(item, rest, default);
+                }
+            }
+            [key] => {
+                if let Some(o) = v.as_object_mut() {
+                    o.entry(key.to_string()).or_insert(default.clone());
+                }
+            }
+            [key, rest @ ..] => {
+                if let Some(inner) = v.get_mut(*key) {
+                    fill(inner, rest, default);
+                }
+            }
+        }
+    }
+    let mut v = file.clone();
+    for (path, default) in defaults {
+        fill(&mut v, &path.split('/').collect::<Vec<_>>(), default);
+    }
+    let mut map = v.as_object().unwrap().clone();
+    let id = map.shift_remove("id").unwrap();
+    let mut doc = mongodb::bson::doc! {"_id": mongodb::bson::to_bson(&id).unwrap()};
+    for (k, v) in map {
+        doc.insert(k, mongodb::bson::to_bson(&v).unwrap());
+    }
+    doc.insert(
+        "publishState",
+        mongodb::bson::doc! {"published": true, "publishedAt": mongodb::bson::DateTime::now(), "attempts": 0},
+    );
+    doc.insert("_class", class);
+    doc
+}
+
+/// Documents the Java service wrote, class defaults included (openframe.md §7, §8), plan as
+/// no-ops against the manifest files they came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_written_documents_with_class_defaults_plan_as_noops() {
+    let (_n, nats_url) = nats();
+    let (_m, mongo_uri) = mongo();
+    let dir = support::ManifestDir::new();
+    dir.write(
+        "ofctl.toml",
+        &format!("[nats]\nurl = \"{nats_url}\"\n[mongo]\nuri = \"{mongo_uri}\"\n"),
+    )
+    .write(
+        "agents.yaml",
+        &std::fs::read_to_string(support::repo_root().join("desired-state/mongo/agents.yaml"))
+            .unwrap(),
+    )
+    .write(
+        "client.yaml",
+        "apiVersion: ofctl.openframe.io/v1\nkind: ClientConfiguration\nmetadata:\n  name: default\nspecFile: client-configuration.json\n",
+    )
+    .write(
+        "client-configuration.json",
+        &std::fs::read_to_string(
+            support::repo_root().join("desired-state/mongo/client-configuration.json"),
+        )
+        .unwrap(),
+    );
+    let db = mongodb::Client::with_uri_str(&mongo_uri)
+        .await
+        .unwrap()
+        .database("openframe");
+    let agent_defaults = [
+        ("releaseVersion", Value::Bool(false)),
+        ("allowVersionUpdate", Value::Bool(false)),
+        ("allowConfigurationUpdate", Value::Bool(false)),
+        (
+            "downloadConfigurations/*/installationType",
+            "STANDARD".into(),
+        ),
+        ("assets/*/executable", Value::Bool(false)),
+        (
+            "assets/*/downloadConfigurations/*/installationType",
+            "STANDARD".into(),
+        ),
+    ];
+    let agents_dir = support::repo_root().join("desired-state/mongo/agents");
+    let mut files: Vec<_> = std::fs::read_dir(&agents_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        dir.write(
+            &format!("agents/{}", path.file_name().unwrap().to_string_lossy()),
+            &text,
+        );
+        let file: Value = serde_json::from_str(&text).unwrap();
+        db.collection::<mongodb::bson::Document>("integrated_tool_agents")
+            .insert_one(java_document(
+                &file,
+                "com.openframe.data.document.toolagent.IntegratedToolAgent",
+                &agent_defaults,
+            ))
+            .await
+            .unwrap();
+    }
+    let client: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            support::repo_root().join("desired-state/mongo/client-configuration.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut client_doc = java_document(
+        &client,
+        "com.openframe.data.document.clientconfiguration.OpenFrameClientConfiguration",
+        &[(
+            "downloadConfiguration/*/installationType",
+            "STANDARD".into(),
+        )],
+    );
+    client_doc.insert("createdAt", mongodb::bson::DateTime::now());
+    client_doc.insert("updatedAt", mongodb::bson::DateTime::now());
+    db.collection::<mongodb::bson::Document>("openframe_client_configuration")
+        .insert_one(client_doc)
+        .await
+        .unwrap();
+
+    let plan = ofctl(&["plan", "-f", dir.arg(), "--format", "json"], &[]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert_eq!(plan.json()["summary"]["noop"], files.len() + 1, "{plan:?}");
+}

@@ -112,6 +112,85 @@ pub fn publish_retryable(doc: &Document, max_attempts: i64) -> bool {
     publish_pending(doc) && publish_attempts(doc) < max_attempts
 }
 
+/// Values the platform's document classes write although no file sets them (openframe.md §7,
+/// §8): primitive booleans as `false`, `installationType` as its default STANDARD. Paths are
+/// object keys, `*` any list element.
+pub const AGENT_CLASS_DEFAULTS: &[(&[&str], bool, &str)] = &[
+    (&["releaseVersion"], true, "false"),
+    (&["allowVersionUpdate"], true, "false"),
+    (&["allowConfigurationUpdate"], true, "false"),
+    (
+        &["downloadConfigurations", "*", "installationType"],
+        false,
+        "STANDARD",
+    ),
+    (&["assets", "*", "executable"], true, "false"),
+    (
+        &[
+            "assets",
+            "*",
+            "downloadConfigurations",
+            "*",
+            "installationType",
+        ],
+        false,
+        "STANDARD",
+    ),
+];
+pub const CLIENT_CLASS_DEFAULTS: &[(&[&str], bool, &str)] = &[
+    (
+        &["downloadConfiguration", "*", "installationType"],
+        false,
+        "STANDARD",
+    ),
+    (
+        &["downloadConfigurations", "*", "installationType"],
+        false,
+        "STANDARD",
+    ),
+];
+
+/// Where the manifest leaves out a field that a document the Java service wrote carries with its
+/// class default (`defaults`: path, whether the value is a boolean, the value), the stored
+/// default is kept: such a document plans as a no-op and an update writes it back unchanged.
+/// Lists are followed element by element when both sides have the same length.
+pub fn adopt_class_defaults(desired: &mut Value, live: &Value, defaults: &[(&[&str], bool, &str)]) {
+    fn walk(desired: &mut Value, live: &Value, path: &[&str], default: &Value) {
+        match path {
+            [] => {}
+            ["*", rest @ ..] => {
+                if let (Value::Array(d), Value::Array(l)) = (desired, live) {
+                    if d.len() == l.len() {
+                        for (d, l) in d.iter_mut().zip(l) {
+                            walk(d, l, rest, default);
+                        }
+                    }
+                }
+            }
+            [key, rest @ ..] => {
+                let (Value::Object(d), Some(l)) = (desired, live.get(*key)) else {
+                    return;
+                };
+                if rest.is_empty() {
+                    if !d.contains_key(*key) && l == default {
+                        d.insert((*key).to_string(), l.clone());
+                    }
+                } else if let Some(d) = d.get_mut(*key) {
+                    walk(d, l, rest, default);
+                }
+            }
+        }
+    }
+    for (path, boolean, value) in defaults {
+        let default = if *boolean {
+            Value::Bool(*value == "true")
+        } else {
+            Value::String((*value).to_string())
+        };
+        walk(desired, live, path, &default);
+    }
+}
+
 /// Whether a publish is retried (by the next pass, which the fallback job asks for), as the
 /// platform's fallback decides (openframe.md §10): pending with attempts left, and for an agent
 /// (the documents with a `status`) only when it is ENABLED.
@@ -213,6 +292,33 @@ mod tests {
         let done = doc! {"_id": "a", "publishState": {"published": true, "attempts": 0}};
         assert_eq!(live_spec(&done, 5), json!({}));
         assert!(!publish_pending(&doc! {"_id": "new"}));
+    }
+
+    #[test]
+    fn java_class_defaults_are_kept_where_the_manifest_is_silent() {
+        let live = json!({
+            "version": "1", "releaseVersion": false, "allowVersionUpdate": false,
+            "allowConfigurationUpdate": false,
+            "downloadConfigurations": [{"os": "windows", "installationType": "STANDARD"}],
+            "assets": [{"id": "osqueryd", "executable": false,
+                        "downloadConfigurations": [{"os": "macos", "installationType": "STANDARD"}]}]
+        });
+        let mut desired = json!({
+            "version": "1",
+            "downloadConfigurations": [{"os": "windows"}],
+            "assets": [{"id": "osqueryd", "downloadConfigurations": [{"os": "macos"}]}]
+        });
+        adopt_class_defaults(&mut desired, &live, AGENT_CLASS_DEFAULTS);
+        assert_eq!(desired, live);
+        // A value the manifest sets, or a stored value that is not the default, still differs.
+        let mut set =
+            json!({"allowVersionUpdate": true, "downloadConfigurations": [{"os": "windows"}]});
+        let gui = json!({"allowVersionUpdate": false, "downloadConfigurations": [{"os": "windows", "installationType": "GUI_APP"}]});
+        adopt_class_defaults(&mut set, &gui, AGENT_CLASS_DEFAULTS);
+        assert_eq!(
+            set,
+            json!({"allowVersionUpdate": true, "downloadConfigurations": [{"os": "windows"}]})
+        );
     }
 
     #[test]

@@ -869,6 +869,15 @@ impl Provider for MongoProvider {
     fn merge_live(&self, kind: &str, desired: &Value, live: &Value) -> (Value, Vec<String>) {
         let mut merged = desired.clone();
         let mut notes = Vec::new();
+        match kind {
+            AGENT => {
+                document::adopt_class_defaults(&mut merged, live, document::AGENT_CLASS_DEFAULTS)
+            }
+            CLIENT => {
+                document::adopt_class_defaults(&mut merged, live, document::CLIENT_CLASS_DEFAULTS)
+            }
+            _ => {}
+        }
         let keep_version = match kind {
             AGENT => is_release_agent(desired),
             CLIENT => publish::version(live).is_some(),
