@@ -102,6 +102,12 @@ impl Engine {
                 }
             }
         }
+        if kinds
+            .iter()
+            .any(|k| crate::registry::kind_info(k).is_some_and(|i| i.system == System::Tactical))
+        {
+            self.tactical_from_tool_document().await?;
+        }
         let tuning = self.config.engine();
         let (retry_base, max_attempts) = (
             std::time::Duration::from_millis(tuning.retry_base_ms),
@@ -314,6 +320,54 @@ impl Engine {
             })
     }
 
+    /// Builds the Tactical RMM provider when `[tactical]` lacks its URL or API key (or has an
+    /// empty one) and Mongo is configured: the `tactical-rmm` tool document supplies them, as the
+    /// Java service read them. The key is registered as a secret before anything can print it.
+    /// Without such a document the provider is built from the config alone, and its error
+    /// names the missing key.
+    async fn tactical_from_tool_document(&mut self) -> Result<(), EngineError> {
+        use crate::providers::mongo;
+        let configured = self
+            .config
+            .endpoint(System::Tactical)
+            .is_ok_and(|u| !u.trim().is_empty())
+            && matches!(self.config.tactical_api_key(), Some(Ok(k)) if !k.is_empty());
+        if configured
+            || self.providers.contains_key(&System::Tactical)
+            || self.config.endpoint(System::Mongo).is_err()
+        {
+            return Ok(());
+        }
+        let names = [mongo::tools::TACTICAL_TOOL_ID.to_string()];
+        let tool = self
+            .provider(System::Mongo)?
+            .read(
+                mongo::TOOL,
+                ReadScope {
+                    names: &names,
+                    all: false,
+                },
+            )
+            .await
+            .map_err(|error| EngineError::Read {
+                kind: mongo::TOOL.to_string(),
+                system: System::Mongo,
+                error,
+            })?
+            .into_iter()
+            .find(|o| o.name == names[0]);
+        let Some(tool) = tool else {
+            return Ok(());
+        };
+        let (url, key) = mongo::tools::tactical_access(&tool.spec);
+        if let Some(key) = &key {
+            crate::redact::register(key);
+        }
+        let provider = crate::registry::build_tactical(&self.config, (url, key))?;
+        self.providers.insert(System::Tactical, provider);
+        Ok(())
+    }
+
     /// The connectors of every *enabled* IntegratedTool stored live, whoever wrote it (a
     /// register job through the API, the Java service, a manifest), as `KafkaConnector`
     /// resources whose source names the document: the platform expects a connector for each,
@@ -381,6 +435,9 @@ impl Engine {
             };
             if !wanted {
                 continue;
+            }
+            if info.system == System::Tactical {
+                self.tactical_from_tool_document().await?;
             }
             let provider = self.provider(info.system)?;
             let observed = provider

@@ -604,3 +604,106 @@ async fn java_written_documents_with_class_defaults_plan_as_noops() {
     assert_eq!(plan.code, 0, "{plan:?}");
     assert_eq!(plan.json()["summary"]["noop"], files.len() + 1, "{plan:?}");
 }
+
+/// `[tactical]` without an API key (and here without a URL): ofctl reads both from the
+/// `tactical-rmm` tool document as the register job stored it, as the Java service did, and
+/// never prints the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tactical_address_and_key_come_from_the_tool_document() {
+    let sandbox = ofctl::sandbox::start(ofctl::sandbox::SandboxOptions {
+        tactical_api_key: API_KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_m, mongo_uri) = mongo();
+    let dir = support::ManifestDir::new();
+    dir.write(
+        "ofctl.toml",
+        &format!(
+            "[mongo]\nuri = \"{mongo_uri}\"\n[tactical]\nurl = \"${{env:OFCTL_TACTICAL_URL:-}}\"\n"
+        ),
+    )
+    .write(
+        "scripts.yaml",
+        &std::fs::read_to_string(support::repo_root().join("desired-state/tactical/scripts.yaml"))
+            .unwrap(),
+    )
+    .write(
+        "openframe-client-update.ps1",
+        &std::fs::read_to_string(
+            support::repo_root().join("desired-state/tactical/openframe-client-update.ps1"),
+        )
+        .unwrap(),
+    );
+    // The register job's body, its API address pointed at the emulator.
+    let (host, port) = sandbox.tactical_url.rsplit_once(':').expect("host:port");
+    let mut vars = job_variables("tactical-rmm.json");
+    let body = filled(&newest_register_bodies()["tactical-rmm.json"], &vars);
+    let store = |body: String, host: String, port: String| {
+        let mongo_uri = mongo_uri.clone();
+        async move {
+            let mut tool: Value = serde_json::from_str(&body).unwrap();
+            let tool = tool["tool"].take();
+            let mut doc = mongodb::bson::to_document(&tool).unwrap();
+            doc.remove("id");
+            doc.insert("_id", "tactical-rmm");
+            let urls = doc.get_array_mut("toolUrls").unwrap();
+            for u in urls.iter_mut() {
+                let u = u.as_document_mut().unwrap();
+                if u.get_str("type").unwrap() == "API" {
+                    u.insert("url", host.clone());
+                    u.insert("port", port.clone());
+                }
+            }
+            let tools = mongodb::Client::with_uri_str(&mongo_uri)
+                .await
+                .unwrap()
+                .database("openframe")
+                .collection::<mongodb::bson::Document>("integrated_tools");
+            tools
+                .replace_one(mongodb::bson::doc! {"_id": "tactical-rmm"}, doc)
+                .upsert(true)
+                .await
+                .unwrap();
+        }
+    };
+    store(body, host.to_string(), port.to_string()).await;
+    let env = [("OFCTL_LOG", "debug")];
+    let plan = ofctl(&["plan", "-f", dir.arg()], &env);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    let apply = ofctl(&["apply", "-f", dir.arg(), "--auto-approve"], &env);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let again = ofctl(&["plan", "-f", dir.arg()], &env);
+    assert_eq!(again.code, 0, "{again:?}");
+    for run in [&plan, &apply, &again] {
+        assert!(
+            !run.stdout.contains(API_KEY) && !run.stderr.contains(API_KEY),
+            "the key was printed: {run:?}"
+        );
+    }
+
+    // A document with a key Tactical rejects: the error says so, without the key.
+    vars.insert("TACTICAL_API_KEY", "wrong-Key-77".into());
+    let body = filled(&newest_register_bodies()["tactical-rmm.json"], &vars);
+    store(body, host.to_string(), port.to_string()).await;
+    let refused = ofctl(&["plan", "-f", dir.arg()], &env);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("API key was rejected") && !refused.stderr.contains("wrong-Key-77"),
+        "{refused:?}"
+    );
+
+    // No document and no config: the error names the key to set.
+    mongodb::Client::with_uri_str(&mongo_uri)
+        .await
+        .unwrap()
+        .database("openframe")
+        .collection::<mongodb::bson::Document>("integrated_tools")
+        .delete_many(mongodb::bson::doc! {})
+        .await
+        .unwrap();
+    let missing = ofctl(&["plan", "-f", dir.arg()], &env);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stderr.contains("tactical.url"), "{missing:?}");
+}
