@@ -6,6 +6,7 @@
 
 mod normalize;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -103,15 +104,18 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
 
 pub struct NatsProvider {
     url: String,
-    client: OnceCell<async_nats::Client>,
+    /// Shared with every provider of the process that uses the same URL.
+    client: Arc<OnceCell<async_nats::Client>>,
     counter: RequestCounter,
 }
 
 impl NatsProvider {
     pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
+        let client = crate::provider::shared::lazy(&url);
         Self {
-            url: url.into(),
-            client: OnceCell::new(),
+            url,
+            client,
             counter: RequestCounter::default(),
         }
     }
@@ -181,7 +185,11 @@ impl NatsProvider {
                         "{subject}: no responders (is JetStream enabled on the server?)"
                     )),
                     K::TimedOut => no_answer(format!("{subject}: timed out")),
-                    K::Other => no_answer(format!("{subject}: {e}")),
+                    // async-nats 0.42 reported the two checks it now makes before sending as
+                    // `Other`; they stay on that path (same retry and reporting as before).
+                    K::InvalidSubject | K::MaxPayloadExceeded | K::Other => {
+                        no_answer(format!("{subject}: {e}"))
+                    }
                 }
             })?,
             () = dropped => return Err(no_answer(lost)),
