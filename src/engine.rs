@@ -355,7 +355,7 @@ impl Engine {
             .is_ok_and(|u| !u.trim().is_empty())
             && matches!(self.config.tactical_api_key(), Some(Ok(k)) if !k.is_empty());
         if configured
-            || self.providers.contains_key(&System::Tactical)
+            || self.cache().contains_key(&System::Tactical)
             || self.config.endpoint(System::Mongo).is_err()
         {
             return Ok(());
@@ -386,7 +386,7 @@ impl Engine {
             crate::redact::register(key);
         }
         let provider = crate::registry::build_tactical(&self.config, (url, key))?;
-        self.providers.insert(System::Tactical, provider);
+        self.cache().insert(System::Tactical, provider);
         Ok(())
     }
 

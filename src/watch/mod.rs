@@ -502,7 +502,7 @@ impl TenantLoop {
                     )
                     .await
                     {
-                        Ok(db) => (Some(Engine::new(self.config.clone())), Some(db)),
+                        Ok(db) => (Some(self.engine.clone()), Some(db)),
                         Err(e) => {
                             tracing::error!(tenant = %self.id, "connector health job without Mongo (no registered tools, no alerts): {}", e.message);
                             (None, None)

@@ -239,7 +239,7 @@ fn check_manifest_ownership(view: &TenantView, resources: &[Resource]) -> Result
     let Some(manifest) = &view.manifest else {
         return Ok(());
     };
-    let mut engine = Engine::new(view.config.clone());
+    let mut engine = view.engine.clone();
     let mut conflicts = Vec::new();
     for r in resources {
         let Some(declared) = manifest.get(&r.address) else {
