@@ -278,46 +278,6 @@ async fn register_jobs_and_the_release_job_replay_against_the_shipped_desired_st
         "{list}"
     );
 
-    // The shipped publish fallback (every 30 s) announces the ENABLED agents that were stored
-    // without an announcement (publishState null), never the DISABLED one.
-    let db = mongodb::Client::with_uri_str(&mongo_uri)
-        .await
-        .unwrap()
-        .database("openframe");
-    let agents = db.collection::<mongodb::bson::Document>("integrated_tool_agents");
-    let states = || async {
-        let mut out = BTreeMap::new();
-        let mut cursor = agents.find(mongodb::bson::doc! {}).await.unwrap();
-        while cursor.advance().await.unwrap() {
-            let d = cursor.deserialize_current().unwrap();
-            let published = d
-                .get_document("publishState")
-                .ok()
-                .and_then(|s| s.get_bool("published").ok());
-            out.insert(
-                d.get_str("_id").unwrap().to_string(),
-                (
-                    d.get_str("status").unwrap_or_default().to_string(),
-                    published,
-                ),
-            );
-        }
-        out
-    };
-    let announced = Watch::until(Duration::from_secs(40), || async {
-        states()
-            .await
-            .values()
-            .all(|(status, published)| status != "ENABLED" || *published == Some(true))
-    })
-    .await;
-    assert!(announced.is_some(), "{:?}\n{}", states().await, watch.log());
-    let all = states().await;
-    assert!(
-        all.values().any(|(s, p)| s == "DISABLED" && p.is_none()),
-        "{all:?}"
-    );
-
     // The manifest's next plan has nothing to do.
     let plan = ofctl(&["plan", "-f", m.arg()], &env);
     assert_eq!(plan.code, 0, "{plan:?}");
