@@ -152,6 +152,25 @@ struct ChangeOptions {
     /// that put data at risk (a connector whose topic.prefix moves re-snapshots).
     #[arg(long)]
     allow_replace: bool,
+    /// With --prune: also prune a system for which the manifest declares nothing (refused by
+    /// default, since an emptied or half-synced folder looks just like that).
+    #[arg(long, requires = "prune")]
+    allow_empty: bool,
+    /// With --prune: refuse a prune of more objects than N [default: `[watch] max_deletes`
+    /// of the target config, 3 unless set].
+    #[arg(long, value_name = "N", requires = "prune")]
+    max_deletes: Option<usize>,
+}
+
+impl ChangeOptions {
+    fn plan_options(&self, config: &crate::config::TargetConfig) -> PlanOptions {
+        PlanOptions {
+            prune: self.prune,
+            allow_replace: self.allow_replace,
+            allow_empty: self.allow_empty,
+            max_deletes: Some(self.max_deletes.unwrap_or(config.watch().max_deletes)),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -314,11 +333,8 @@ async fn plan(args: PlanArgs) -> anyhow::Result<u8> {
         return Ok(1);
     };
     let config_path = config.path.clone();
+    let options = args.changes.plan_options(&config);
     let mut engine = Engine::new(config);
-    let options = PlanOptions {
-        prune: args.changes.prune,
-        allow_replace: args.changes.allow_replace,
-    };
     let obs = observe(&mut engine, manifest, options.prune).await?;
     let plan = engine.plan(&obs, &options, config_path)?;
     print!(
@@ -573,19 +589,18 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<u8> {
         None => None,
     };
     let mut inputs = args.inputs.clone();
-    let mut options = PlanOptions {
-        prune: args.changes.prune,
-        allow_replace: args.changes.allow_replace,
-    };
     if let Some(plan) = &saved {
         inputs.dir.get_or_insert_with(|| plan.manifest_dir.clone());
         if inputs.config.is_none() {
             inputs.config = plan.config_path.clone();
         }
-        options = plan.options.clone();
     }
     let Some((config, manifest)) = load(&inputs)? else {
         return Ok(1);
+    };
+    let options = match &saved {
+        Some(plan) => plan.options.clone(),
+        None => args.changes.plan_options(&config),
     };
     let engine_config = config.engine().clone();
     let config_path = config.path.clone();

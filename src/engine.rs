@@ -280,12 +280,26 @@ impl Engine {
                     retained.extend(self.provider(info.system)?.retains(info.kind, &o.spec));
                 }
             }
+            let mut prunes = Vec::new();
             for (address, o) in &obs.live {
                 if o.managed && !obs.desired.contains_key(address) && !retained.contains(address) {
                     let deps = obs.depends_on.get(address).cloned().unwrap_or_default();
-                    changes.push(plan::prune_change(address.clone(), &o.spec, deps));
+                    prunes.push(plan::prune_change(address.clone(), &o.spec, deps));
                 }
             }
+            let system_of =
+                |a: &Address| crate::registry::kind_info(&a.kind).map(|info| info.system);
+            let declared: BTreeSet<System> = obs.desired.keys().filter_map(system_of).collect();
+            plan::guard_prunes(
+                &mut prunes,
+                &|a| {
+                    system_of(a)
+                        .filter(|s| !declared.contains(s))
+                        .map(|s| s.to_string())
+                },
+                options,
+            );
+            changes.extend(prunes);
         }
         changes.sort_by(|a, b| a.address.cmp(&b.address));
         Ok(Plan {
@@ -747,6 +761,8 @@ mod tests {
         let o = PlanOptions {
             prune: true,
             allow_replace: true,
+            allow_empty: true,
+            ..Default::default()
         };
         let (_, plan) = plan_of(&mut e, m(), &o).await;
         let actions: Vec<_> = plan

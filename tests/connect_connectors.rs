@@ -176,7 +176,10 @@ async fn scenario(t: &Target) {
     let live = get(&format!("{url}/connectors/{NAME}/config")).await;
     assert_eq!(live["name"], NAME);
     assert_eq!(live["tombstones.on.delete"], "false");
-    assert_eq!(live["ofctl.openframe.io/managed-by"], "ofctl");
+    assert_eq!(
+        live["ofctl.openframe.io/managed-by"],
+        "ofctl/default/default"
+    );
 
     // Unchanged manifest: one bulk read, nothing to do.
     let noop = t.ofctl(&["plan", "-f", m.arg()]);
@@ -249,7 +252,24 @@ async fn scenario(t: &Target) {
     m.remove("connector.yaml");
     let plan = t.ofctl(&["plan", "-f", m.arg()]);
     assert_eq!(plan.code, 0, "{plan:?}");
-    let prune = t.ofctl(&["apply", "-f", m.arg(), "--prune", "--auto-approve"]);
+    // It was the manifest's last connector: an emptied folder looks just like this, so the
+    // prune is refused unless --allow-empty says it is meant.
+    let refused = t.ofctl(&["apply", "-f", m.arg(), "--prune", "--auto-approve"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stdout.contains("--allow-empty"), "{refused:?}");
+    assert_ne!(
+        get(&format!("{url}/connectors")).await,
+        json!([]),
+        "{refused:?}"
+    );
+    let prune = t.ofctl(&[
+        "apply",
+        "-f",
+        m.arg(),
+        "--prune",
+        "--allow-empty",
+        "--auto-approve",
+    ]);
     assert_eq!(prune.code, 0, "{prune:?}");
     assert_eq!(writes(&prune), 1, "{prune:?}");
     let names = get(&format!("{url}/connectors")).await;

@@ -70,7 +70,10 @@ async fn desired_state_creates_then_converges_then_updates_in_place() {
         .expect("stream exists");
     assert_eq!(live["subjects"], json!(["machine.*.tool.*.update"]));
     assert_eq!(live["storage"], "file");
-    assert_eq!(live["metadata"]["ofctl.openframe.io/managed-by"], "ofctl");
+    assert_eq!(
+        live["metadata"]["ofctl.openframe.io/managed-by"],
+        "ofctl/default/default"
+    );
 
     let again = ofctl(&["plan", "-f", m.arg()], &[]);
     assert_eq!(again.code, 0, "{again:?}");

@@ -143,7 +143,7 @@ async fn desired_state_creates_then_plans_as_a_noop_with_four_reads() {
     let table = &live["REALTIME"];
     assert_eq!(
         table["metadata"]["customConfigs"]["ofctl.openframe.io/managed-by"],
-        "ofctl"
+        "ofctl/default/default"
     );
     assert_eq!(table["tableName"], "devices_REALTIME");
     assert_eq!(table["segmentsConfig"]["replication"], "1");
@@ -315,7 +315,7 @@ async fn a_table_deleted_out_of_band_is_recreated() {
     assert_eq!(status, 200);
     assert_eq!(
         live["REALTIME"]["metadata"]["customConfigs"]["ofctl.openframe.io/managed-by"],
-        "ofctl"
+        "ofctl/default/default"
     );
     assert_eq!(ofctl(&["plan", "-f", m.arg()], &[]).code, 0);
 }

@@ -147,7 +147,7 @@ async fn desired_state_creates_once_then_a_noop_plan_reads_twice_and_writes_noth
     // openframe.md §13 / script-configs.json, plus ofctl's ownership tag.
     assert_eq!(
         s["description"],
-        "OpenFrame Client update to latest version [managed by ofctl]"
+        "OpenFrame Client update to latest version [managed by ofctl/default/default]"
     );
     assert_eq!(s["shell"], "powershell");
     assert_eq!(s["category"], "OpenFrame");

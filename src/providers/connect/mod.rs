@@ -17,6 +17,7 @@ use crate::provider::http::{HttpClient, Response};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::Observed;
 
+use crate::provider::owner::Owner;
 pub use normalize::{check_spec, normalize_desired, normalize_live, wire_config, OWNER_KEY};
 
 pub const KIND: &str = "KafkaConnector";
@@ -85,13 +86,16 @@ pub fn is_transient(status: u16, message: &str) -> bool {
 
 pub struct ConnectProvider {
     http: HttpClient,
+    /// Marks connectors as this tenant's: only these are ever pruned.
+    owner: Owner,
 }
 
 impl ConnectProvider {
     /// A provider sending at most `concurrency` requests at a time.
-    pub fn new(url: &str, concurrency: usize) -> Result<Self, ProviderError> {
+    pub fn new(url: &str, concurrency: usize, owner: Owner) -> Result<Self, ProviderError> {
         Ok(Self {
             http: HttpClient::new(System::Connect, url, &[], concurrency)?,
+            owner,
         })
     }
 
@@ -112,7 +116,8 @@ impl ConnectProvider {
 
     async fn create(&self, name: &str, desired: &Value) -> Result<(), ProviderError> {
         let state = normalize::state_of(desired);
-        let mut body = json!({ "name": name, "config": wire_config(name, desired) });
+        let mut body =
+            json!({ "name": name, "config": wire_config(name, desired, self.owner.value()) });
         // KIP-980 (3.7+). Left out for `running`, the default, so older workers accept it too.
         if state != normalize::RUNNING {
             body["initial_state"] = json!(state.to_ascii_uppercase());
@@ -142,7 +147,7 @@ impl ConnectProvider {
             self.call(
                 Method::PUT,
                 &connector_path(name, "/config"),
-                Some(&wire_config(name, desired)),
+                Some(&wire_config(name, desired, self.owner.value())),
             )
             .await?;
         }
@@ -203,11 +208,13 @@ impl Provider for ConnectProvider {
                 )));
             };
             let live = normalize_live(name, info, entry.get("status"));
+            let (managed, mut notes) = self.owner.observe(live.marker.as_deref());
+            notes.extend(live.notes);
             observed.push(Observed {
                 name: name.clone(),
                 spec: live.spec,
-                managed: live.managed,
-                notes: live.notes,
+                managed,
+                notes,
             });
         }
         Ok(observed)
@@ -339,7 +346,7 @@ mod tests {
 
     #[test]
     fn topic_prefix_change_is_a_data_risk_finding() {
-        let p = ConnectProvider::new("http://127.0.0.1:1", 1).unwrap();
+        let p = ConnectProvider::new("http://127.0.0.1:1", 1, Owner::new("t", "e")).unwrap();
         let live = json!({"config": {"topic.prefix": "trmm", "a": "1"}, "state": "running"});
         let same = json!({"config": {"topic.prefix": "trmm", "a": "2"}, "state": "running"});
         assert!(p.findings(KIND, &same, &live).is_empty());
