@@ -220,7 +220,8 @@ struct ChangeOptions {
     /// Delete objects that ofctl manages but the manifest no longer declares.
     #[arg(long)]
     prune: bool,
-    /// Allow changes that delete and recreate objects (they lose data).
+    /// Allow changes that delete and recreate objects (they lose data), and in-place updates
+    /// that put data at risk (a connector whose topic.prefix moves re-snapshots).
     #[arg(long)]
     allow_replace: bool,
     /// With --prune: also prune a system for which the manifest declares nothing (refused by

@@ -278,6 +278,11 @@ pub struct ConnectorHealthConfig {
     /// Healthy this long and the restart count starts again from zero.
     #[serde(with = "crate::duration::text")]
     pub healthy_reset: Duration,
+    /// Kafka Connect answered an empty connector list while connectors are expected: treated as
+    /// an outage, and asked again after this long (at most half the interval); still empty
+    /// then, the connectors are lost and a reconcile pass creates them again.
+    #[serde(with = "crate::duration::text")]
+    pub outage_recheck: Duration,
 }
 
 impl Default for ConnectorHealthConfig {
@@ -290,6 +295,7 @@ impl Default for ConnectorHealthConfig {
             max_restarts: 5,
             backoff: Duration::from_secs(120),
             healthy_reset: Duration::from_secs(600),
+            outage_recheck: Duration::from_secs(30),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::kind::System;
 use crate::manifest::Manifest;
 use crate::plan::{self, Action, Change, Declared, Plan, PlanOptions, Summary, FORMAT_VERSION};
 use crate::provider::{Provider, ProviderError, ReadScope, RequestReport};
-use crate::resource::{Address, Observed, Span};
+use crate::resource::{Address, Observed, Resource, Span};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -130,6 +130,12 @@ impl Engine {
                     kinds.insert(info.kind);
                 }
             }
+        }
+        if kinds
+            .iter()
+            .any(|k| crate::registry::kind_info(k).is_some_and(|i| i.system == System::Tactical))
+        {
+            self.tactical_from_tool_document().await?;
         }
         let tuning = self.config.engine();
         let (retry_base, max_attempts) = (
@@ -336,6 +342,125 @@ impl Engine {
 }
 
 impl Engine {
+    /// `resource`'s spec normalized as [`Engine::observe`] normalizes the manifest's, without
+    /// reading anything (e.g. to compare an API request with what the manifest declares).
+    pub fn normalize(&mut self, resource: &Resource) -> Result<Value, EngineError> {
+        let info = crate::registry::kind_info(&resource.address.kind).ok_or_else(|| {
+            EngineError::Desired {
+                address: resource.address.clone(),
+                span: resource.source.clone(),
+                message: format!("unknown kind `{}`", resource.address.kind),
+            }
+        })?;
+        self.provider(info.system)?
+            .normalize_desired(info.kind, &resource.address.name, &resource.spec)
+            .map_err(|message| EngineError::Desired {
+                address: resource.address.clone(),
+                span: resource.source.clone(),
+                message,
+            })
+    }
+
+    /// Builds the Tactical RMM provider when `[tactical]` lacks its URL or API key (or has an
+    /// empty one) and Mongo is configured: the `tactical-rmm` tool document supplies them, as the
+    /// Java service read them. The key is registered as a secret before anything can print it.
+    /// Without such a document the provider is built from the config alone, and its error
+    /// names the missing key.
+    async fn tactical_from_tool_document(&mut self) -> Result<(), EngineError> {
+        use crate::providers::mongo;
+        let configured = self
+            .config
+            .endpoint(System::Tactical)
+            .is_ok_and(|u| !u.trim().is_empty())
+            && matches!(self.config.tactical_api_key(), Some(Ok(k)) if !k.is_empty());
+        if configured
+            || self.cache().contains_key(&System::Tactical)
+            || self.config.endpoint(System::Mongo).is_err()
+        {
+            return Ok(());
+        }
+        let names = [mongo::tools::TACTICAL_TOOL_ID.to_string()];
+        let tool = self
+            .provider(System::Mongo)?
+            .read(
+                mongo::TOOL,
+                ReadScope {
+                    names: &names,
+                    all: false,
+                },
+            )
+            .await
+            .map_err(|error| EngineError::Read {
+                kind: mongo::TOOL.to_string(),
+                system: System::Mongo,
+                error,
+            })?
+            .into_iter()
+            .find(|o| o.name == names[0]);
+        let Some(tool) = tool else {
+            return Ok(());
+        };
+        let (url, key) = mongo::tools::tactical_access(&tool.spec);
+        if let Some(key) = &key {
+            crate::redact::register(key);
+        }
+        let provider = crate::registry::build_tactical(&self.config, (url, key))?;
+        self.cache().insert(System::Tactical, provider);
+        Ok(())
+    }
+
+    /// The connectors of every *enabled* IntegratedTool stored live, whoever wrote it (a
+    /// register job through the API, the Java service, a manifest), as `KafkaConnector`
+    /// resources whose source names the document: the platform expects a connector for each,
+    /// whatever declared the tool (openframe.md §5.4). Their secrets are registered for
+    /// masking. A document whose connectors are malformed is skipped with a warning.
+    pub async fn stored_tool_connectors(&mut self) -> Result<Vec<Resource>, EngineError> {
+        use crate::providers::mongo;
+        let (Some(tool_info), Some(connector_info)) = (
+            crate::registry::kind_info(mongo::TOOL),
+            crate::registry::kind_info(mongo::tools::CONNECTOR_KIND),
+        ) else {
+            return Ok(Vec::new());
+        };
+        if self.config.endpoint(tool_info.system).is_err() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for (address, spec) in self.read_all(&[mongo::TOOL.to_string()]).await? {
+            if spec.get("enabled") != Some(&Value::Bool(true)) {
+                continue;
+            }
+            crate::redact::register_sensitive(&spec, &|ptr| tool_info.is_sensitive(ptr));
+            let tool = Resource {
+                source: Span {
+                    file: format!("(MongoDB {}/{})", mongo::TOOLS_COLLECTION, address.name).into(),
+                    line: 0,
+                },
+                address,
+                labels: Default::default(),
+                annotations: Default::default(),
+                spec,
+                depends_on: Vec::new(),
+            };
+            match crate::registry::expand(&tool) {
+                Ok(connectors) => out.extend(connectors.into_iter().map(|mut c| {
+                    crate::redact::register_sensitive(&c.spec, &|ptr| {
+                        connector_info.is_sensitive(ptr)
+                    });
+                    // The tool is live already: nothing to wait for.
+                    c.depends_on.clear();
+                    c
+                })),
+                Err((ptr, message)) => tracing::warn!(
+                    "{}: {}: {message}; its connectors are not reconciled",
+                    tool.source,
+                    crate::path::display(&ptr)
+                ),
+            }
+        }
+        Ok(out)
+    }
+
     /// Every live object of `kinds` (all kinds with an endpoint configured when empty),
     /// normalized, for `ofctl export`.
     pub async fn read_all(
@@ -351,6 +476,9 @@ impl Engine {
             };
             if !wanted {
                 continue;
+            }
+            if info.system == System::Tactical {
+                self.tactical_from_tool_document().await?;
             }
             let provider = self.provider(info.system)?;
             let observed = provider

@@ -64,6 +64,10 @@ pub enum Effect {
     Block,
     /// Applying it restarts what runs (e.g. a connector config write restarts its tasks).
     Restarts,
+    /// The target changes it in place, but doing so puts data at risk (a Debezium connector
+    /// whose `topic.prefix` moves re-snapshots into new topics): an update that needs the same
+    /// approval as a replace (`--allow-replace`, or the resource's `allow-replace` annotation).
+    DataRisk,
 }
 
 #[derive(Debug, Clone, Copy)]

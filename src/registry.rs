@@ -13,15 +13,16 @@ use crate::resource::Resource;
 
 /// Builds the provider for `system` from the target config (connections open lazily).
 pub fn build(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider>, ConfigError> {
-    let endpoint = config.endpoint(system)?;
+    let endpoint = || config.endpoint(system);
     // Requests in flight per system, for reads as for changes (apply holds the same limit).
     let concurrency = config.engine().concurrency;
     let owner = || crate::provider::owner::Owner::from_config(config);
     match system {
-        System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint, owner()?))),
-        System::Mongo => Ok(Arc::new(mongo::MongoProvider::new(endpoint, config))),
+        System::Tactical => build_tactical(config, (None, None)),
+        System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint()?, owner()?))),
+        System::Mongo => Ok(Arc::new(mongo::MongoProvider::new(endpoint()?, config))),
         System::Connect => {
-            let provider = connect::ConnectProvider::new(&endpoint, concurrency, owner()?)
+            let provider = connect::ConnectProvider::new(&endpoint()?, concurrency, owner()?)
                 .map_err(|e| ConfigError::Value {
                     path: config.path.clone().unwrap_or_default(),
                     key: "connect.url".into(),
@@ -31,7 +32,7 @@ pub fn build(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider>,
         }
         System::Pinot => {
             let provider =
-                pinot::PinotProvider::new(&endpoint, concurrency, owner()?).map_err(|e| {
+                pinot::PinotProvider::new(&endpoint()?, concurrency, owner()?).map_err(|e| {
                     ConfigError::Value {
                         path: config.path.clone().unwrap_or_default(),
                         key: "pinot.url".into(),
@@ -40,31 +41,61 @@ pub fn build(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider>,
                 })?;
             Ok(Arc::new(provider))
         }
-        System::Kafka => kafka::KafkaProvider::new(&endpoint)
+        System::Kafka => kafka::KafkaProvider::new(&endpoint()?)
             .map(|p| Arc::new(p) as Arc<dyn Provider>)
             .map_err(|e| ConfigError::Value {
                 path: config.path.clone().unwrap_or_default(),
                 key: "kafka.brokers".into(),
                 message: e.message,
             }),
-        System::Tactical => {
-            let key_error = |message: String| ConfigError::Value {
-                path: config.path.clone().unwrap_or_default(),
-                key: "tactical.api_key".into(),
-                message,
-            };
-            let api_key = config.tactical_api_key().ok_or_else(|| {
-                key_error(
-                    "is required for Tactical RMM (sent as X-API-KEY); set `api_key = \"${env:OFCTL_TACTICAL_API_KEY}\"`"
-                        .into(),
-                )
-            })??;
-            let provider =
-                tactical::TacticalProvider::new(&endpoint, &api_key, concurrency, owner()?)
-                    .map_err(|e| key_error(e.message))?;
-            Ok(Arc::new(provider))
-        }
     }
+}
+
+/// Tactical RMM's provider. `[tactical] url` and `api_key` come first; where the config has
+/// none (no section, no key, or an empty value) `fallback` supplies it: the `tactical-rmm` tool
+/// document's API address and key, which is where the Java service read them
+/// ([`mongo::tools::tactical_access`]).
+pub fn build_tactical(
+    config: &TargetConfig,
+    fallback: (Option<String>, Option<String>),
+) -> Result<Arc<dyn Provider>, ConfigError> {
+    let value_error = |key: &str, message: String| ConfigError::Value {
+        path: config.path.clone().unwrap_or_default(),
+        key: key.into(),
+        message,
+    };
+    let (fallback_url, fallback_key) = fallback;
+    let url = match config.endpoint(System::Tactical) {
+        Ok(url) if !url.trim().is_empty() => url,
+        configured => match fallback_url {
+            Some(url) => url,
+            None => {
+                return Err(configured.err().unwrap_or_else(|| {
+                    value_error(
+                        "tactical.url",
+                        format!("is empty and the `{}` tool document names no API address; set it, or register the tool", mongo::tools::TACTICAL_TOOL_ID),
+                    )
+                }))
+            }
+        },
+    };
+    let api_key = match config.tactical_api_key().transpose()? {
+        Some(key) if !key.is_empty() => key,
+        _ => fallback_key.ok_or_else(|| {
+            value_error(
+                "tactical.api_key",
+                format!(
+                    "is required for Tactical RMM (sent as X-API-KEY) and the `{}` tool document has no credentials.apiKey.key; set `api_key = \"${{env:OFCTL_TACTICAL_API_KEY}}\"`",
+                    mongo::tools::TACTICAL_TOOL_ID
+                ),
+            )
+        })?,
+    };
+    let owner = crate::provider::owner::Owner::from_config(config)?;
+    let provider =
+        tactical::TacticalProvider::new(&url, &api_key, config.engine().concurrency, owner)
+            .map_err(|e| value_error("tactical.api_key", e.message))?;
+    Ok(Arc::new(provider))
 }
 
 /// Every kind ofctl knows, across providers.

@@ -585,42 +585,70 @@ async fn failed_instances_are_noted_without_planning_a_change() {
     );
 }
 
+/// The platform's own config history: the Tactical RMM connector as its register job shipped it
+/// on 2025-09-17 and on 2025-10-30, where `topic.prefix` moved from `trmm_clients_users` to
+/// `trmm`. Kafka Connect changes that in place; the plan says it is an update that risks a
+/// re-snapshot, and it needs the same approval as a replace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topic_prefix_change_is_a_replace_refused_unless_allowed() {
+async fn topic_prefix_change_from_the_platform_history_is_an_approved_in_place_update() {
+    let fixtures = support::platform_fixtures("debezium");
     let sb = emulators(None, Default::default()).await;
-    let t = emulated(&sb, "emulator-secret-pw-4");
-    let url = t.connect_url.as_str();
     let m = ManifestDir::new();
-    create(&t, &m, "running");
     m.write(
+        "ofctl.toml",
+        &format!(
+            "[connect]\nurl = \"{}\"\n[variables]\nPOSTGRES_HOST = \"tactical-postgres\"\nPOSTGRES_PORT = \"5432\"\nPOSTGRES_USER = \"tactical\"\nPOSTGRES_PASSWORD = \"${{env:{PASSWORD_ENV}}}\"\nPOSTGRES_DB = \"tacticalrmm\"\n",
+            sb.connect_url
+        ),
+    )
+    .write(
         "connector.yaml",
-        &connector("running", 500).replace("topic.prefix: e2e", "topic.prefix: e2e2"),
+        "apiVersion: ofctl.openframe.io/v1\nkind: KafkaConnector\nmetadata:\n  name: tactical-rmm-psql-connector\nspecFile: connector.json\n",
     );
+    let version = |dir: &str| {
+        std::fs::read_to_string(fixtures.join(dir).join("tactical-rmm-psql-connector.json"))
+            .expect("read the connector fixture")
+    };
+    let password = "trmm-db-Secret-8";
+    let run = |args: &[&str]| {
+        let run = ofctl(args, &[("OFCTL_LOG", "info"), (PASSWORD_ENV, password)]);
+        assert!(!run.stdout.contains(password) && !run.stderr.contains(password));
+        run
+    };
+    m.write("connector.json", &version("2025-09-17_tenant-530144fc"));
+    assert_eq!(run(&["apply", "-f", m.arg(), "--auto-approve"]).code, 0);
+    m.write("connector.json", &version("2025-10-30_tenant-0e700b2a"));
 
-    let p = t.ofctl(&["plan", "-f", m.arg(), "--format", "json"]).json();
+    let p = run(&["plan", "-f", m.arg(), "--format", "json"]).json();
     let change = single_change(&p);
-    assert_eq!(change["action"], "replace", "{change:#}");
+    assert_eq!(change["action"], "update", "{change:#}");
     assert_eq!(change["risk"], "destructive");
     let reason = change["reasons"][0].as_str().unwrap();
     assert!(
-        reason.contains("config[\"topic.prefix\"] \"e2e\" -> \"e2e2\""),
+        reason.contains("config[\"topic.prefix\"] \"trmm_clients_users\" -> \"trmm\"")
+            && reason.contains("re-snapshot")
+            && reason.contains("in place"),
         "{reason}"
     );
-    assert!(reason.contains("offsets"), "{reason}");
-    assert!(change["blocked"].is_string(), "{change:#}");
+    let blocked = change["blocked"].as_str().expect("needs approval");
+    assert!(blocked.contains("--allow-replace"), "{blocked}");
 
-    let refused = t.ofctl(&["apply", "-f", m.arg(), "--auto-approve"]);
+    let refused = run(&["apply", "-f", m.arg(), "--auto-approve"]);
     assert_eq!(refused.code, 1, "{refused:?}");
     assert!(
         refused.stderr.contains("nothing was applied"),
         "{refused:?}"
     );
-    let apply = t.ofctl(&["apply", "-f", m.arg(), "--auto-approve", "--allow-replace"]);
+    let apply = run(&["apply", "-f", m.arg(), "--auto-approve", "--allow-replace"]);
     assert_eq!(apply.code, 0, "{apply:?}");
-    assert_eq!(writes(&apply), 2, "DELETE then POST: {apply:?}");
-    let live = get(&format!("{url}/connectors/{NAME}/config")).await;
-    assert_eq!(live["topic.prefix"], "e2e2");
-    assert_eq!(t.ofctl(&["plan", "-f", m.arg()]).code, 0);
+    assert_eq!(writes(&apply), 1, "one config PUT, no delete: {apply:?}");
+    let live = get(&format!(
+        "{}/connectors/tactical-rmm-psql-connector/config",
+        sb.connect_url
+    ))
+    .await;
+    assert_eq!(live["topic.prefix"], "trmm");
+    assert_eq!(run(&["plan", "-f", m.arg()]).code, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

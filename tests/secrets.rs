@@ -449,7 +449,14 @@ async fn no_secret_appears_in_any_output() {
     );
     out.run("apply, Connect echoing the refused config", &run);
 
-    // Watch mode against the same echoing Connect: its HTTP API and its log.
+    // Watch mode against the same echoing Connect: its HTTP API and its log. The shipped
+    // config locks through Redis (no lock service, no reconcile).
+    let (_redis, redis_url) = support::redis();
+    let env_echo = p.env_with(&[
+        ("OFCTL_CONNECT_URL", &echoing),
+        ("OFCTL_LOG", "debug"),
+        ("OFCTL_REDIS_URL", &redis_url),
+    ]);
     let mut watch = Watch::start_with_env(&["-f", dir, "--interval", "1h"], &env_refs(&env_echo));
     let ready = Watch::until(Duration::from_secs(30), || async {
         watch.get("/readyz").await.0 == 200

@@ -2,10 +2,12 @@
 //! not announced on NATS get another attempt soon, not only at the next reconcile interval.
 //!
 //! The repair itself is the engine's: such a document plans as `publish pending`, and applying
-//! it publishes once (the Mongo provider's bookkeeping). This job finds pending documents
-//! (`publishState.published == false`) and asks the tenant loop for a pass while any has
-//! attempts left; past `max_attempts` it says so once per run, loudly, and counts it in
-//! metrics instead of retrying silently forever.
+//! it publishes once (the Mongo provider's bookkeeping). This job selects what the platform's
+//! fallback selected (openframe.md §10): the client configuration and the ENABLED agents whose
+//! `publishState` is null (never announced: it marks them pending, as the later platform's
+//! initializers did) or pending with attempts left, and asks the tenant loop for a pass; past
+//! `max_attempts` it says so once per run, loudly, and counts it in metrics instead of retrying
+//! silently forever.
 
 use std::sync::Arc;
 
@@ -18,7 +20,8 @@ use tokio::sync::Notify;
 use super::{Job, JobError};
 use crate::metrics::Metrics;
 use crate::providers::mongo::{
-    open_database, publish_retryable, AGENTS_COLLECTION, CLIENT_COLLECTION,
+    never_published, open_database, pending_state, publish_retry_due, AGENTS_COLLECTION,
+    CLIENT_COLLECTION, CLIENT_ID, ENABLED,
 };
 
 pub struct PublishFallback {
@@ -59,22 +62,39 @@ impl Job for PublishFallback {
 
     async fn run(&self) -> Result<String, JobError> {
         let (mut retry, mut exhausted) = (Vec::new(), Vec::new());
-        for collection in [AGENTS_COLLECTION, CLIENT_COLLECTION] {
-            let pending: Vec<Document> = self
-                .db
-                .collection::<Document>(collection)
-                .find(doc! {"publishState.published": false})
+        let unpublished = doc! {"$or": [{"publishState": null}, {"publishState.published": false}]};
+        for (collection, filter) in [
+            (CLIENT_COLLECTION, doc! {"_id": CLIENT_ID}),
+            (AGENTS_COLLECTION, doc! {"status": ENABLED}),
+        ] {
+            let mut query = filter;
+            query.extend(unpublished.clone());
+            let found = |e: mongodb::error::Error| JobError(format!("find in {collection}: {e}"));
+            let documents = self.db.collection::<Document>(collection);
+            let pending: Vec<Document> = documents
+                .find(query)
                 .await
-                .map_err(|e| JobError(format!("find in {collection}: {e}")))?
+                .map_err(found)?
                 .try_collect()
                 .await
-                .map_err(|e| JobError(format!("find in {collection}: {e}")))?;
+                .map_err(found)?;
             for d in pending {
-                let id = d.get("_id").map(|v| v.to_string()).unwrap_or_default();
-                if publish_retryable(&d, i64::from(self.max_attempts)) {
-                    retry.push(id);
+                let id = d.get("_id").cloned().unwrap_or(mongodb::bson::Bson::Null);
+                let shown = id.to_string();
+                if never_published(&d) {
+                    // Pending from now on, unless another writer got there first.
+                    documents
+                        .update_one(
+                            doc! {"_id": id, "$or": [{"publishState": null}, {"publishState": {"$exists": false}}]},
+                            doc! {"$set": {"publishState": pending_state(None)}},
+                        )
+                        .await
+                        .map_err(|e| JobError(format!("update in {collection}: {e}")))?;
+                    retry.push(shown);
+                } else if publish_retry_due(&d, i64::from(self.max_attempts)) {
+                    retry.push(shown);
                 } else {
-                    exhausted.push(id);
+                    exhausted.push(shown);
                 }
             }
         }

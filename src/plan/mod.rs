@@ -296,6 +296,7 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
     let mut replace = Vec::new();
     let mut block = Vec::new();
     let mut restarts = Vec::new();
+    let mut risky = Vec::new();
     for rule in d.info.field_rules {
         let (before, after) = diff::sides(d.desired, live, rule.path);
         if fires(rule.trigger, before, after) {
@@ -304,6 +305,7 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
                 Effect::Replace => replace.push(reason),
                 Effect::Block => block.push(reason),
                 Effect::Restarts => restarts.push(reason),
+                Effect::DataRisk => risky.push(reason),
             }
         }
     }
@@ -312,6 +314,7 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
             Effect::Replace => replace.push(f.reason),
             Effect::Block => block.push(f.reason),
             Effect::Restarts => restarts.push(f.reason),
+            Effect::DataRisk => risky.push(f.reason),
         }
     }
     if !replace.is_empty() {
@@ -332,6 +335,20 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
         if !restarts.is_empty() {
             change.risk = Risk::Restarts;
             change.reasons = restarts;
+        }
+        if !risky.is_empty() {
+            // In place, but data is at risk: approved exactly as a replace is.
+            change.risk = Risk::Destructive;
+            change.reasons.splice(0..0, risky);
+            let approved =
+                options.allow_replace || resource.annotation_is_true(annotations::ALLOW_REPLACE);
+            if !approved {
+                change.blocked = Some(format!(
+                    "this in-place update of {} puts data at risk (see the reasons); approve it with --allow-replace, or annotate it `{}: \"true\"`",
+                    resource.address,
+                    annotations::ALLOW_REPLACE
+                ));
+            }
         }
         if !block.is_empty() {
             change.reasons.extend(block);

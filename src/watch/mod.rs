@@ -415,6 +415,7 @@ impl TenantLoop {
             max_deletes: Some(watch.max_deletes),
             targets: Vec::new(),
         };
+        let (manifest, registered) = self.with_registered_connectors(manifest).await;
         let obs = tokio::select! {
             obs = self.engine.observe(manifest, options.prune) => obs.map_err(|e| e.to_string())?,
             _ = stop.cancelled() => return Err(
@@ -429,8 +430,11 @@ impl TenantLoop {
         let mut heal = Vec::new();
         for change in plan.pending() {
             let policy = policy_of(&change.address, &obs.manifest);
+            let registered_change =
+                registered.contains(&change.address) && change.action != Action::Create;
             let reason = match (policy, &change.blocked) {
                 (DriftPolicy::Ignore, _) => continue,
+                _ if registered_change => "registered with its tool through the API: created when missing, otherwise changed only by the tool's next POST /v1/tools/{id}".to_string(),
                 (DriftPolicy::Report, _) => "drift policy is report-only".to_string(),
                 (DriftPolicy::Heal, Some(why)) => format!("refused: {why}"),
                 (DriftPolicy::Heal, None)
@@ -478,6 +482,41 @@ impl TenantLoop {
         Ok(())
     }
 
+    /// `manifest` plus the connectors of the enabled tools stored in Mongo that it does not
+    /// declare (registered by the platform's jobs through the API): they are desired too, so a
+    /// connector Kafka Connect lost is created again; being desired, they are never pruned.
+    /// Returns their addresses as well. Mongo unreadable: the manifest alone, with an error.
+    async fn with_registered_connectors(
+        &mut self,
+        mut manifest: Manifest,
+    ) -> (
+        Manifest,
+        std::collections::BTreeSet<crate::resource::Address>,
+    ) {
+        let stored = match self.engine.stored_tool_connectors().await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(tenant = %self.id, "connectors of registered tools not reconciled this pass: {}", crate::redact::redact(&e.to_string()));
+                self.shared.metrics.error(&self.id, "registered_tools");
+                Vec::new()
+            }
+        };
+        let mut registered = std::collections::BTreeSet::new();
+        for c in stored {
+            if manifest.get(&c.address).is_none() && registered.insert(c.address.clone()) {
+                manifest.resources.push(c);
+            }
+        }
+        if let Ok(mut d) = self.declared_connectors.write() {
+            for a in &registered {
+                if !d.contains(&a.name) {
+                    d.push(a.name.clone());
+                }
+            }
+        }
+        (manifest, registered)
+    }
+
     /// The deletes of `plan` that the previous pass also planned over the same desired state;
     /// remembers this pass's for the next one.
     fn confirm_deletes(
@@ -517,6 +556,22 @@ impl TenantLoop {
         let mut jobs: Vec<(Arc<dyn crate::jobs::Job>, crate::config::JobTiming)> = Vec::new();
         if config.connector_health.enabled {
             if let Ok(url) = self.config.endpoint(crate::kind::System::Connect) {
+                // With Mongo: the stored tools' connectors are expected too, and alerts go there.
+                let (tools, alerts) = match self.config.endpoint(crate::kind::System::Mongo) {
+                    Ok(uri) => match crate::providers::mongo::open_database(
+                        &uri,
+                        self.config.mongo_database(),
+                    )
+                    .await
+                    {
+                        Ok(db) => (Some(self.engine.clone()), Some(db)),
+                        Err(e) => {
+                            tracing::error!(tenant = %self.id, "connector health job without Mongo (no registered tools, no alerts): {}", e.message);
+                            (None, None)
+                        }
+                    },
+                    Err(_) => (None, None),
+                };
                 match crate::jobs::connector_health::ConnectorHealth::new(
                     &url,
                     redis.as_deref(),
@@ -525,6 +580,8 @@ impl TenantLoop {
                     Arc::clone(&self.shared.metrics),
                     Arc::clone(&self.declared_connectors),
                     Arc::clone(&self.reconcile_now),
+                    tools,
+                    alerts,
                 )
                 .await
                 {

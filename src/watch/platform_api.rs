@@ -3,10 +3,12 @@
 //! as a reconcile pass (read live, plan, apply the pending changes in order, report each one),
 //! so a failed connector is an error status here, not a log line behind a 200.
 //!
-//! The manifest stays the source of truth: a POST that would change a resource the tenant's
-//! manifest declares (and heals) is refused with 409 naming the file, since the next reconcile
-//! pass would undo it. Annotating that resource `ofctl.openframe.io/drift-policy: ignore` (or
-//! `report`) hands it to this API.
+//! Shared ownership: the manifest stays the source of truth for what it declares. A POST whose
+//! content equals the declared resource (as the engine normalizes both) is accepted and changes
+//! nothing the manifest would not; a POST that would change a manifest-owned value is refused
+//! with 409 naming the file, line and fields, since the next reconcile pass would undo it.
+//! Annotating that resource `ofctl.openframe.io/drift-policy: ignore` (or `report`) hands it to
+//! this API. Tools the manifest does not declare belong to this API entirely.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -232,29 +234,63 @@ fn resource_from_request(kind: &str, name: &str, spec: Value) -> Result<Resource
     })
 }
 
-/// A change the manifest heals would be undone by the next reconcile pass: refuse it.
+/// Shared ownership with the manifest. A request for a resource the manifest declares (and
+/// heals) is compared with the declared resource after the normalization the engine applies to
+/// both (the tool's `id` and forced `enabled: true` included): equal, it goes on and is a no-op
+/// wherever live state already matches; different, it is refused with 409 naming the file, the
+/// line and each differing field (never a value), since the next reconcile pass would undo it.
 fn check_manifest_ownership(view: &TenantView, resources: &[Resource]) -> Result<(), ApiError> {
     let Some(manifest) = &view.manifest else {
         return Ok(());
     };
-    let owned: Vec<String> = resources
-        .iter()
-        .filter_map(|r| {
-            let declared = manifest.get(&r.address)?;
-            (policy_of(&r.address, manifest) == DriftPolicy::Heal)
-                .then(|| format!("{} is declared at {}", r.address, declared.source))
-        })
-        .collect();
-    if owned.is_empty() {
+    let mut engine = view.engine.clone();
+    let mut conflicts = Vec::new();
+    for r in resources {
+        let Some(declared) = manifest.get(&r.address) else {
+            continue;
+        };
+        if policy_of(&r.address, manifest) != DriftPolicy::Heal {
+            continue;
+        }
+        let fields = differing_fields(
+            &r.address.kind,
+            &engine.normalize(r).map_err(engine_error)?,
+            &engine.normalize(declared).map_err(engine_error)?,
+        );
+        if !fields.is_empty() {
+            conflicts.push(format!(
+                "{} is declared at {} and this request changes {}",
+                r.address,
+                declared.source,
+                fields.join(", ")
+            ));
+        }
+    }
+    if conflicts.is_empty() {
         return Ok(());
     }
     Err(ApiError::new(
         StatusCode::CONFLICT,
         format!(
-            "{}; the manifest owns it and the next reconcile pass would undo this request. Change the manifest instead, or annotate it `ofctl.openframe.io/drift-policy: ignore` to hand it to this API",
-            owned.join("; ")
+            "{}; the manifest owns these values and the next reconcile pass would undo this request. Change the manifest (or the environment variables it reads) to match, or annotate the resource `ofctl.openframe.io/drift-policy: ignore` to hand it to this API",
+            conflicts.join("; ")
         ),
     ))
+}
+
+/// The readable paths of the fields where two normalized specs of `kind` differ (either way).
+fn differing_fields(kind: &str, requested: &Value, declared: &Value) -> Vec<String> {
+    let Some(info) = crate::registry::kind_info(kind) else {
+        return Vec::new();
+    };
+    let mut fields: Vec<String> = crate::plan::diff::diff(requested, declared, info)
+        .into_iter()
+        .chain(crate::plan::diff::diff(declared, requested, info))
+        .map(|d| d.path)
+        .collect();
+    fields.sort();
+    fields.dedup();
+    fields
 }
 
 /// Plans `resources` against live state and applies what differs, under the tenant's locks.

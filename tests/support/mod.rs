@@ -21,23 +21,6 @@ pub fn tools_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".tools"))
 }
 
-/// The shared fixtures folder (`$OFCTL_SHARED_DIR`, else `<repo>/../shared`), or `None` with a
-/// printed note: a user's clone has no shared folder, and tests that need it skip.
-pub fn shared_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("OFCTL_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "note: shared fixtures not found at {} (set OFCTL_SHARED_DIR); skipping",
-            dir.display()
-        );
-        None
-    }
-}
-
 /// Path of a server binary: `$OFCTL_TOOLS_DIR/bin`, `.tools/bin`, then PATH.
 pub fn tool(name: &str) -> PathBuf {
     let local = tools_dir().join("bin").join(name);

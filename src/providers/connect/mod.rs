@@ -232,9 +232,9 @@ impl Provider for ConnectProvider {
         }
         let shown = |v: Option<&Value>| v.map_or_else(|| "(unset)".to_string(), Value::to_string);
         vec![Finding {
-            effect: Effect::Replace,
+            effect: Effect::DataRisk,
             reason: format!(
-                "config[\"topic.prefix\"] {} -> {}: Debezium names every topic and keys its source offsets by topic.prefix, so changing it disrupts a running connector (DBZ-4014); ofctl deletes and recreates the connector, and since it keeps the same name Kafka Connect keeps the offsets stored under it (the new connector is not a clean start: reset them while it is stopped if that matters)",
+                "config[\"topic.prefix\"] {} -> {}: Kafka Connect changes it in place (the connector keeps its name and the source offsets stored under it, as a delete and recreate would too), but Debezium names every topic after it: the connector writes to new topics and may re-snapshot its tables into them, and consumers of the old topics stop receiving events (DBZ-4014)",
                 shown(before),
                 shown(after)
             ),
@@ -345,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn topic_prefix_change_is_a_replace_finding() {
+    fn topic_prefix_change_is_a_data_risk_finding() {
         let p = ConnectProvider::new("http://127.0.0.1:1", 1, Owner::new("t", "e")).unwrap();
         let live = json!({"config": {"topic.prefix": "trmm", "a": "1"}, "state": "running"});
         let same = json!({"config": {"topic.prefix": "trmm", "a": "2"}, "state": "running"});
@@ -353,7 +353,7 @@ mod tests {
         let moved = json!({"config": {"topic.prefix": "trmm2"}, "state": "running"});
         let f = p.findings(KIND, &moved, &live);
         assert_eq!(f.len(), 1);
-        assert_eq!(f[0].effect, Effect::Replace);
+        assert_eq!(f[0].effect, Effect::DataRisk);
         assert!(
             f[0].reason.contains("\"trmm\" -> \"trmm2\""),
             "{}",

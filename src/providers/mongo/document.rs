@@ -19,6 +19,8 @@ pub const UPDATED_AT: &str = "updatedAt";
 /// message was never acknowledged. The manifest never has it, so the plan shows it as a change.
 pub const PUBLISH_MARKER: &str = "publish";
 pub const PUBLISH_PENDING: &str = "pending";
+/// The agent status the platform's fallback publishes for (`IntegratedToolAgent.status`).
+pub const ENABLED: &str = "ENABLED";
 
 /// JSON → BSON as Spring would store the same value.
 pub fn to_bson(value: &Value) -> Bson {
@@ -110,6 +112,98 @@ pub fn publish_retryable(doc: &Document, max_attempts: i64) -> bool {
     publish_pending(doc) && publish_attempts(doc) < max_attempts
 }
 
+/// Values the platform's document classes write although no file sets them (openframe.md §7,
+/// §8): primitive booleans as `false`, `installationType` as its default STANDARD. Paths are
+/// object keys, `*` any list element.
+pub const AGENT_CLASS_DEFAULTS: &[(&[&str], bool, &str)] = &[
+    (&["releaseVersion"], true, "false"),
+    (&["allowVersionUpdate"], true, "false"),
+    (&["allowConfigurationUpdate"], true, "false"),
+    (
+        &["downloadConfigurations", "*", "installationType"],
+        false,
+        "STANDARD",
+    ),
+    (&["assets", "*", "executable"], true, "false"),
+    (
+        &[
+            "assets",
+            "*",
+            "downloadConfigurations",
+            "*",
+            "installationType",
+        ],
+        false,
+        "STANDARD",
+    ),
+];
+pub const CLIENT_CLASS_DEFAULTS: &[(&[&str], bool, &str)] = &[
+    (
+        &["downloadConfiguration", "*", "installationType"],
+        false,
+        "STANDARD",
+    ),
+    (
+        &["downloadConfigurations", "*", "installationType"],
+        false,
+        "STANDARD",
+    ),
+];
+
+/// Where the manifest leaves out a field that a document the Java service wrote carries with its
+/// class default (`defaults`: path, whether the value is a boolean, the value), the stored
+/// default is kept: such a document plans as a no-op and an update writes it back unchanged.
+/// Lists are followed element by element when both sides have the same length.
+pub fn adopt_class_defaults(desired: &mut Value, live: &Value, defaults: &[(&[&str], bool, &str)]) {
+    fn walk(desired: &mut Value, live: &Value, path: &[&str], default: &Value) {
+        match path {
+            [] => {}
+            ["*", rest @ ..] => {
+                if let (Value::Array(d), Value::Array(l)) = (desired, live) {
+                    if d.len() == l.len() {
+                        for (d, l) in d.iter_mut().zip(l) {
+                            walk(d, l, rest, default);
+                        }
+                    }
+                }
+            }
+            [key, rest @ ..] => {
+                let (Value::Object(d), Some(l)) = (desired, live.get(*key)) else {
+                    return;
+                };
+                if rest.is_empty() {
+                    if !d.contains_key(*key) && l == default {
+                        d.insert((*key).to_string(), l.clone());
+                    }
+                } else if let Some(d) = d.get_mut(*key) {
+                    walk(d, l, rest, default);
+                }
+            }
+        }
+    }
+    for (path, boolean, value) in defaults {
+        let default = if *boolean {
+            Value::Bool(*value == "true")
+        } else {
+            Value::String((*value).to_string())
+        };
+        walk(desired, live, path, &default);
+    }
+}
+
+/// Whether a publish is retried (by the next pass, which the fallback job asks for), as the
+/// platform's fallback decides (openframe.md §10): pending with attempts left, and for an agent
+/// (the documents with a `status`) only when it is ENABLED.
+pub fn publish_retry_due(doc: &Document, max_attempts: i64) -> bool {
+    publish_retryable(doc, max_attempts) && doc.get_str("status").map_or(true, |s| s == ENABLED)
+}
+
+/// The platform's fallback also publishes a document whose `publishState` is null or missing
+/// (a new agent saved without an announcement, §7, §10).
+pub fn never_published(doc: &Document) -> bool {
+    matches!(doc.get(PUBLISH_STATE), None | Some(Bson::Null))
+}
+
 /// A live document as a spec: the bookkeeping fields removed, plus the pending marker while
 /// the publish is to be retried.
 pub fn live_spec(doc: &Document, max_attempts: i64) -> Value {
@@ -117,7 +211,7 @@ pub fn live_spec(doc: &Document, max_attempts: i64) -> Value {
     for key in [ID, CLASS, PUBLISH_STATE, CREATED_AT, UPDATED_AT] {
         map.shift_remove(key);
     }
-    if publish_retryable(doc, max_attempts) {
+    if publish_retry_due(doc, max_attempts) {
         map.insert(PUBLISH_MARKER.into(), Value::String(PUBLISH_PENDING.into()));
     }
     Value::Object(map)
@@ -198,6 +292,54 @@ mod tests {
         let done = doc! {"_id": "a", "publishState": {"published": true, "attempts": 0}};
         assert_eq!(live_spec(&done, 5), json!({}));
         assert!(!publish_pending(&doc! {"_id": "new"}));
+    }
+
+    #[test]
+    fn java_class_defaults_are_kept_where_the_manifest_is_silent() {
+        let live = json!({
+            "version": "1", "releaseVersion": false, "allowVersionUpdate": false,
+            "allowConfigurationUpdate": false,
+            "downloadConfigurations": [{"os": "windows", "installationType": "STANDARD"}],
+            "assets": [{"id": "osqueryd", "executable": false,
+                        "downloadConfigurations": [{"os": "macos", "installationType": "STANDARD"}]}]
+        });
+        let mut desired = json!({
+            "version": "1",
+            "downloadConfigurations": [{"os": "windows"}],
+            "assets": [{"id": "osqueryd", "downloadConfigurations": [{"os": "macos"}]}]
+        });
+        adopt_class_defaults(&mut desired, &live, AGENT_CLASS_DEFAULTS);
+        assert_eq!(desired, live);
+        // A value the manifest sets, or a stored value that is not the default, still differs.
+        let mut set =
+            json!({"allowVersionUpdate": true, "downloadConfigurations": [{"os": "windows"}]});
+        let gui = json!({"allowVersionUpdate": false, "downloadConfigurations": [{"os": "windows", "installationType": "GUI_APP"}]});
+        adopt_class_defaults(&mut set, &gui, AGENT_CLASS_DEFAULTS);
+        assert_eq!(
+            set,
+            json!({"allowVersionUpdate": true, "downloadConfigurations": [{"os": "windows"}]})
+        );
+    }
+
+    #[test]
+    fn the_fallback_covers_enabled_agents_and_never_published_documents() {
+        let pending = |status: &str| doc! {"_id": "a", "status": status, "publishState": {"published": false, "attempts": 0}};
+        assert!(publish_retry_due(&pending("ENABLED"), 5));
+        assert!(!publish_retry_due(&pending("DISABLED"), 5));
+        assert_eq!(
+            live_spec(&pending("DISABLED"), 5),
+            json!({"status": "DISABLED"})
+        );
+        // The client configuration has no status.
+        assert!(publish_retry_due(
+            &doc! {"_id": "default", "publishState": {"published": false, "attempts": 1}},
+            5
+        ));
+        assert!(never_published(&doc! {"_id": "a"}));
+        assert!(never_published(
+            &doc! {"_id": "a", "publishState": Bson::Null}
+        ));
+        assert!(!never_published(&pending("ENABLED")));
     }
 
     #[test]

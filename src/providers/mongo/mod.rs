@@ -10,7 +10,8 @@
 
 mod crypto;
 mod document;
-pub use document::{publish_attempts, publish_retryable};
+pub use document::{never_published, publish_attempts, publish_retry_due, ENABLED};
+pub use publish::pending_state;
 mod publish;
 pub mod tools;
 
@@ -531,7 +532,7 @@ impl MongoProvider {
                     "version {}",
                     if v.is_empty() { "(unset)" } else { v }
                 ))
-            } else if document::publish_retryable(d, self.max_publish_attempts) {
+            } else if document::publish_retry_due(d, self.max_publish_attempts) {
                 Some("publish pending".to_string())
             } else {
                 None
@@ -724,7 +725,7 @@ impl MongoProvider {
             for current in self.find(collection, filter, None).await? {
                 let stored = current.get_str("version").ok();
                 if stored == Some(version.as_str())
-                    && !document::publish_retryable(&current, self.max_publish_attempts)
+                    && !document::publish_retry_due(&current, self.max_publish_attempts)
                 {
                     continue;
                 }
@@ -875,6 +876,15 @@ impl Provider for MongoProvider {
     fn merge_live(&self, kind: &str, desired: &Value, live: &Value) -> (Value, Vec<String>) {
         let mut merged = desired.clone();
         let mut notes = Vec::new();
+        match kind {
+            AGENT => {
+                document::adopt_class_defaults(&mut merged, live, document::AGENT_CLASS_DEFAULTS)
+            }
+            CLIENT => {
+                document::adopt_class_defaults(&mut merged, live, document::CLIENT_CLASS_DEFAULTS)
+            }
+            _ => {}
+        }
         let keep_version = match kind {
             AGENT => is_release_agent(desired),
             CLIENT => publish::version(live).is_some(),

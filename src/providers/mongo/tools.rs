@@ -112,6 +112,35 @@ pub fn connector_resources(tool: &Resource) -> Result<Vec<Resource>, (String, St
         .collect())
 }
 
+/// The tool document the platform's register job writes for Tactical RMM (openframe.md §13).
+pub const TACTICAL_TOOL_ID: &str = "tactical-rmm";
+
+/// Tactical RMM's API address and key as the Java service read them from its tool document:
+/// the first `toolUrls` entry of type API as `url:port`, and `credentials.apiKey.key`. Empty
+/// values count as none.
+pub fn tactical_access(tool: &Value) -> (Option<String>, Option<String>) {
+    let non_empty = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string)
+    };
+    let url = tool
+        .get("toolUrls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|u| u.get("type").and_then(Value::as_str) == Some("API"))
+        .and_then(|u| {
+            let base = non_empty(u.get("url"))?;
+            Some(match non_empty(u.get("port")) {
+                Some(port) => format!("{base}:{port}"),
+                None => base,
+            })
+        });
+    let key = non_empty(tool.pointer("/credentials/apiKey/key"));
+    (url, key)
+}
+
 /// The names of the connectors a stored tool document registers (malformed entries skipped).
 pub fn connector_names(tool: &Value) -> Vec<String> {
     tool.get("debeziumConnectors")
@@ -193,6 +222,29 @@ mod tests {
         assert_eq!(
             connector_resources(&tool(bad)).unwrap_err().0,
             "/debeziumConnectors/0"
+        );
+    }
+
+    #[test]
+    fn tactical_access_as_the_java_service_read_it() {
+        let tool = json!({
+            "toolUrls": [
+                {"url": "http://tactical-nginx", "port": "8080", "type": "DASHBOARD"},
+                {"url": "http://tactical-nginx", "port": "8000", "type": "API"},
+                {"url": "http://other", "port": "1", "type": "API"}
+            ],
+            "credentials": {"apiKey": {"key": "k-1", "type": "HEADER", "keyName": "X-API-KEY"}}
+        });
+        assert_eq!(
+            tactical_access(&tool),
+            (
+                Some("http://tactical-nginx:8000".into()),
+                Some("k-1".into())
+            )
+        );
+        assert_eq!(
+            tactical_access(&json!({"credentials": {"apiKey": {"key": ""}}})),
+            (None, None)
         );
     }
 

@@ -657,6 +657,24 @@ pub fn adopt_server_zeroes(desired: &mut Value, live: &Value) {
     }
 }
 
+/// The time column, when each side of a changed upsert `comparisonColumns` (or dedup
+/// `dedupTimeColumn`) is either unset or names exactly that column: Pinot then compares by the
+/// same column before and after.
+fn names_only_the_time_column(
+    a: Option<&Value>,
+    b: Option<&Value>,
+    time_column: Option<Value>,
+) -> Option<String> {
+    let column = time_column?.as_str()?.to_string();
+    let is_time = |v: Option<&Value>| match v {
+        None => true,
+        Some(Value::String(s)) => *s == column,
+        Some(Value::Array(items)) => items.len() == 1 && items[0].as_str() == Some(&column),
+        Some(_) => false,
+    };
+    (is_time(a) && is_time(b)).then_some(column)
+}
+
 /// Why Pinot would refuse `desired` as an update of `live` unless forced
 /// (`TableConfigUtils.validateBackwardCompatibility`, apis.md §1.3).
 pub fn table_incompatibilities(desired: &Value, live: &Value) -> Vec<String> {
@@ -684,9 +702,17 @@ pub fn table_incompatibilities(desired: &Value, live: &Value) -> Vec<String> {
                 _ => false,
             };
             if !same {
-                reasons.push(format!(
+                let mut reason = format!(
                     "{section}.{key} cannot change on an existing table (Pinot: it may lead to data inconsistencies; create a new table instead)"
-                ));
+                );
+                if *key == implicit_time_key && !time_changed {
+                    if let Some(column) = names_only_the_time_column(a, b, time_column(live)) {
+                        reason.push_str(&format!(
+                            "; harmless here: `{column}` is already the table's time column, which Pinot uses when {key} is unset, so forcing it changes nothing Pinot does"
+                        ));
+                    }
+                }
+                reasons.push(reason);
             }
         }
         if d.get(implicit_time_key).is_none() && l.get(implicit_time_key).is_none() && time_changed
@@ -1034,6 +1060,27 @@ mod tests {
                 "upsertConfig.comparisonColumns cannot change on an existing table (Pinot: it may lead to data inconsistencies; create a new table instead)",
             ]
         );
+        // Naming the time column that Pinot already compares by is refused all the same (the
+        // server demands `force`), and the refusal says that it is harmless.
+        let mut implicit = base.clone();
+        implicit["upsertConfig"]
+            .as_object_mut()
+            .unwrap()
+            .remove("comparisonColumns");
+        let time = base["segmentsConfig"]["timeColumnName"].clone();
+        let mut explicit = implicit.clone();
+        explicit["upsertConfig"]["comparisonColumns"] = json!([time]);
+        let reasons = table_incompatibilities(&explicit, &implicit);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].contains(&format!(
+                "harmless here: `{}` is already the table's time column",
+                time.as_str().unwrap()
+            )),
+            "{reasons:?}"
+        );
+        // Another column is not harmless.
+        assert!(!table_incompatibilities(&changed, &base)[1].contains("harmless"));
         // Other upsert settings, and adding or removing the section, are allowed.
         let mut snap = base.clone();
         snap["upsertConfig"]["snapshot"] = json!("DISABLE");
