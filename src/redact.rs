@@ -69,15 +69,151 @@ pub fn register_sensitive(value: &serde_json::Value, is_sensitive: &dyn Fn(&str)
     walk(value, &mut String::new(), false, is_sensitive);
 }
 
+/// `text` with every registered secret and every password inside a URL masked.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
     if !secrets.iter().any(|s| text.contains(s.as_str())) {
-        return Cow::Borrowed(text);
+        return mask_url_credentials(text);
     }
     let mut out = text.to_string();
     for s in secrets.iter() {
         out = out.replace(s.as_str(), MASK);
     }
+    Cow::Owned(mask_url_credentials(&out).into_owned())
+}
+
+/// Parts of a key name that mark its value secret, whatever the kind. A key matches when,
+/// lower-cased and with `.`, `_`, `-` and spaces removed, it contains one of them: `password`
+/// covers `ssl.keystore.password` and `database.sslpassword`, `secret` covers
+/// `aws.secret.access.key` and `clientSecret`, `token` covers `some.api.token`, `apikey`
+/// covers `apiKey`, `api_key` and `X-API-KEY`.
+const SECRET_KEY_PARTS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "credential",
+    "privatekey",
+    "accesskey",
+    "authorization",
+    "jaasconfig",
+    "basicauthuserinfo",
+    "connectionstring",
+];
+
+/// Key name parts the operator added (`[redact] extra_keys` in ofctl.toml), normalized.
+static EXTRA_KEY_PARTS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+fn is_key_separator(b: u8) -> bool {
+    matches!(b, b'.' | b'_' | b'-' | b' ')
+}
+
+/// Adds key name parts to the rule of [`is_secret_key`] (for this process: with several
+/// targets, the union of their `[redact] extra_keys`).
+pub fn add_secret_keys<'a>(keys: impl IntoIterator<Item = &'a str>) {
+    let mut extra = EXTRA_KEY_PARTS.write().unwrap_or_else(|e| e.into_inner());
+    for key in keys {
+        let part: String = key
+            .bytes()
+            .filter(|b| !is_key_separator(*b))
+            .map(|b| char::from(b.to_ascii_lowercase()))
+            .collect();
+        if !part.is_empty() && !extra.contains(&part) {
+            extra.push(part);
+        }
+    }
+}
+
+/// True when a key of this name holds a secret (see [`SECRET_KEY_PARTS`]). Allocation-free:
+/// asked for every node of every spec.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.as_bytes();
+    // Whether `part` (lower case, no separators) occurs in `key`, skipping separators.
+    let contains = |part: &[u8]| {
+        (0..key.len()).any(|start| {
+            let mut k = key[start..].iter().filter(|b| !is_key_separator(**b));
+            !is_key_separator(key[start])
+                && part
+                    .iter()
+                    .all(|p| k.next().is_some_and(|b| b.to_ascii_lowercase() == *p))
+        })
+    };
+    SECRET_KEY_PARTS.iter().any(|p| contains(p.as_bytes()))
+        || EXTRA_KEY_PARTS
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|p| contains(p.as_bytes()))
+}
+
+/// Parameter names whose value is a password, in a query string or a JDBC URL.
+const PASSWORD_PARAMS: &[&str] = &["password=", "passwd=", "pwd="];
+
+/// Masks passwords inside URLs anywhere in `text`: the userinfo password
+/// (`scheme://user:PASS@host`) and `password=`, `passwd=` and `pwd=` parameters (query strings,
+/// `jdbc:postgresql://h/db?user=u&password=PASS`, `jdbc:sqlserver://h;password=PASS`).
+pub fn mask_url_credentials(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    // Byte ranges of secrets, in order.
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    let ends_value =
+        |b: u8| b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`');
+    let mut from = 0;
+    while let Some(i) = text[from..].find("://") {
+        let start = from + i + 3;
+        let authority_end = bytes[start..]
+            .iter()
+            .position(|&b| ends_value(b) || matches!(b, b'/' | b'?' | b'#'))
+            .map_or(bytes.len(), |n| start + n);
+        let authority = &text[start..authority_end];
+        if let Some(at) = authority.rfind('@') {
+            if let Some(colon) = authority[..at].find(':') {
+                if colon + 1 < at {
+                    ranges.push((start + colon + 1, start + at));
+                }
+            }
+        }
+        from = start;
+    }
+    let lower = text.to_ascii_lowercase();
+    for param in PASSWORD_PARAMS {
+        let mut from = 0;
+        while let Some(i) = lower[from..].find(param) {
+            let at = from + i;
+            let start = at + param.len();
+            from = start;
+            // A whole parameter name, not the end of a longer one (`mypwd=`); not masked yet.
+            if (at > 0 && bytes[at - 1].is_ascii_alphanumeric()) || text[start..].starts_with(MASK)
+            {
+                continue;
+            }
+            let end = bytes[start..]
+                .iter()
+                .position(|&b| ends_value(b) || matches!(b, b'&' | b';' | b',' | b')' | b'}'))
+                .map_or(bytes.len(), |n| start + n);
+            if end > start {
+                ranges.push((start, end));
+            }
+        }
+    }
+    if ranges.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    ranges.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (start, end) in ranges {
+        if start < last {
+            continue;
+        }
+        out.push_str(&text[last..start]);
+        out.push_str(MASK);
+        last = end;
+    }
+    out.push_str(&text[last..]);
     Cow::Owned(out)
 }
 
@@ -147,6 +283,88 @@ mod tests {
         let json = to_json(&value).unwrap();
         assert!(!json.contains("quo"), "{json}");
         assert!(json.contains("password=(sensitive)"), "{json}");
+    }
+
+    #[test]
+    fn secret_key_names() {
+        for key in [
+            "password",
+            "database.password",
+            "database.sslpassword",
+            "ssl.keystore.password",
+            "ssl.truststore.password",
+            "aws.secret.access.key",
+            "some.api.token",
+            "apiKey",
+            "api_key",
+            "api-key",
+            "X-API-KEY",
+            "credentials",
+            "private_key",
+            "privateKey",
+            "sasl.jaas.config",
+            "producer.override.sasl.jaas.config",
+            "clientSecret",
+            "passwd",
+            "basic.auth.user.info",
+            "mongodb.connection.string",
+            "stream.kinesis.secretKey",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in [
+            "database.user",
+            "database.hostname",
+            "topic.prefix",
+            "connector.class",
+            "key.converter",
+            "primaryKeyColumns",
+            "database.allowPublicKeyRetrieval",
+            "keyName",
+            "",
+        ] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+        assert!(!is_secret_key("tenant.vault.ref"));
+        add_secret_keys(["Vault.Ref"]);
+        assert!(is_secret_key("tenant.vault.ref"));
+        assert!(is_secret_key("VAULT_REF"));
+    }
+
+    #[test]
+    fn url_passwords_are_masked_in_any_string() {
+        let cases = [
+            (
+                "jdbc:postgresql://db:5432/app?user=x&password=pw1&ssl=true",
+                "jdbc:postgresql://db:5432/app?user=x&password=(sensitive)&ssl=true",
+            ),
+            (
+                "jdbc:sqlserver://db;user=x;Password=pw2;encrypt=true",
+                "jdbc:sqlserver://db;user=x;Password=(sensitive);encrypt=true",
+            ),
+            (
+                "connect to mongodb://admin:pw3@h1,h2/db failed",
+                "connect to mongodb://admin:(sensitive)@h1,h2/db failed",
+            ),
+            (
+                r#"{"u":"redis://:pw4@r:6379/0"}"#,
+                r#"{"u":"redis://:(sensitive)@r:6379/0"}"#,
+            ),
+            ("https://user@host/x", "https://user@host/x"),
+            (
+                "http://host:8080/p?pwd=pw5",
+                "http://host:8080/p?pwd=(sensitive)",
+            ),
+            ("mypwd=x and nopassword", "mypwd=x and nopassword"),
+            ("password=(sensitive)", "password=(sensitive)"),
+        ];
+        for (input, masked) in cases {
+            assert_eq!(mask_url_credentials(input), masked, "{input}");
+        }
+        assert!(matches!(
+            mask_url_credentials("nothing here"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -97,7 +97,6 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
         },
     ],
     sensitive: &[],
-    sensitive_keys: &[],
     interpolate_spec_file: true,
 }];
 

@@ -42,7 +42,6 @@ pub static KINDS: [KindInfo; 2] = [
         compare: Compare::Exact,
         field_rules: &[],
         sensitive: &[],
-        sensitive_keys: &[],
         interpolate_spec_file: true,
     },
     KindInfo {
@@ -51,10 +50,9 @@ pub static KINDS: [KindInfo; 2] = [
         // Exact after stripping the §1.5 defaults on both sides; see normalize.rs for why.
         compare: Compare::Exact,
         field_rules: &[],
-        sensitive: &[],
         // Kafka client credentials in `streamConfigs` (`stream.kafka.…sasl.jaas.config`,
-        // `…ssl.truststore.password`) and Kinesis keys.
-        sensitive_keys: &["password", "sasl.jaas.config", "secretkey"],
+        // `…ssl.truststore.password`) and Kinesis keys name a secret: the shared key rule.
+        sensitive: &[],
         interpolate_spec_file: true,
     },
 ];

@@ -32,7 +32,6 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
     // env_vars exist so that secrets reach a script without showing in its arguments
     // (TRMM 0.15); their values are treated as secret in plans.
     sensitive: &["/env_vars"],
-    sensitive_keys: &[],
     // A script body is data for the agent's shell: PowerShell's `${env:X}` must stay verbatim.
     interpolate_spec_file: false,
 }];
