@@ -73,13 +73,13 @@ pub fn register_sensitive(value: &serde_json::Value, is_sensitive: &dyn Fn(&str)
 pub fn redact(text: &str) -> Cow<'_, str> {
     let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
     if !secrets.iter().any(|s| text.contains(s.as_str())) {
-        return mask_url_credentials(text);
+        return mask_inline_secrets(text);
     }
     let mut out = text.to_string();
     for s in secrets.iter() {
         out = out.replace(s.as_str(), MASK);
     }
-    Cow::Owned(mask_url_credentials(&out).into_owned())
+    Cow::Owned(mask_inline_secrets(&out).into_owned())
 }
 
 /// Parts of a key name that mark its value secret, whatever the kind. A key matches when,
@@ -149,15 +149,14 @@ pub fn is_secret_key(key: &str) -> bool {
             .any(|p| contains(p.as_bytes()))
 }
 
-/// Parameter names whose value is a password, in a query string or a JDBC URL.
-const PASSWORD_PARAMS: &[&str] = &["password=", "passwd=", "pwd="];
-
-/// Masks passwords inside URLs anywhere in `text`: the userinfo password
-/// (`scheme://user:PASS@host`) and `password=`, `passwd=` and `pwd=` parameters (query strings,
-/// `jdbc:postgresql://h/db?user=u&password=PASS`, `jdbc:sqlserver://h;password=PASS`).
-pub fn mask_url_credentials(text: &str) -> Cow<'_, str> {
+/// Masks secrets written inline anywhere in `text`: the password of a URL's userinfo
+/// (`scheme://user:PASS@host`), and the value of every `KEY=VALUE` or JSON `"KEY": "VALUE"`
+/// whose key names a secret ([`is_secret_key`]): query strings and JDBC URLs
+/// (`jdbc:postgresql://h/db?user=u&password=PASS`, `jdbc:sqlserver://h;password=PASS`), a
+/// config map a server echoes in an error (`{database.password=PASS, ...}`), log fields.
+pub fn mask_inline_secrets(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
-    // Byte ranges of secrets, in order.
+    // Byte ranges of secrets.
     let mut ranges: Vec<(usize, usize)> = Vec::new();
     let ends_value =
         |b: u8| b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`');
@@ -178,25 +177,58 @@ pub fn mask_url_credentials(text: &str) -> Cow<'_, str> {
         }
         from = start;
     }
-    let lower = text.to_ascii_lowercase();
-    for param in PASSWORD_PARAMS {
-        let mut from = 0;
-        while let Some(i) = lower[from..].find(param) {
-            let at = from + i;
-            let start = at + param.len();
-            from = start;
-            // A whole parameter name, not the end of a longer one (`mypwd=`); not masked yet.
-            if (at > 0 && bytes[at - 1].is_ascii_alphanumeric()) || text[start..].starts_with(MASK)
-            {
+    let is_key_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    for (op, &b) in bytes.iter().enumerate() {
+        if b != b'=' && b != b':' {
+            continue;
+        }
+        // The key: `KEY=` directly before, or `"KEY":` / `"KEY" :` (JSON).
+        let mut key_end = op;
+        if b == b':' {
+            while key_end > 0 && bytes[key_end - 1] == b' ' {
+                key_end -= 1;
+            }
+            if key_end == 0 || bytes[key_end - 1] != b'"' {
                 continue;
             }
-            let end = bytes[start..]
-                .iter()
-                .position(|&b| ends_value(b) || matches!(b, b'&' | b';' | b',' | b')' | b'}'))
-                .map_or(bytes.len(), |n| start + n);
-            if end > start {
-                ranges.push((start, end));
+            key_end -= 1;
+        }
+        let key_start = bytes[..key_end]
+            .iter()
+            .rposition(|&c| !is_key_byte(c))
+            .map_or(0, |n| n + 1);
+        if key_start == key_end || !is_secret_key(&text[key_start..key_end]) {
+            continue;
+        }
+        let mut start = op + 1;
+        if b == b':' {
+            while start < bytes.len() && bytes[start] == b' ' {
+                start += 1;
             }
+            if start >= bytes.len() || bytes[start] != b'"' {
+                continue;
+            }
+        }
+        if text[start..].starts_with(MASK) {
+            continue;
+        }
+        let end = match bytes.get(start) {
+            // A quoted value, to its closing quote (JSON escapes skipped).
+            Some(&q @ (b'"' | b'\'')) => {
+                start += 1;
+                let mut i = start;
+                while i < bytes.len() && bytes[i] != q {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i.min(bytes.len())
+            }
+            _ => bytes[start..]
+                .iter()
+                .position(|&c| ends_value(c) || matches!(c, b'&' | b';' | b',' | b')' | b'}'))
+                .map_or(bytes.len(), |n| start + n),
+        };
+        if end > start && !text[start..end].starts_with(MASK) {
+            ranges.push((start, end));
         }
     }
     if ranges.is_empty() {
@@ -332,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    fn url_passwords_are_masked_in_any_string() {
+    fn inline_secrets_are_masked_in_any_string() {
         let cases = [
             (
                 "jdbc:postgresql://db:5432/app?user=x&password=pw1&ssl=true",
@@ -355,14 +387,27 @@ mod tests {
                 "http://host:8080/p?pwd=pw5",
                 "http://host:8080/p?pwd=(sensitive)",
             ),
-            ("mypwd=x and nopassword", "mypwd=x and nopassword"),
+            ("user=x mode=a:b", "user=x mode=a:b"),
             ("password=(sensitive)", "password=(sensitive)"),
+            (
+                "Connector config {database.password=pw6, some.api.token=t0k, database.user=u}",
+                "Connector config {database.password=(sensitive), some.api.token=(sensitive), database.user=u}",
+            ),
+            (
+                r#"{"ssl.keystore.password": "pw\"7", "user":"u","apiKey":"k8"}"#,
+                r#"{"ssl.keystore.password": "(sensitive)", "user":"u","apiKey":"(sensitive)"}"#,
+            ),
+            (
+                "sasl.jaas.config=org.PlainLoginModule required username=\"u\" password=\"p9\";",
+                "sasl.jaas.config=(sensitive) required username=\"u\" password=\"(sensitive)\";",
+            ),
+            ("config.database.password = (sensitive)", "config.database.password = (sensitive)"),
         ];
         for (input, masked) in cases {
-            assert_eq!(mask_url_credentials(input), masked, "{input}");
+            assert_eq!(mask_inline_secrets(input), masked, "{input}");
         }
         assert!(matches!(
-            mask_url_credentials("nothing here"),
+            mask_inline_secrets("nothing here"),
             Cow::Borrowed(_)
         ));
     }
