@@ -22,7 +22,7 @@ use super::{Job, JobError};
 use crate::config::ConnectorHealthConfig;
 use crate::kind::System;
 use crate::metrics::{ConnectorLabels, Metrics};
-use crate::provider::http::HttpClient;
+use crate::provider::http::{HttpClient, Tls};
 
 /// Traces that a restart cannot fix (openframe.md §5.4): restarting would only spin.
 const NON_RECOVERABLE: &[&str] = &[
@@ -103,6 +103,7 @@ impl ConnectorHealth {
     #[allow(clippy::too_many_arguments)]
     pub async fn new(
         connect_url: &str,
+        tls: &Tls,
         redis_url: Option<&str>,
         settings: ConnectorHealthConfig,
         tenant: String,
@@ -111,7 +112,7 @@ impl ConnectorHealth {
         reconcile_now: Arc<Notify>,
     ) -> Result<Self, JobError> {
         // The job sends its requests one after another.
-        let http = HttpClient::new(System::Connect, connect_url, &[], 1)
+        let http = HttpClient::new(System::Connect, connect_url, &[], 1, tls)
             .map_err(|e| JobError(e.message))?;
         let store = match redis_url {
             Some(url) => {

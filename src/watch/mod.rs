@@ -433,17 +433,23 @@ impl TenantLoop {
         let mut jobs: Vec<(Arc<dyn crate::jobs::Job>, crate::config::JobTiming)> = Vec::new();
         if config.connector_health.enabled {
             if let Ok(url) = self.config.endpoint(crate::kind::System::Connect) {
-                match crate::jobs::connector_health::ConnectorHealth::new(
-                    &url,
-                    redis.as_deref(),
-                    config.connector_health.clone(),
-                    self.id.clone(),
-                    Arc::clone(&self.shared.metrics),
-                    Arc::clone(&self.declared_connectors),
-                    Arc::clone(&self.reconcile_now),
-                )
-                .await
-                {
+                let job = match crate::provider::http::Tls::from_config(&self.config) {
+                    Ok(tls) => {
+                        crate::jobs::connector_health::ConnectorHealth::new(
+                            &url,
+                            &tls,
+                            redis.as_deref(),
+                            config.connector_health.clone(),
+                            self.id.clone(),
+                            Arc::clone(&self.shared.metrics),
+                            Arc::clone(&self.declared_connectors),
+                            Arc::clone(&self.reconcile_now),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(crate::jobs::JobError(e.to_string())),
+                };
+                match job {
                     Ok(job) => jobs.push((Arc::new(job), config.connector_health.timing())),
                     Err(e) => {
                         tracing::error!(tenant = %self.id, "connector health job not started: {e}")

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::kind::{Compare, Effect, FieldRule, Finding, KindInfo, System, Trigger};
-use crate::provider::http::{HttpClient, Response};
+use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::Observed;
 
@@ -82,9 +82,9 @@ pub struct ConnectProvider {
 
 impl ConnectProvider {
     /// A provider sending at most `concurrency` requests at a time.
-    pub fn new(url: &str, concurrency: usize) -> Result<Self, ProviderError> {
+    pub fn new(url: &str, concurrency: usize, tls: &Tls) -> Result<Self, ProviderError> {
         Ok(Self {
-            http: HttpClient::new(System::Connect, url, &[], concurrency)?,
+            http: HttpClient::new(System::Connect, url, &[], concurrency, tls)?,
         })
     }
 
@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn topic_prefix_change_is_a_replace_finding() {
-        let p = ConnectProvider::new("http://127.0.0.1:1", 1).unwrap();
+        let p = ConnectProvider::new("http://127.0.0.1:1", 1, &Tls::default()).unwrap();
         let live = json!({"config": {"topic.prefix": "trmm", "a": "1"}, "state": "running"});
         let same = json!({"config": {"topic.prefix": "trmm", "a": "2"}, "state": "running"});
         assert!(p.findings(KIND, &same, &live).is_empty());

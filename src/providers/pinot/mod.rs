@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::kind::{Compare, Effect, Finding, KindInfo, System};
-use crate::provider::http::{HttpClient, Response};
+use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::{Address, Observed};
 
@@ -77,9 +77,9 @@ fn segment(name: &str) -> String {
 impl PinotProvider {
     /// A provider sending at most `concurrency` requests at a time (schema and table reads
     /// share the limit).
-    pub fn new(url: &str, concurrency: usize) -> Result<Self, ProviderError> {
+    pub fn new(url: &str, concurrency: usize, tls: &Tls) -> Result<Self, ProviderError> {
         Ok(Self {
-            http: HttpClient::new(System::Pinot, url, &[], concurrency)?,
+            http: HttpClient::new(System::Pinot, url, &[], concurrency, tls)?,
         })
     }
 

@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::kind::{Compare, KindInfo, System};
-use crate::provider::http::{HttpClient, Response};
+use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::Observed;
 
@@ -68,13 +68,19 @@ struct Listed {
 
 impl TacticalProvider {
     /// A provider sending at most `concurrency` requests at a time.
-    pub fn new(url: &str, api_key: &str, concurrency: usize) -> Result<Self, ProviderError> {
+    pub fn new(
+        url: &str,
+        api_key: &str,
+        concurrency: usize,
+        tls: &Tls,
+    ) -> Result<Self, ProviderError> {
         Ok(Self {
             http: HttpClient::new(
                 System::Tactical,
                 url,
                 &[("x-api-key", api_key.to_string())],
                 concurrency,
+                tls,
             )?,
             known: Mutex::new(HashMap::new()),
             posted: Mutex::new(HashSet::new()),
