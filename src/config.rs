@@ -53,6 +53,8 @@ struct RawConfig {
     watch: WatchConfig,
     #[serde(default)]
     jobs: JobsConfig,
+    #[serde(default)]
+    api: ApiSection,
     nats: Option<UrlSection>,
     redis: Option<UrlSection>,
     pinot: Option<UrlSection>,
@@ -175,6 +177,94 @@ impl Default for WatchConfig {
             prune: false,
             lock_at_most_for: Duration::from_secs(600),
         }
+    }
+}
+
+/// The HTTP API of `ofctl watch` (`[api]`). Tokens are credentials: only `${env:...}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ApiSection {
+    listen: Option<String>,
+    management_listen: Option<String>,
+    /// One write-scoped token (id `default`); `tokens` adds more, each with its scope.
+    token: Option<String>,
+    tokens: Vec<ApiTokenSection>,
+    allow_unauthenticated: bool,
+    connector_classes: Vec<String>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            management_listen: None,
+            token: None,
+            tokens: Vec::new(),
+            allow_unauthenticated: false,
+            connector_classes: vec![DEBEZIUM_CONNECTORS.to_string()],
+        }
+    }
+}
+
+/// Connector classes the API accepts by default: the Debezium source families.
+pub const DEBEZIUM_CONNECTORS: &str = "io.debezium.connector.*";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiTokenSection {
+    id: String,
+    token: String,
+    #[serde(default)]
+    scope: ApiScope,
+}
+
+/// What a token may do: `read` (GET) or `write` (GET and POST).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiScope {
+    Read,
+    #[default]
+    Write,
+}
+
+/// One API token, resolved (the secret is registered for redaction).
+#[derive(Clone)]
+pub struct ApiToken {
+    pub id: String,
+    pub secret: String,
+    pub scope: ApiScope,
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("id", &self.id)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `[api]` section, resolved.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: Option<std::net::SocketAddr>,
+    pub management_listen: Option<std::net::SocketAddr>,
+    /// Empty: no token configured (the API refuses `/v1/*` unless `allow_unauthenticated`).
+    pub tokens: Vec<ApiToken>,
+    pub allow_unauthenticated: bool,
+    /// Exact class names, or prefixes written `prefix.*`.
+    pub connector_classes: Vec<String>,
+}
+
+impl ApiConfig {
+    /// Is `class` one the API may create connectors of?
+    pub fn allows_connector_class(&self, class: &str) -> bool {
+        self.connector_classes
+            .iter()
+            .any(|allowed| match allowed.strip_suffix('*') {
+                Some(prefix) => class.starts_with(prefix) && class.len() > prefix.len(),
+                None => class == allowed,
+            })
     }
 }
 
@@ -393,6 +483,16 @@ impl TargetConfig {
         {
             plaintext("tactical.api_key", api_key, "OFCTL_TACTICAL_API_KEY")?;
         }
+        if let Some(token) = &self.raw.api.token {
+            plaintext("api.token", token, "OFCTL_API_TOKEN")?;
+        }
+        for (i, t) in self.raw.api.tokens.iter().enumerate() {
+            let hint = format!(
+                "OFCTL_API_TOKEN_{}",
+                t.id.to_ascii_uppercase().replace('-', "_")
+            );
+            plaintext(&format!("api.tokens[{i}].token"), &t.token, &hint)?;
+        }
         if let Some(mongo) = &self.raw.mongo {
             let keys = [
                 (
@@ -458,6 +558,71 @@ impl TargetConfig {
 
     pub fn jobs(&self) -> &JobsConfig {
         &self.raw.jobs
+    }
+
+    /// The `[api]` section with its tokens resolved from the environment. A token that
+    /// resolves to an empty string counts as not configured (`${env:OFCTL_API_TOKEN:-}`).
+    pub fn api(&self) -> Result<ApiConfig, ConfigError> {
+        let api = &self.raw.api;
+        let address = |key: &str, value: &Option<String>| -> Result<_, ConfigError> {
+            let Some(value) = value else { return Ok(None) };
+            let text = self.resolve(key, value, false)?;
+            text.parse().map(Some).map_err(|e| ConfigError::Value {
+                path: self.path.clone().unwrap_or_default(),
+                key: key.to_string(),
+                message: format!("`{text}` is not an address such as 0.0.0.0:8095 ({e})"),
+            })
+        };
+        let mut tokens = Vec::new();
+        let declared = api
+            .token
+            .iter()
+            .map(|t| ("default", t, ApiScope::Write, "api.token".to_string()))
+            .chain(api.tokens.iter().enumerate().map(|(i, t)| {
+                (
+                    t.id.as_str(),
+                    &t.token,
+                    t.scope,
+                    format!("api.tokens[{i}].token"),
+                )
+            }));
+        for (id, value, scope, key) in declared {
+            let secret = self.resolve(&key, value, true)?;
+            if secret.is_empty() {
+                continue;
+            }
+            if secret.len() < 16 {
+                return Err(ConfigError::Value {
+                    path: self.path.clone().unwrap_or_default(),
+                    key,
+                    message: format!(
+                        "the token is {} characters long; use at least 16 (e.g. `openssl rand -hex 32`)",
+                        secret.len()
+                    ),
+                });
+            }
+            if tokens.iter().any(|t: &ApiToken| t.id == id) {
+                return Err(ConfigError::Value {
+                    path: self.path.clone().unwrap_or_default(),
+                    key,
+                    message: format!(
+                        "token id `{id}` is used twice; ids name tokens in the audit log"
+                    ),
+                });
+            }
+            tokens.push(ApiToken {
+                id: id.to_string(),
+                secret,
+                scope,
+            });
+        }
+        Ok(ApiConfig {
+            listen: address("api.listen", &api.listen)?,
+            management_listen: address("api.management_listen", &api.management_listen)?,
+            tokens,
+            allow_unauthenticated: api.allow_unauthenticated,
+            connector_classes: api.connector_classes.clone(),
+        })
     }
 
     /// The CA file of `[tls] ca_file`, relative to the config's folder.

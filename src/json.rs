@@ -36,7 +36,7 @@ pub const KEYED_PREFIX: &str = "hmac:";
 /// HMAC-SHA256 under `key` of the same canonical text as [`digest`]: without the key, a guess
 /// of a value cannot be tested against it.
 pub fn keyed_digest(value: &Value, key: &[u8]) -> String {
-    use hmac::Mac;
+    use hmac::{KeyInit, Mac};
     // HMAC takes keys of any length.
     let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
     canonical(value, &mut mac);

@@ -6,11 +6,11 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{nats, redis, stream, ManifestDir, Watch};
+use support::{nats, redis, stream, ManifestDir, Watch, API_SECTION};
 
 fn config(nats: &str, redis: &str, interval: &str) -> String {
     format!(
-        "tenant = \"t1\"\n[nats]\nurl = \"{nats}\"\n[redis]\nurl = \"{redis}\"\n[watch]\ninterval = \"{interval}\"\ndebounce = \"100ms\"\n"
+        "tenant = \"t1\"\n[nats]\nurl = \"{nats}\"\n[redis]\nurl = \"{redis}\"\n[watch]\ninterval = \"{interval}\"\ndebounce = \"100ms\"\n{API_SECTION}"
     )
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mongodb::bson::{doc, Document};
 use serde_json::{json, Value};
-use support::{mongo, nats, redis, stream, ManifestDir, Watch};
+use support::{api_client, mongo, nats, redis, stream, ManifestDir, Watch, API_SECTION};
 
 const PASSWORD: &str = "Tool-Pa55word-7f3a91";
 const DB_PASSWORD: &str = "Db-Pa55word-c04e2b";
@@ -17,7 +17,7 @@ const DB_PASSWORD: &str = "Db-Pa55word-c04e2b";
 fn config(nats: &str, mongo: &str, connect: &str, redis: &str) -> String {
     format!(
         "tenant = \"t1\"\n[nats]\nurl = \"{nats}\"\n[mongo]\nuri = \"{mongo}\"\n[connect]\nurl = \"{connect}\"\n\
-         [redis]\nurl = \"{redis}\"\n[watch]\ninterval = \"1s\"\ndebounce = \"100ms\"\nprune = true\n"
+         [redis]\nurl = \"{redis}\"\n[watch]\ninterval = \"1s\"\ndebounce = \"100ms\"\nprune = true\n{API_SECTION}"
     )
 }
 
@@ -40,7 +40,7 @@ fn tactical_tool(connectors: Vec<Value>) -> Value {
 }
 
 async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value, String) {
-    let resp = reqwest::Client::new()
+    let resp = api_client()
         .post(url)
         .header("content-type", "application/json")
         .body(body)
@@ -57,7 +57,11 @@ async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value, String)
 }
 
 async fn get_json(url: &str) -> (u16, Value, String) {
-    let resp = reqwest::get(url).await.expect("watch API answers");
+    let resp = api_client()
+        .get(url)
+        .send()
+        .await
+        .expect("watch API answers");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     (
@@ -193,7 +197,10 @@ async fn tools_and_cluster_registration_go_through_the_engine() {
             "trmm-pg",
             "io.debezium.connector.postgresql.PostgresConnector",
         ),
-        connector("trmm-broken", "com.example.NoSuchConnector"),
+        connector(
+            "trmm-broken",
+            "io.debezium.connector.nosuch.NoSuchConnector",
+        ),
     ]);
     let (code, body, text) = post(&url, broken.to_string()).await;
     assert_eq!(code, 502, "{text}");

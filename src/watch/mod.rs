@@ -3,6 +3,10 @@
 //! same engine as `ofctl apply`; a Redis lock per tenant keeps replicas from reconciling the
 //! same tenant at once. One tenant's failure never stalls another: each runs in its own task.
 
+mod auth;
+pub use auth::AUDIT_TARGET;
+/// Log target of the line saying where `ofctl watch` listens (shown by default).
+pub const SERVE_TARGET: &str = "ofctl::serve";
 pub mod http;
 mod platform_api;
 
@@ -42,6 +46,13 @@ pub enum WatchError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("tenants disagree on `[api] {key}` ({found}); one process has one listener: set it in one place, or pass --{flag}")]
+    ListenConflict {
+        key: &'static str,
+        flag: &'static str,
+        /// Both addresses and the tenants that set them.
+        found: String,
+    },
 }
 
 /// One tenant: a manifest folder and its target config.
@@ -63,9 +74,17 @@ impl Target {
     }
 }
 
+/// Where the platform API and the management port listen unless told otherwise (the original
+/// service's ports, on loopback: exposing them is a decision, not a default).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8095";
+pub const DEFAULT_MANAGEMENT_LISTEN: &str = "127.0.0.1:8096";
+
 pub struct WatchOptions {
     pub targets: Vec<Target>,
-    pub listen: SocketAddr,
+    /// `--listen`; else the tenants' `[api] listen`; else [`DEFAULT_LISTEN`].
+    pub listen: Option<SocketAddr>,
+    /// `--management-listen`; else `[api] management_listen`; else [`DEFAULT_MANAGEMENT_LISTEN`].
+    pub management_listen: Option<SocketAddr>,
     /// Overrides every target's `[watch] interval`.
     pub interval: Option<Duration>,
 }
@@ -646,16 +665,62 @@ fn tenant_id(config: &TargetConfig, dir: &Path) -> String {
         .unwrap_or_else(|_| dir.display().to_string())
 }
 
-/// Runs until `shared.shutdown` is cancelled: the tenant loops and the HTTP API.
+/// The address a listener binds: the flag, else the one address the tenants' configs agree
+/// on, else the default.
+fn listen_address(
+    flag: Option<SocketAddr>,
+    configured: &[(String, Option<SocketAddr>)],
+    default: &str,
+    key: &'static str,
+    flag_name: &'static str,
+) -> Result<SocketAddr, WatchError> {
+    if let Some(addr) = flag {
+        return Ok(addr);
+    }
+    let mut chosen: Option<(&String, SocketAddr)> = None;
+    for (tenant, addr) in configured {
+        let Some(addr) = addr else { continue };
+        match chosen {
+            Some((first_tenant, first)) if first != *addr => {
+                return Err(WatchError::ListenConflict {
+                    key,
+                    flag: flag_name,
+                    found: format!("{first} in {first_tenant}, {addr} in {tenant}"),
+                })
+            }
+            _ => chosen = Some((tenant, *addr)),
+        }
+    }
+    Ok(chosen.map_or_else(|| default.parse().expect("valid default"), |(_, a)| a))
+}
+
+/// Binds one listener, or says which address could not be had.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, WatchError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| WatchError::Listen { addr, source })
+}
+
+/// Runs until `shared.shutdown` is cancelled: the tenant loops and both HTTP listeners.
 pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), WatchError> {
     let mut loops = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
+    let mut listens = Vec::new();
+    let mut management_listens = Vec::new();
     for target in &options.targets {
         let config = target.load_config()?;
         let id = tenant_id(&config, &target.dir);
         if !seen.insert(id.clone()) {
             return Err(WatchError::DuplicateTenant(id));
         }
+        let api = config.api()?;
+        if api.allow_unauthenticated {
+            tracing::warn!(tenant = %id, "[api] allow_unauthenticated = true: anyone who reaches the API port may write this tenant's tools and release version; keep the port behind a NetworkPolicy");
+        } else if api.tokens.is_empty() {
+            tracing::warn!(tenant = %id, "no [api] token configured: /v1/* answers 403 for this tenant (set `[api] token = \"${{env:OFCTL_API_TOKEN}}\"`)");
+        }
+        listens.push((id.clone(), api.listen));
+        management_listens.push((id.clone(), api.management_listen));
         shared.tenants.write().await.insert(
             id.clone(),
             TenantStatus {
@@ -694,15 +759,29 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
             jobs_digest: String::new(),
         });
     }
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| WatchError::Listen {
-            addr: options.listen,
-            source,
-        })?;
-    let server = http::serve(listener, Arc::clone(&shared));
+    let api_addr = listen_address(options.listen, &listens, DEFAULT_LISTEN, "listen", "listen")?;
+    let management_addr = listen_address(
+        options.management_listen,
+        &management_listens,
+        DEFAULT_MANAGEMENT_LISTEN,
+        "management_listen",
+        "management-listen",
+    )?;
+    let api = bind(api_addr).await?;
+    let management = bind(management_addr).await?;
+    tracing::info!(target: SERVE_TARGET, "platform API on http://{api_addr}/v1, management on http://{management_addr}/management/v1/health");
+    let api_server = http::serve(
+        api,
+        http::api_router(Arc::clone(&shared)),
+        Arc::clone(&shared),
+    );
+    let management_server = http::serve(
+        management,
+        http::management_router(Arc::clone(&shared)),
+        Arc::clone(&shared),
+    );
     let tasks: Vec<_> = loops.into_iter().map(|l| tokio::spawn(l.run())).collect();
-    server.await;
+    tokio::join!(api_server, management_server);
     for t in tasks {
         let _ = t.await;
     }

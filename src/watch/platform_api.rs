@@ -422,6 +422,16 @@ pub async fn save_tool(
             &format!("/tool/debeziumConnectors/{i}"),
         )?;
     }
+    let api = handle
+        .view()
+        .config
+        .api()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    super::auth::check_connector_classes(
+        &api,
+        resources.iter().map(|c| (c.address.name.as_str(), &c.spec)),
+    )
+    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     resources.insert(0, resource);
     let changes = apply_resources(&shared, &handle, resources).await?;
     let view = handle.view();
@@ -446,7 +456,11 @@ pub async fn register_cluster(
     let handle = tenant(&shared, &query).await?;
     let body = parse_body(&body)?;
     let version = match body.get("imageTagVersion") {
-        Some(Value::String(v)) if !v.trim().is_empty() && v.trim() == v => v.clone(),
+        Some(Value::String(v)) => {
+            super::auth::check_release_tag(v)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+            v.clone()
+        }
         found => {
             let message = match found {
                 Some(other) => {

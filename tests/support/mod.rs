@@ -528,10 +528,33 @@ pub fn redis() -> (Server, String) {
     (server, format!("redis://127.0.0.1:{port}"))
 }
 
+/// The API token every [`Watch`] gets in `OFCTL_API_TOKEN`; a tenant config enables it with
+/// [`API_SECTION`].
+pub const API_TOKEN: &str = "test-api-token-5f0c7d2e9b";
+
+/// The `[api]` section that makes a tenant accept [`API_TOKEN`] (append to an ofctl.toml).
+pub const API_SECTION: &str = "[api]\ntoken = \"${env:OFCTL_API_TOKEN}\"\n";
+
+/// A client that sends [`API_TOKEN`] as its bearer token.
+pub fn api_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {API_TOKEN}").parse().expect("header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
 /// A running `ofctl watch`, stopped with SIGTERM (and killed if that fails) when dropped.
 pub struct Watch {
     child: Child,
+    /// The platform API (`/v1/*`).
     pub api: String,
+    /// The management port (`/management/v1/health`, `/healthz`, `/readyz`, `/metrics`).
+    pub management: String,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -544,24 +567,34 @@ impl Watch {
     /// Like [`Watch::start`], with extra environment variables (and `OFCTL_LOG` from them if given).
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Watch {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let (port, management_port) = (free_port(), free_port());
         let log = dir.path().join("watch.log");
         let file = std::fs::File::create(&log).expect("log file");
         let listen = format!("127.0.0.1:{port}");
-        let mut full = vec!["watch", "--listen", &listen];
+        let management = format!("127.0.0.1:{management_port}");
+        let mut full = vec![
+            "watch",
+            "--listen",
+            &listen,
+            "--management-listen",
+            &management,
+        ];
         full.extend_from_slice(args);
         let mut child = Command::new(env!("CARGO_BIN_EXE_ofctl"))
             .args(&full)
             .env("OFCTL_LOG", "info")
+            .env("OFCTL_API_TOKEN", API_TOKEN)
             .envs(envs.iter().copied())
             .stdout(Stdio::from(file.try_clone().expect("clone")))
             .stderr(Stdio::from(file))
             .spawn()
             .expect("start ofctl watch");
         wait_for_port(port, &mut child, "ofctl watch", &log);
+        wait_for_port(management_port, &mut child, "ofctl watch", &log);
         Watch {
             child,
             api: format!("http://{listen}"),
+            management: format!("http://{management}"),
             log,
             _dir: dir,
         }
@@ -584,8 +617,17 @@ impl Watch {
         status.and_then(|s| s.code())
     }
 
+    /// GET `path` from the port that serves it: `/v1/*` from the API (with [`API_TOKEN`]),
+    /// anything else from the management port.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let resp = reqwest::get(format!("{}{path}", self.api))
+        let base = if path.starts_with("/v1/") {
+            &self.api
+        } else {
+            &self.management
+        };
+        let resp = api_client()
+            .get(format!("{base}{path}"))
+            .send()
             .await
             .expect("watch API answers");
         let status = resp.status().as_u16();

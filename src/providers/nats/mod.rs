@@ -180,7 +180,11 @@ impl NatsProvider {
                         "{subject}: no responders (is JetStream enabled on the server?)"
                     )),
                     K::TimedOut => no_answer(format!("{subject}: timed out")),
-                    K::Other => no_answer(format!("{subject}: {e}")),
+                    // async-nats 0.42 reported the two checks it now makes before sending as
+                    // `Other`; they stay on that path (same retry and reporting as before).
+                    K::InvalidSubject | K::MaxPayloadExceeded | K::Other => {
+                        no_answer(format!("{subject}: {e}"))
+                    }
                 }
             })?,
             () = dropped => return Err(no_answer(lost)),
