@@ -363,8 +363,9 @@ pub fn stale_reasons(saved: &Plan, fresh: &Plan) -> Vec<String> {
             })
         })
     };
-    if keyed(saved) != keyed(fresh) && !saved.changes.is_empty() && !fresh.changes.is_empty() {
-        let (then, now) = if keyed(saved) {
+    let (saved_keyed, fresh_keyed) = (keyed(saved), keyed(fresh));
+    if saved_keyed != fresh_keyed && !saved.changes.is_empty() && !fresh.changes.is_empty() {
+        let (then, now) = if saved_keyed {
             ("set", "is not")
         } else {
             ("not set", "is")
@@ -373,16 +374,17 @@ pub fn stale_reasons(saved: &Plan, fresh: &Plan) -> Vec<String> {
             "the plan was saved with {PLAN_KEY_ENV} {then} and it {now} set now; apply with the same {PLAN_KEY_ENV} as the plan"
         )];
     }
+    // A keyed digest also differs under another key.
+    let key_hint = if fresh_keyed {
+        format!(" (or {PLAN_KEY_ENV} is not the key the plan was saved with)")
+    } else {
+        String::new()
+    };
     let mut reasons = Vec::new();
     for address in old.keys().chain(new.keys()).collect::<BTreeSet<_>>() {
         match (old.get(address), new.get(address)) {
             (Some(o), Some(n)) => {
                 if o.live_fingerprint != n.live_fingerprint {
-                    let key_hint = if keyed(fresh) {
-                        format!(", or {PLAN_KEY_ENV} is not the key the plan was saved with")
-                    } else {
-                        String::new()
-                    };
                     reasons.push(format!(
                         "{address}: the live object changed since planning ({} → {}){key_hint}",
                         o.live_fingerprint.as_deref().unwrap_or("absent"),
@@ -390,7 +392,7 @@ pub fn stale_reasons(saved: &Plan, fresh: &Plan) -> Vec<String> {
                     ));
                 } else if o.desired_digest != n.desired_digest {
                     reasons.push(format!(
-                        "{address}: the manifest or its variables changed since planning"
+                        "{address}: the manifest or its variables changed since planning{key_hint}"
                     ));
                 } else if o.action != n.action || o.blocked != n.blocked {
                     reasons.push(format!(
