@@ -895,3 +895,117 @@ async fn connector_secrets_named_by_key_or_in_a_url_never_show() {
     let extra: Vec<String> = CONNECTOR_SECRETS.iter().map(|s| s.to_string()).collect();
     out.assert_clean(&extra);
 }
+
+/// Runs `openssl` with `args` in `dir`, failing the test with its output if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_private_ca_is_trusted_through_tls_ca_file() {
+    // A private CA and a certificate it signed for 127.0.0.1.
+    let pki = tempfile::tempdir().expect("tempdir");
+    let p = pki.path();
+    openssl(
+        p,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=ofctl test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        p,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        p.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write");
+    openssl(
+        p,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+
+    // A Pinot controller over HTTPS that has the declared schema, exactly.
+    let schema = json!({"schemaName": "devices", "dimensionFieldSpecs": [{"name": "a", "dataType": "STRING"}]});
+    let www = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(www.path().join("schemas")).expect("mkdir");
+    std::fs::write(www.path().join("schemas/devices"), schema.to_string()).expect("write");
+    let server = support::https_file_server(www, &p.join("server.pem"), &p.join("server.key"));
+
+    let m = ManifestDir::new();
+    m.write(
+        "schema.yaml",
+        &format!(
+            "apiVersion: ofctl.openframe.io/v1\nkind: PinotSchema\nmetadata:\n  name: devices\nspec: {schema}\n"
+        ),
+    );
+    let config = format!("[pinot]\nurl = \"https://127.0.0.1:{}\"\n", server.port);
+    m.write("ofctl.toml", &config);
+    let run = ofctl(&["plan", "-f", m.arg()], &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("certificate") && run.stderr.contains("[tls] ca_file"),
+        "an untrusted certificate is named, with the setting that trusts its CA: {run:?}"
+    );
+    let ca = p.join("ca.pem");
+    m.write(
+        "ofctl.toml",
+        &format!("{config}[tls]\nca_file = \"{}\"\n", ca.display()),
+    );
+    let run = ofctl(&["plan", "-f", m.arg()], &[]);
+    assert_eq!(run.code, 0, "read over HTTPS, nothing to change: {run:?}");
+    assert!(run.stdout.contains("No changes"), "{run:?}");
+}

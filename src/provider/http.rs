@@ -178,9 +178,21 @@ impl HttpClient {
             } else {
                 "request failed"
             };
+            // The causes say why (refused, a certificate the client does not trust, ...).
+            let mut detail = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                detail.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            if detail.to_ascii_lowercase().contains("certificate") {
+                detail.push_str(
+                    "; if a private CA signed the server's certificate, name it in `[tls] ca_file` of the target config",
+                );
+            }
             failed(
                 !e.is_connect(),
-                format!("{} {method} {}: {what}: {e}", self.system, redact(&url)),
+                format!("{} {method} {}: {what}: {detail}", self.system, redact(&url)),
             )
         })?;
         let status = response.status().as_u16();
