@@ -82,6 +82,26 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     Cow::Owned(mask_inline_secrets(&out).into_owned())
 }
 
+/// Whether a key's last word is `id` or `name` (`token_id`, `tokenId`, `secretName`,
+/// `aws.access.key.id`): it names or identifies a secret rather than holding one.
+fn names_an_identifier(key: &[u8]) -> bool {
+    let last = key
+        .rsplit(|b| is_key_separator(*b))
+        .next()
+        .unwrap_or_default();
+    let camel_tail = |suffix: &[u8]| {
+        last.len() > suffix.len()
+            && last.ends_with(suffix)
+            && last[last.len() - suffix.len() - 1].is_ascii_lowercase()
+    };
+    ["id", "ids", "name", "names"]
+        .iter()
+        .any(|w| last.eq_ignore_ascii_case(w.as_bytes()))
+        || [&b"Id"[..], b"ID", b"Ids", b"IDs", b"Name", b"Names"]
+            .iter()
+            .any(|s| camel_tail(s))
+}
+
 /// Parts of a key name that mark its value secret, whatever the kind. A key matches when,
 /// lower-cased and with `.`, `_`, `-` and spaces removed, it contains one of them: `password`
 /// covers `ssl.keystore.password` and `database.sslpassword`, `secret` covers
@@ -141,7 +161,7 @@ pub fn is_secret_key(key: &str) -> bool {
                     .all(|p| k.next().is_some_and(|b| b.to_ascii_lowercase() == *p))
         })
     };
-    SECRET_KEY_PARTS.iter().any(|p| contains(p.as_bytes()))
+    (SECRET_KEY_PARTS.iter().any(|p| contains(p.as_bytes())) && !names_an_identifier(key))
         || EXTRA_KEY_PARTS
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -353,6 +373,10 @@ mod tests {
             "primaryKeyColumns",
             "database.allowPublicKeyRetrieval",
             "keyName",
+            "token_id",
+            "tokenId",
+            "secretName",
+            "aws.access.key.id",
             "",
         ] {
             assert!(!is_secret_key(key), "{key}");
@@ -402,6 +426,7 @@ mod tests {
                 "sasl.jaas.config=(sensitive) required username=\"u\" password=\"(sensitive)\";",
             ),
             ("config.database.password = (sensitive)", "config.database.password = (sensitive)"),
+            ("audit: POST -> 200 token_id=default", "audit: POST -> 200 token_id=default"),
         ];
         for (input, masked) in cases {
             assert_eq!(mask_inline_secrets(input), masked, "{input}");

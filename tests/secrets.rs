@@ -1009,3 +1009,60 @@ fn a_private_ca_is_trusted_through_tls_ca_file() {
     assert_eq!(run.code, 0, "read over HTTPS, nothing to change: {run:?}");
     assert!(run.stdout.contains("No changes"), "{run:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_never_follows_a_redirect() {
+    use axum::http::HeaderMap;
+    use std::sync::{Arc, Mutex};
+    // Where a redirect would lead: it records every X-API-KEY it is sent.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let elsewhere = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let record = Arc::clone(&record);
+        async move {
+            if let Some(key) = headers.get("x-api-key") {
+                record
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(key.as_bytes()).into_owned());
+            }
+            axum::Json(json!([]))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, elsewhere).await });
+    // The configured "Tactical RMM": redirects everything there.
+    let to = target.clone();
+    let redirecting = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let location = format!("{to}{uri}");
+        async move { axum::response::Redirect::permanent(&location) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirecting).await });
+
+    let m = ManifestDir::new();
+    m.write(
+        "ofctl.toml",
+        &format!("[tactical]\nurl = \"{url}\"\napi_key = \"${{env:OFCTL_TACTICAL_API_KEY}}\"\n"),
+    )
+    .write(
+        "s.yaml",
+        &script_doc("S", "  script_body: echo\n  shell: shell"),
+    );
+    let run = ofctl(
+        &["apply", "-f", m.arg(), "--auto-approve"],
+        &[("OFCTL_TACTICAL_API_KEY", TACTICAL_API_KEY)],
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("the server redirected (308) to {target}/scripts/"))
+            && run.stderr.contains("ofctl does not follow redirects")
+            && run.stderr.contains("`[tactical] url`"),
+        "{run:?}"
+    );
+    assert!(!format!("{run:?}").contains(TACTICAL_API_KEY), "{run:?}");
+    assert!(seen.lock().unwrap().is_empty(), "the key went elsewhere");
+}
