@@ -252,19 +252,8 @@ fn fires(trigger: Trigger, before: Option<&Value>, after: Option<&Value>) -> boo
 /// against it. Without a key, a digest is a plain hash of the spec with every secret value
 /// masked (values at secret keys, URL passwords, registered secrets): a plan file then shows
 /// nothing about secrets, and a secret that changed alone does not make a saved plan stale.
-#[derive(Clone, Default)]
 pub struct Digests {
     key: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Digests {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.key.is_some() {
-            "Digests(keyed)"
-        } else {
-            "Digests(secrets masked)"
-        })
-    }
 }
 
 impl Digests {
