@@ -52,31 +52,58 @@ pub struct Observation {
     pub notes: BTreeMap<Address, Vec<String>>,
 }
 
+/// Makes the provider of a system from the target config: [`crate::registry::build`], or a
+/// test double.
+pub type ProviderBuilder =
+    Arc<dyn Fn(System, &TargetConfig) -> Result<Arc<dyn Provider>, ConfigError> + Send + Sync>;
+
+/// Runs the flow for one target config. Cloning is cheap and shares the providers, so their
+/// connections: watch mode keeps one engine per tenant across passes, and its API requests
+/// use clones of it instead of connecting anew.
+#[derive(Clone)]
 pub struct Engine {
     pub config: TargetConfig,
-    providers: BTreeMap<System, Arc<dyn Provider>>,
+    build: ProviderBuilder,
+    providers: Arc<std::sync::Mutex<BTreeMap<System, Arc<dyn Provider>>>>,
 }
 
 impl Engine {
     pub fn new(config: TargetConfig) -> Self {
+        Self::with_builder(config, Arc::new(crate::registry::build))
+    }
+
+    /// An engine whose providers come from `build` (tests inject doubles here).
+    pub fn with_builder(config: TargetConfig, build: ProviderBuilder) -> Self {
         Self {
             config,
-            providers: BTreeMap::new(),
+            build,
+            providers: Default::default(),
         }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<System, Arc<dyn Provider>>> {
+        self.providers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The provider for `system`, connecting lazily from the target config.
     fn provider(&mut self, system: System) -> Result<Arc<dyn Provider>, EngineError> {
-        if let Some(p) = self.providers.get(&system) {
+        let mut cache = self.cache();
+        if let Some(p) = cache.get(&system) {
             return Ok(Arc::clone(p));
         }
-        let p = crate::registry::build(system, &self.config)?;
-        self.providers.insert(system, Arc::clone(&p));
+        let p = (self.build)(system, &self.config)?;
+        cache.insert(system, Arc::clone(&p));
         Ok(p)
     }
 
+    /// The provider of a resource's kind (the kind was validated when the manifest loaded).
+    fn provider_of(&mut self, kind: &str) -> Result<Arc<dyn Provider>, EngineError> {
+        let info = crate::registry::kind_info(kind).expect("validated kind");
+        self.provider(info.system)
+    }
+
     pub fn requests(&self) -> RequestReport {
-        self.providers
+        self.cache()
             .iter()
             .map(|(s, p)| (*s, p.requests()))
             .collect()
@@ -192,15 +219,10 @@ impl Engine {
         for r in &manifest.resources {
             let spec = &desired[&r.address];
             let mut deps = r.depends_on.clone();
-            if let Ok(p) = self.provider(
-                crate::registry::kind_info(&r.address.kind)
-                    .map(|k| k.system)
-                    .unwrap_or(System::Nats),
-            ) {
-                for d in p.dependencies(&r.address.kind, &r.address.name, spec) {
-                    if desired.contains_key(&d) && !deps.contains(&d) {
-                        deps.push(d);
-                    }
+            let provider = self.provider_of(&r.address.kind)?;
+            for d in provider.dependencies(&r.address.kind, &r.address.name, spec) {
+                if desired.contains_key(&d) && !deps.contains(&d) {
+                    deps.push(d);
                 }
             }
             depends_on.insert(r.address.clone(), deps);
@@ -411,4 +433,258 @@ pub fn stale_reasons(saved: &Plan, fresh: &Plan) -> Vec<String> {
         }
     }
     reasons
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine alone, with an in-memory NATS provider: ordering, retries, refusals and
+    //! staleness without a server.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use serde_json::json;
+
+    use super::*;
+    use crate::apply::Status;
+    use crate::provider::{OpAction, Operation, RequestCount, RequestCounter};
+    use crate::resource::Resource;
+
+    const KIND: &str = "NatsStream";
+
+    /// Streams in a map; the first `transient_failures` writes fail as a dropped connection.
+    #[derive(Default)]
+    struct Streams {
+        live: Mutex<BTreeMap<String, Value>>,
+        writes: Mutex<Vec<String>>,
+        transient_failures: AtomicUsize,
+        counter: RequestCounter,
+    }
+
+    #[async_trait]
+    impl Provider for Streams {
+        fn system(&self) -> System {
+            System::Nats
+        }
+
+        async fn read(
+            &self,
+            _kind: &str,
+            scope: ReadScope<'_>,
+        ) -> Result<Vec<Observed>, ProviderError> {
+            self.counter.read();
+            let live = self.live.lock().unwrap();
+            Ok(live
+                .iter()
+                .filter(|(name, _)| scope.all || scope.names.contains(name))
+                .map(|(name, spec)| Observed {
+                    name: name.clone(),
+                    spec: spec.clone(),
+                    managed: true,
+                    notes: Vec::new(),
+                })
+                .collect())
+        }
+
+        fn dependencies(&self, _kind: &str, _name: &str, spec: &Value) -> Vec<Address> {
+            spec["after"]
+                .as_str()
+                .map(|n| vec![Address::new(KIND, n)])
+                .unwrap_or_default()
+        }
+
+        async fn apply(&self, op: Operation<'_>) -> Result<(), ProviderError> {
+            self.counter.write();
+            let left = self.transient_failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.transient_failures.store(left - 1, Ordering::SeqCst);
+                return Err(ProviderError::transient("connection reset"));
+            }
+            let mut live = self.live.lock().unwrap();
+            match op.action {
+                OpAction::Create | OpAction::Update => {
+                    live.insert(op.name.to_string(), op.desired.unwrap().clone());
+                }
+                OpAction::Delete => {
+                    live.remove(op.name);
+                }
+            }
+            self.writes
+                .lock()
+                .unwrap()
+                .push(format!("{:?} {}", op.action, op.name));
+            Ok(())
+        }
+
+        fn requests(&self) -> RequestCount {
+            self.counter.snapshot()
+        }
+    }
+
+    fn engine(streams: &Arc<Streams>) -> Engine {
+        let provider = Arc::clone(streams);
+        Engine::with_builder(
+            TargetConfig::default(),
+            Arc::new(move |_, _| Ok(Arc::clone(&provider) as Arc<dyn Provider>)),
+        )
+    }
+
+    fn manifest(specs: &[(&str, Value)]) -> Manifest {
+        Manifest {
+            dir: PathBuf::from("m"),
+            resources: specs
+                .iter()
+                .enumerate()
+                .map(|(i, (name, spec))| Resource {
+                    address: Address::new(KIND, *name),
+                    labels: Default::default(),
+                    annotations: Default::default(),
+                    spec: spec.clone(),
+                    depends_on: Vec::new(),
+                    source: Span {
+                        file: PathBuf::from("m/streams.yaml"),
+                        line: 1 + 5 * i,
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    fn options() -> ApplyOptions {
+        ApplyOptions {
+            retry_base: std::time::Duration::from_millis(1),
+            ..Default::default()
+        }
+    }
+
+    async fn plan_of(engine: &mut Engine, m: Manifest, o: &PlanOptions) -> (Observation, Plan) {
+        let obs = engine.observe(m, o.prune).await.unwrap();
+        let plan = engine.plan(&obs, o, None).unwrap();
+        (obs, plan)
+    }
+
+    #[tokio::test]
+    async fn creates_follow_dependencies_and_a_second_plan_is_a_noop() {
+        let streams = Arc::new(Streams::default());
+        let mut e = engine(&streams);
+        let m = || {
+            manifest(&[
+                ("a", json!({"subjects": ["a"], "after": "b"})),
+                ("b", json!({"subjects": ["b"], "after": "c"})),
+                ("c", json!({"subjects": ["c"]})),
+            ])
+        };
+        let (obs, plan) = plan_of(&mut e, m(), &PlanOptions::default()).await;
+        assert_eq!(plan.summary.create, 3);
+        let pending: Vec<Change> = plan.pending().cloned().collect();
+        let report = e.apply(&pending, &obs, &options(), &|_| {}).await.unwrap();
+        assert!(report.outcomes.iter().all(|o| o.status == Status::Done));
+        assert_eq!(
+            *streams.writes.lock().unwrap(),
+            ["Create c", "Create b", "Create a"]
+        );
+        let (_, again) = plan_of(&mut e, m(), &PlanOptions::default()).await;
+        assert_eq!(again.pending().count(), 0);
+        // The engine's clones share its providers: one read per kind and pass, counted once.
+        let clone = e.clone();
+        assert_eq!(clone.requests(), e.requests());
+        assert_eq!(e.requests()[&System::Nats].writes, 3);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_until_the_attempts_run_out() {
+        let streams = Arc::new(Streams::default());
+        streams.transient_failures.store(2, Ordering::SeqCst);
+        let mut e = engine(&streams);
+        let (obs, plan) = plan_of(
+            &mut e,
+            manifest(&[("a", json!({"subjects": ["a"]}))]),
+            &PlanOptions::default(),
+        )
+        .await;
+        let pending: Vec<Change> = plan.pending().cloned().collect();
+        let report = e.apply(&pending, &obs, &options(), &|_| {}).await.unwrap();
+        assert_eq!(report.outcomes[0].status, Status::Done);
+        assert_eq!(report.outcomes[0].attempts, 3);
+
+        streams.transient_failures.store(100, Ordering::SeqCst);
+        let (obs, plan) = plan_of(
+            &mut e,
+            manifest(&[("b", json!({"subjects": ["b"]}))]),
+            &PlanOptions::default(),
+        )
+        .await;
+        let pending: Vec<Change> = plan.pending().cloned().collect();
+        let limited = ApplyOptions {
+            max_attempts: 4,
+            ..options()
+        };
+        let report = e.apply(&pending, &obs, &limited, &|_| {}).await.unwrap();
+        assert!(
+            matches!(&report.outcomes[0].status, Status::Failed(m) if m.contains("connection reset"))
+        );
+        assert_eq!(report.outcomes[0].attempts, 4);
+        assert!(!streams.live.lock().unwrap().contains_key("b"));
+    }
+
+    #[tokio::test]
+    async fn a_replace_is_refused_unless_allowed_and_prune_takes_only_what_left() {
+        let streams = Arc::new(Streams::default());
+        streams.live.lock().unwrap().extend([
+            (
+                "a".to_string(),
+                json!({"subjects": ["a"], "storage": "file"}),
+            ),
+            ("gone".to_string(), json!({"subjects": ["g"]})),
+        ]);
+        let mut e = engine(&streams);
+        let m = || manifest(&[("a", json!({"subjects": ["a"], "storage": "memory"}))]);
+        let (_, plan) = plan_of(&mut e, m(), &PlanOptions::default()).await;
+        let a = &plan.changes[0];
+        assert_eq!(a.action, Action::Replace);
+        assert!(a.reasons[0].contains("storage type"), "{a:?}");
+        assert!(
+            a.blocked.as_deref().unwrap().contains("--allow-replace"),
+            "{a:?}"
+        );
+        assert_eq!(plan.changes.len(), 1, "no delete without prune");
+
+        let o = PlanOptions {
+            prune: true,
+            allow_replace: true,
+        };
+        let (_, plan) = plan_of(&mut e, m(), &o).await;
+        let actions: Vec<_> = plan
+            .changes
+            .iter()
+            .map(|c| (c.address.name.as_str(), c.action, c.blocked.is_some()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("a", Action::Replace, false),
+                ("gone", Action::Delete, false)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_saved_plan_goes_stale_when_live_state_moves() {
+        let streams = Arc::new(Streams::default());
+        let mut e = engine(&streams);
+        let m = || manifest(&[("a", json!({"subjects": ["a"]}))]);
+        let (_, saved) = plan_of(&mut e, m(), &PlanOptions::default()).await;
+        let (_, fresh) = plan_of(&mut e, m(), &PlanOptions::default()).await;
+        assert!(stale_reasons(&saved, &fresh).is_empty());
+        streams
+            .live
+            .lock()
+            .unwrap()
+            .insert("a".into(), json!({"subjects": ["x"]}));
+        let (_, fresh) = plan_of(&mut e, m(), &PlanOptions::default()).await;
+        let reasons = stale_reasons(&saved, &fresh);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("NatsStream/a"), "{reasons:?}");
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod nats_client;
+pub mod shared;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

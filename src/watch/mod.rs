@@ -146,6 +146,8 @@ pub struct TenantView {
     /// The last manifest that validated (none before the first good load).
     pub manifest: Option<Manifest>,
     pub locks: Option<Locks>,
+    /// A clone of the loop's engine: API requests reuse its connections.
+    pub engine: Engine,
 }
 
 impl TenantHandle {
@@ -292,6 +294,7 @@ impl TenantLoop {
             manifest_dir: self.target.dir.clone(),
             manifest: self.manifest.clone(),
             locks: self.locks.clone(),
+            engine: self.engine.clone(),
         });
         if let Some(manifest) = self.manifest.clone() {
             let handle = Arc::clone(&self.handle);
@@ -728,6 +731,7 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
                 ..Default::default()
             },
         );
+        let engine = Engine::new(config.clone());
         let handle = Arc::new(TenantHandle {
             id: id.clone(),
             view: std::sync::RwLock::new(TenantView {
@@ -735,6 +739,7 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
                 manifest_dir: target.dir.clone(),
                 manifest: None,
                 locks: None,
+                engine: engine.clone(),
             }),
             gate: Default::default(),
         });
@@ -748,7 +753,7 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
             target: target.clone(),
             shared: Arc::clone(&shared),
             handle,
-            engine: Engine::new(config.clone()),
+            engine,
             config,
             manifest: None,
             locks: None,

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::{apply_changes, policy_of, DriftPolicy, Shared, TenantHandle, TenantView};
 use crate::apply::Status;
-use crate::engine::{Engine, EngineError};
+use crate::engine::EngineError;
 use crate::manifest::Manifest;
 use crate::plan::{Action, PlanOptions};
 use crate::providers::mongo;
@@ -127,7 +127,7 @@ fn tool_json(id: &str, spec: &Value) -> Value {
 }
 
 async fn live_tools(view: &TenantView) -> Result<Vec<(String, Value)>, ApiError> {
-    let mut engine = Engine::new(view.config.clone());
+    let mut engine = view.engine.clone();
     Ok(engine
         .read_all(&[mongo::TOOL.to_string()])
         .await
@@ -311,7 +311,7 @@ async fn plan_and_apply(
     handle: &TenantHandle,
     resources: Vec<Resource>,
 ) -> Result<Vec<ChangeResult>, ApiError> {
-    let mut engine = Engine::new(view.config.clone());
+    let mut engine = view.engine.clone();
     let manifest = Manifest {
         dir: view.manifest_dir.clone(),
         resources,

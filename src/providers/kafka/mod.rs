@@ -90,19 +90,25 @@ fn code_error(what: &str, code: RDKafkaErrorCode) -> ProviderError {
 
 impl KafkaProvider {
     pub fn new(brokers: &str) -> Result<Self, ProviderError> {
-        let admin = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("client.id", "ofctl")
-            // With sparse connections (the default) librdkafka connects to the brokers a
-            // metadata answer names only when a request needs one, and one of a new client's
-            // first two requests then waited ~50 ms (measured against noida-db: 1-8 ms without).
-            // An admin client talks to the brokers anyway.
-            .set("enable.sparse.connections", "false")
-            .create()
-            .map_err(|e| ProviderError::permanent(format!("kafka: cannot create a client: {e}")))?;
+        // One admin client (and its librdkafka threads) per broker list in the process, shared
+        // by every tenant that uses those brokers.
+        let admin = crate::provider::shared::get_or_make(brokers, || {
+            ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .set("client.id", "ofctl")
+                // With sparse connections (the default) librdkafka connects to the brokers a
+                // metadata answer names only when a request needs one, and one of a new
+                // client's first two requests then waited ~50 ms (measured against noida-db:
+                // 1-8 ms without). An admin client talks to the brokers anyway.
+                .set("enable.sparse.connections", "false")
+                .create::<AdminClient<DefaultClientContext>>()
+                .map_err(|e| {
+                    ProviderError::permanent(format!("kafka: cannot create a client: {e}"))
+                })
+        })?;
         Ok(Self {
             brokers: brokers.to_string(),
-            admin: Arc::new(admin),
+            admin,
             counter: RequestCounter::default(),
         })
     }

@@ -14,6 +14,7 @@ pub use document::{publish_attempts, publish_retryable};
 mod publish;
 pub mod tools;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +27,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::TargetConfig;
 use crate::kind::{Compare, KindInfo, System};
+use crate::provider::shared;
 use crate::provider::{
     OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
 };
@@ -120,10 +122,12 @@ pub fn expand(resource: &Resource) -> Result<Vec<Resource>, (String, String)> {
 pub struct MongoProvider {
     uri: String,
     database: Option<String>,
-    db: OnceCell<Database>,
+    /// Shared with every provider of the process that uses the same URI and database.
+    db: Arc<OnceCell<Database>>,
     /// NATS URL for publishing, or why there is none (only an error when a publish is due).
     nats_url: Result<String, String>,
-    nats: OnceCell<async_nats::jetstream::Context>,
+    /// Shared like `db`, per NATS URL.
+    nats: Arc<OnceCell<async_nats::jetstream::Context>>,
     /// The platform's encryption settings, or why they are unusable (only an error when a
     /// registration secret must be created).
     encryption: Result<EncryptionKey, String>,
@@ -206,12 +210,15 @@ impl MongoProvider {
             Some(Err(e)) => Err(e.to_string()),
             Some(Ok((password, salt))) => EncryptionKey::derive(&password, &salt).map_err(|e| e.to_string()),
         };
+        let database = config.mongo_database();
+        let db = shared::lazy(&format!("{uri}#{}", database.as_deref().unwrap_or("")));
+        let nats = shared::lazy(nats_url.as_deref().unwrap_or(""));
         Self {
             uri,
-            database: config.mongo_database(),
-            db: OnceCell::new(),
+            database,
+            db,
             nats_url,
-            nats: OnceCell::new(),
+            nats,
             encryption,
             max_publish_attempts: i64::from(config.jobs().publish_fallback.max_attempts),
             counter: RequestCounter::default(),

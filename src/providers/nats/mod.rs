@@ -6,6 +6,7 @@
 
 mod normalize;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -102,15 +103,18 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
 
 pub struct NatsProvider {
     url: String,
-    client: OnceCell<async_nats::Client>,
+    /// Shared with every provider of the process that uses the same URL.
+    client: Arc<OnceCell<async_nats::Client>>,
     counter: RequestCounter,
 }
 
 impl NatsProvider {
     pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
+        let client = crate::provider::shared::lazy(&url);
         Self {
-            url: url.into(),
-            client: OnceCell::new(),
+            url,
+            client,
             counter: RequestCounter::default(),
         }
     }
