@@ -147,21 +147,29 @@ pub fn add_secret_keys<'a>(keys: impl IntoIterator<Item = &'a str>) {
     }
 }
 
-/// True when a key of this name holds a secret (see [`SECRET_KEY_PARTS`]). Allocation-free:
-/// asked for every node of every spec.
+/// True when a key of this name holds a secret (see [`SECRET_KEY_PARTS`]). Asked for every
+/// node of every spec: keys up to 128 bytes are normalized on the stack.
 pub fn is_secret_key(key: &str) -> bool {
-    let key = key.as_bytes();
-    // Whether `part` (lower case, no separators) occurs in `key`, skipping separators.
-    let contains = |part: &[u8]| {
-        (0..key.len()).any(|start| {
-            let mut k = key[start..].iter().filter(|b| !is_key_separator(**b));
-            !is_key_separator(key[start])
-                && part
-                    .iter()
-                    .all(|p| k.next().is_some_and(|b| b.to_ascii_lowercase() == *p))
-        })
+    let mut stack = [0u8; 128];
+    let mut heap = Vec::new();
+    let normalized = key
+        .bytes()
+        .filter(|b| !is_key_separator(*b))
+        .map(|b| b.to_ascii_lowercase());
+    let norm: &[u8] = if key.len() <= stack.len() {
+        let mut len = 0;
+        for b in normalized {
+            stack[len] = b;
+            len += 1;
+        }
+        &stack[..len]
+    } else {
+        heap.extend(normalized);
+        &heap
     };
-    (SECRET_KEY_PARTS.iter().any(|p| contains(p.as_bytes())) && !names_an_identifier(key))
+    let contains = |part: &[u8]| norm.windows(part.len()).any(|w| w == part);
+    (SECRET_KEY_PARTS.iter().any(|p| contains(p.as_bytes()))
+        && !names_an_identifier(key.as_bytes()))
         || EXTRA_KEY_PARTS
             .read()
             .unwrap_or_else(|e| e.into_inner())

@@ -637,7 +637,15 @@ const API_TOKEN: &str = "api-T0KEN-Qz9D";
 const AWS_SECRET: &str = "aws-S3CRET-Qz9E";
 const KEYSTORE_PASSWORD: &str = "ks-PASS-Qz9F";
 const JDBC_PASSWORD: &str = "jdbc-PW-Qz9G";
-const CONNECTOR_SECRETS: [&str; 4] = [API_TOKEN, AWS_SECRET, KEYSTORE_PASSWORD, JDBC_PASSWORD];
+/// At a key only `[redact] extra_keys` names.
+const VAULT_REF: &str = "vault-REF-Qz9K";
+const CONNECTOR_SECRETS: [&str; 5] = [
+    API_TOKEN,
+    AWS_SECRET,
+    KEYSTORE_PASSWORD,
+    JDBC_PASSWORD,
+    VAULT_REF,
+];
 
 /// An integrated tool whose Debezium connector holds those secrets (the token from the
 /// environment, the others written out, as a careless manifest would).
@@ -668,6 +676,7 @@ spec:
           aws.secret.access.key: {AWS_SECRET}
           ssl.keystore.password: {KEYSTORE_PASSWORD}
           connection.url: "jdbc:postgresql://db:5432/app?user=app&password={JDBC_PASSWORD}&ssl=true"
+          transforms.vault.ref: {VAULT_REF}
 "#
     )
 }
@@ -699,7 +708,7 @@ async fn connector_secrets_named_by_key_or_in_a_url_never_show() {
     m.write(
         "ofctl.toml",
         &format!(
-            "tenant = \"t1\"\n[mongo]\nuri = \"{mongo_uri}\"\n[connect]\nurl = \"{}\"\n[api]\nallow_unauthenticated = true\n",
+            "tenant = \"t1\"\n[mongo]\nuri = \"{mongo_uri}\"\n[connect]\nurl = \"{}\"\n[api]\nallow_unauthenticated = true\n[redact]\nextra_keys = [\"vault.ref\"]\n",
             sb.connect_url
         ),
     )
@@ -802,6 +811,7 @@ async fn connector_secrets_named_by_key_or_in_a_url_never_show() {
         .await
         .expect("JSON");
     assert_eq!(live["some.api.token"], API_TOKEN);
+    assert_eq!(live["transforms.vault.ref"], VAULT_REF);
     assert!(live["connection.url"]
         .as_str()
         .is_some_and(|u| u.contains(JDBC_PASSWORD)));
