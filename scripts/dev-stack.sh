@@ -81,6 +81,7 @@ install_set() {  # install_set core|kafka|connect: each set includes the previou
   # Debian's redis package does not start a server in a container; we only want binaries.
   [[ -x /usr/bin/redis-server && -x /usr/bin/redis-cli ]] || apt+=(redis-server redis-tools)
   have curl || apt+=(curl)  # readiness probes
+  have openssl || apt+=(openssl)  # the rediss:// test makes its CA and server certificate
   # Building ofctl itself: rdkafka compiles its bundled librdkafka with CMake (cmake-build).
   have cmake || apt+=(cmake)
   have make || apt+=(make)

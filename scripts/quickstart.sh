@@ -23,3 +23,4 @@ set -e
 "$OFCTL_BIN" apply -f desired-state --auto-approve
 "$OFCTL_BIN" plan -f desired-state
 echo "The stack is still running: 'scripts/dev-stack.sh env' prints its endpoints, 'scripts/dev-stack.sh down' stops it."
+echo "Shell completion: 'mkdir -p ~/.local/share/bash-completion/completions && $OFCTL_BIN completions bash > ~/.local/share/bash-completion/completions/ofctl' (zsh, fish and man pages: README, 'Shell completions, man pages, logs and colour')."

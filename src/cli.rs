@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::apply::{ApplyOptions, ApplyReport, Outcome, Status};
 use crate::config::TargetConfig;
@@ -18,6 +19,7 @@ use crate::manifest::{self, Manifest};
 use crate::plan::render::{render, render_drift, Format};
 use crate::plan::{Plan, PlanOptions};
 use crate::redact::redact;
+use crate::resource::Address;
 
 /// Exit code for "the plan has changes" (Terraform's -detailed-exitcode convention).
 const EXIT_CHANGES: u8 = 2;
@@ -32,6 +34,18 @@ struct Cli {
     /// Log filter (error, warn, info, debug, trace or a tracing directive).
     #[arg(long, global = true, env = "OFCTL_LOG", default_value = "warn")]
     log_level: String,
+    /// Log lines as text for people, or as JSON objects one per line for log shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "OFCTL_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// Colour in plans and logs: auto colours a terminal unless NO_COLOR is set.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    color: ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,6 +66,64 @@ enum Command {
     Export(ExportArgs),
     /// Serve API-faithful emulators of the Pinot controller, Kafka Connect and Tactical RMM.
     Sandbox(SandboxArgs),
+    /// Print the shell completion script for SHELL to stdout.
+    Completions(CompletionsArgs),
+    /// Write the man pages (ofctl.1 and one per command, e.g. ofctl-plan.1) into a folder.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour a stream: `auto` colours a terminal unless `NO_COLOR` is set to a
+    /// non-empty value (no-color.org); the flag given explicitly wins over `NO_COLOR`.
+    fn paints(self, terminal: bool) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
+}
+
+/// The global output choices every command honours.
+#[derive(Debug, Clone, Copy)]
+struct Ui {
+    log_format: LogFormat,
+    color: ColorChoice,
+}
+
+impl Ui {
+    fn stdout_color(self) -> bool {
+        self.color.paints(std::io::stdout().is_terminal())
+    }
+}
+
+#[derive(Args, Debug)]
+struct CompletionsArgs {
+    /// The shell to complete for (bash, zsh, fish, elvish or powershell).
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+struct ManArgs {
+    /// Folder to write the pages into (created if missing), e.g. ~/.local/share/man/man1.
+    #[arg(short = 'o', long = "out", value_name = "DIR")]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -151,6 +223,42 @@ struct ChangeOptions {
     /// Allow changes that delete and recreate objects (they lose data).
     #[arg(long)]
     allow_replace: bool,
+    /// With --prune: also prune a system for which the manifest declares nothing (refused by
+    /// default, since an emptied or half-synced folder looks just like that).
+    #[arg(long, requires = "prune")]
+    allow_empty: bool,
+    /// With --prune: refuse a prune of more objects than N [default: `[watch] max_deletes`
+    /// of the target config, 3 unless set].
+    #[arg(long, value_name = "N", requires = "prune")]
+    max_deletes: Option<usize>,
+    /// Plan only this resource and what it depends on (Kind/name as the plan prints it;
+    /// repeatable). With --prune, only a targeted object is ever deleted.
+    #[arg(long = "target", value_name = "KIND/NAME", value_parser = parse_address)]
+    targets: Vec<Address>,
+}
+
+impl ChangeOptions {
+    fn plan_options(&self, config: &crate::config::TargetConfig) -> PlanOptions {
+        PlanOptions {
+            prune: self.prune,
+            allow_replace: self.allow_replace,
+            allow_empty: self.allow_empty,
+            max_deletes: Some(self.max_deletes.unwrap_or(config.watch().max_deletes)),
+            targets: self.targets(),
+        }
+    }
+
+    /// `--target` values, sorted and each once.
+    fn targets(&self) -> Vec<Address> {
+        let mut targets = self.targets.clone();
+        targets.sort();
+        targets.dedup();
+        targets
+    }
+}
+
+fn parse_address(s: &str) -> Result<Address, String> {
+    Address::parse(s).ok_or_else(|| format!("`{s}` is not Kind/name (e.g. NatsStream/ORDERS)"))
 }
 
 #[derive(Args, Debug)]
@@ -187,9 +295,37 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
 }
 
+/// `--color` as given on the command line, read before clap parses it: clap prints help and
+/// usage errors while parsing, and they follow the flag too (`NO_COLOR` they honour already).
+fn color_arg() -> Option<clap::ColorChoice> {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map_while(|a| a.into_string().ok())
+        .take_while(|a| a != "--")
+        .collect();
+    let value = args.iter().enumerate().rev().find_map(|(i, a)| {
+        a.strip_prefix("--color=")
+            .or_else(|| (a == "--color").then(|| args.get(i + 1).map(String::as_str))?)
+    })?;
+    Some(match ColorChoice::from_str(value, true).ok()? {
+        ColorChoice::Auto => clap::ColorChoice::Auto,
+        ColorChoice::Always => clap::ColorChoice::Always,
+        ColorChoice::Never => clap::ColorChoice::Never,
+    })
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    let mut command = Cli::command();
+    if let Some(choice) = color_arg() {
+        command = command.color(choice);
+    }
+    let cli = Cli::from_arg_matches(&command.get_matches())
+        .unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    let ui = Ui {
+        log_format: cli.log_format,
+        color: cli.color,
+    };
+    init_logging(&cli.log_level, ui);
     // A panic message may hold a value the panicking code was handling: mask it like any other
     // output (the location and the message, redacted; no backtrace, which has no values).
     std::panic::set_hook(Box::new(|info| {
@@ -205,16 +341,21 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, ui)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{}", redact(&format!("error: {e:#}")));
+            match ui.log_format {
+                LogFormat::Text => eprintln!("{}", redact(&format!("error: {e:#}"))),
+                // A log shipper reads stderr: the error is one more JSON line (redacted by
+                // the log writer).
+                LogFormat::Json => tracing::error!("{e:#}"),
+            }
             ExitCode::from(1)
         }
     }
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, ui: Ui) {
     // The NATS client logs every (re)connect at info; that is noise in ofctl's own info log.
     // Audit lines and where watch listens are shown at any level unless the filter names
     // their targets (e.g. `warn,ofctl::audit=off`).
@@ -224,24 +365,54 @@ fn init_logging(filter: &str) {
         crate::watch::SERVE_TARGET
     ))
     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| crate::redact::RedactingWriter)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_target(false);
+    let _ = match ui.log_format {
+        LogFormat::Text => builder
+            .with_writer(|| crate::redact::RedactingWriter)
+            .with_ansi(ui.color.paints(std::io::stderr().is_terminal()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_writer(|| crate::redact::RedactingJsonWriter)
+            .with_ansi(false)
+            .try_init(),
+    };
 }
 
-async fn run(command: Command) -> anyhow::Result<u8> {
+async fn run(command: Command, ui: Ui) -> anyhow::Result<u8> {
     match command {
         Command::Validate(inputs) => validate(&inputs),
-        Command::Plan(args) => plan(args).await,
-        Command::Apply(args) => apply(args).await,
-        Command::Drift(args) => drift(args).await,
-        Command::Watch(args) => watch(args).await,
-        Command::Sandbox(args) => sandbox(args).await,
+        Command::Plan(args) => plan(args, ui).await,
+        Command::Apply(args) => apply(args, ui).await,
+        Command::Drift(args) => drift(args, ui).await,
+        Command::Watch(args) => watch(args, ui).await,
+        Command::Sandbox(args) => sandbox(args, ui).await,
         Command::Export(args) => export(args).await,
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "ofctl",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Man(args) => man(&args),
     }
+}
+
+fn man(args: &ManArgs) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create the man page folder {}", args.out.display()))?;
+    clap_mangen::generate_to(Cli::command(), &args.out)
+        .with_context(|| format!("cannot write man pages into {}", args.out.display()))?;
+    eprintln!(
+        "Wrote the ofctl man pages into {}; `man ofctl` finds them when that folder is the man1 folder of a MANPATH entry (e.g. ~/.local/share/man/man1).",
+        args.out.display()
+    );
+    Ok(0)
 }
 
 fn manifest_dir(inputs: &Inputs) -> PathBuf {
@@ -294,10 +465,6 @@ fn validate(inputs: &Inputs) -> anyhow::Result<u8> {
     })
 }
 
-fn stdout_color() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-}
-
 async fn observe(
     engine: &mut Engine,
     manifest: Manifest,
@@ -313,16 +480,13 @@ async fn observe(
     Ok(obs)
 }
 
-async fn plan(args: PlanArgs) -> anyhow::Result<u8> {
+async fn plan(args: PlanArgs, ui: Ui) -> anyhow::Result<u8> {
     let Some((config, manifest)) = load(&args.inputs)? else {
         return Ok(1);
     };
     let config_path = config.path.clone();
+    let options = args.changes.plan_options(&config);
     let mut engine = Engine::new(config);
-    let options = PlanOptions {
-        prune: args.changes.prune,
-        allow_replace: args.changes.allow_replace,
-    };
     let obs = observe(&mut engine, manifest, options.prune).await?;
     let plan = engine.plan(&obs, &options, config_path)?;
     print!(
@@ -330,7 +494,7 @@ async fn plan(args: PlanArgs) -> anyhow::Result<u8> {
         render(
             &plan,
             args.format,
-            stdout_color() && args.format == Format::Text
+            ui.stdout_color() && args.format == Format::Text
         )
     );
     if let Some(out) = &args.out {
@@ -350,7 +514,7 @@ async fn plan(args: PlanArgs) -> anyhow::Result<u8> {
     })
 }
 
-async fn drift(args: DriftArgs) -> anyhow::Result<u8> {
+async fn drift(args: DriftArgs, ui: Ui) -> anyhow::Result<u8> {
     let Some((config, manifest)) = load(&args.inputs)? else {
         return Ok(1);
     };
@@ -363,7 +527,7 @@ async fn drift(args: DriftArgs) -> anyhow::Result<u8> {
         render_drift(
             &plan,
             args.format,
-            stdout_color() && args.format == Format::Text
+            ui.stdout_color() && args.format == Format::Text
         )
     );
     Ok(if plan.summary.pending() > 0 {
@@ -373,7 +537,7 @@ async fn drift(args: DriftArgs) -> anyhow::Result<u8> {
     })
 }
 
-async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+async fn watch(args: WatchArgs, ui: Ui) -> anyhow::Result<u8> {
     if args.config.is_some() && args.dirs.len() > 1 {
         bail!("-c applies to one manifest folder; with several -f, each folder needs its own ofctl.toml");
     }
@@ -387,7 +551,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         .collect();
     let shared = Arc::new(crate::watch::Shared::default());
     let token = shared.shutdown.clone();
-    let cancel = cancel_on_signal();
+    let cancel = cancel_on_signal(ui);
     tokio::spawn(async move {
         while !cancel.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -404,7 +568,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         shared,
     )
     .await?;
-    eprintln!("ofctl watch: stopped");
+    notice(ui, "ofctl watch: stopped");
     Ok(0)
 }
 
@@ -451,7 +615,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
+async fn sandbox(args: SandboxArgs, ui: Ui) -> anyhow::Result<u8> {
     crate::redact::register(&args.tactical_api_key);
     let sandbox = crate::sandbox::start(crate::sandbox::SandboxOptions {
         pinot: args.pinot,
@@ -472,7 +636,7 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
     println!("pinot controller  {}", sandbox.pinot_url);
     println!("kafka connect     {}", sandbox.connect_url);
     println!("tactical rmm      {}", sandbox.tactical_url);
-    let stop = cancel_on_signal();
+    let stop = cancel_on_signal(ui);
     while !stop.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -493,8 +657,18 @@ fn confirm() -> anyhow::Result<bool> {
     Ok(answer.trim() == "yes")
 }
 
+/// A line about the process itself (interrupted, stopped) on stderr; with JSON logs it is one
+/// more JSON line, so a log shipper reads nothing else. Shown at any log level, like the line
+/// saying where watch listens.
+fn notice(ui: Ui, text: &str) {
+    match ui.log_format {
+        LogFormat::Text => eprintln!("{text}"),
+        LogFormat::Json => tracing::info!(target: crate::watch::SERVE_TARGET, "{text}"),
+    }
+}
+
 /// Stops new changes from starting on SIGINT or SIGTERM; running ones finish.
-fn cancel_on_signal() -> Arc<AtomicBool> {
+fn cancel_on_signal(ui: Ui) -> Arc<AtomicBool> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
     tokio::spawn(async move {
@@ -517,7 +691,10 @@ fn cancel_on_signal() -> Arc<AtomicBool> {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("interrupted: finishing work in flight, starting nothing new");
+        notice(
+            ui,
+            "interrupted: finishing work in flight, starting nothing new",
+        );
         flag.store(true, Ordering::SeqCst);
     });
     cancel
@@ -540,6 +717,46 @@ fn print_outcome(o: &Outcome) {
         Status::NotAttempted(why) => format!("  - {} {verb} not attempted: {why}", o.address),
     };
     eprintln!("{}", redact(&line));
+}
+
+/// How long an apply runs before its progress line appears.
+const PROGRESS_AFTER: Duration = Duration::from_secs(1);
+
+/// The "Applying: 3/10 changes done" line at the bottom of stderr while an apply runs: only
+/// when stderr is a terminal and logs are text, and only once the apply has taken
+/// [`PROGRESS_AFTER`]. The per-change lines print above it.
+struct Progress {
+    bar: ProgressBar,
+    reveal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(changes: usize, ui: Ui) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(changes as u64), ProgressDrawTarget::hidden());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} Applying: {pos}/{len} changes done, {elapsed} elapsed",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        let shown = ui.log_format == LogFormat::Text && std::io::stderr().is_terminal();
+        let reveal = shown.then(|| {
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(PROGRESS_AFTER).await;
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+                bar.enable_steady_tick(Duration::from_millis(100));
+            })
+        });
+        Self { bar, reveal }
+    }
+
+    fn finish(self) {
+        if let Some(reveal) = self.reveal {
+            reveal.abort();
+        }
+        self.bar.finish_and_clear();
+    }
 }
 
 fn summarize(report: &ApplyReport) -> u8 {
@@ -571,25 +788,30 @@ fn summarize(report: &ApplyReport) -> u8 {
     1
 }
 
-async fn apply(args: ApplyArgs) -> anyhow::Result<u8> {
+async fn apply(args: ApplyArgs, ui: Ui) -> anyhow::Result<u8> {
     let saved: Option<Plan> = match &args.plan_file {
         Some(path) => Some(Plan::read_file(path)?),
         None => None,
     };
+    if let (Some(path), false) = (&args.plan_file, args.changes.targets.is_empty()) {
+        bail!(
+            "--target cannot be combined with the saved plan {}: a plan records its own targets; plan again with `ofctl plan --target ... -o FILE`",
+            path.display()
+        );
+    }
     let mut inputs = args.inputs.clone();
-    let mut options = PlanOptions {
-        prune: args.changes.prune,
-        allow_replace: args.changes.allow_replace,
-    };
     if let Some(plan) = &saved {
         inputs.dir.get_or_insert_with(|| plan.manifest_dir.clone());
         if inputs.config.is_none() {
             inputs.config = plan.config_path.clone();
         }
-        options = plan.options.clone();
     }
     let Some((config, manifest)) = load(&inputs)? else {
         return Ok(1);
+    };
+    let options = match &saved {
+        Some(plan) => plan.options.clone(),
+        None => args.changes.plan_options(&config),
     };
     let engine_config = config.engine().clone();
     let config_path = config.path.clone();
@@ -619,7 +841,7 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<u8> {
             saved
         }
         None => {
-            print!("{}", render(&fresh, Format::Text, stdout_color()));
+            print!("{}", render(&fresh, Format::Text, ui.stdout_color()));
             fresh
         }
     };
@@ -644,12 +866,19 @@ async fn apply(args: ApplyArgs) -> anyhow::Result<u8> {
         concurrency: engine_config.concurrency,
         max_attempts: engine_config.max_attempts,
         retry_base: Duration::from_millis(engine_config.retry_base_ms),
-        cancel: cancel_on_signal(),
+        cancel: cancel_on_signal(ui),
     };
     let started = Instant::now();
+    let progress = Progress::start(plan.summary.pending(), ui);
+    let bar = &progress.bar;
     let report = engine
-        .apply(&plan.changes, &obs, &apply_options, &print_outcome)
-        .await?;
+        .apply(&plan.changes, &obs, &apply_options, &|o| {
+            bar.suspend(|| print_outcome(o));
+            bar.inc(1);
+        })
+        .await;
+    progress.finish();
+    let report = report?;
     tracing::info!(
         "applied in {:?}: {}",
         started.elapsed(),

@@ -149,6 +149,9 @@ impl Default for EngineConfig {
     }
 }
 
+/// Default of `[watch] max_deletes` and `ofctl apply --max-deletes`.
+pub const DEFAULT_MAX_DELETES: usize = 3;
+
 /// `ofctl watch` behaviour for this target.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -163,9 +166,12 @@ pub struct WatchConfig {
     pub debounce: Duration,
     /// Delete managed objects that left the manifest (off: watch never deletes by default).
     pub prune: bool,
-    /// Longest a reconcile pass may hold its lock, should the replica die.
+    /// Longest a reconcile pass may hold its lock, should the replica die. A pass stops
+    /// starting changes at 90 % of it.
     #[serde(with = "crate::duration::text")]
     pub lock_at_most_for: Duration,
+    /// Most deletes one pass may make with `prune = true`; a larger prune is refused whole.
+    pub max_deletes: usize,
 }
 
 impl Default for WatchConfig {
@@ -176,6 +182,7 @@ impl Default for WatchConfig {
             debounce: Duration::from_millis(200),
             prune: false,
             lock_at_most_for: Duration::from_secs(600),
+            max_deletes: DEFAULT_MAX_DELETES,
         }
     }
 }
@@ -430,6 +437,7 @@ impl TargetConfig {
             variables: Variables::new(),
         };
         config.check_credentials()?;
+        config.check_ranges()?;
         redact::add_secret_keys(config.raw.redact.extra_keys.iter().map(String::as_str));
         for pattern in &config.raw.manifest.allowed_env {
             if !crate::interpolate::valid_env_pattern(pattern) {
@@ -460,6 +468,86 @@ impl TargetConfig {
             .variables
             .allow_env(config.raw.manifest.allowed_env.iter().cloned());
         Ok(config)
+    }
+
+    /// Values that parse but would misbehave (a zero interval spins, a NaN jitter panics, a
+    /// huge concurrency exhausts sockets) are refused here, naming the key and its range.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let path = self.path.clone().unwrap_or_default();
+        let fail = |key: &str, range: &str, found: String| ConfigError::Value {
+            path: path.clone(),
+            key: key.to_string(),
+            message: format!("must be {range}, not {found}"),
+        };
+        let secs = Duration::from_secs;
+        let duration = |key: &str, value: Duration, min: Duration, max: Duration| {
+            if value < min || value > max {
+                return Err(fail(
+                    key,
+                    &format!("between {min:?} and {max:?}"),
+                    format!("{value:?}"),
+                ));
+            }
+            Ok(())
+        };
+        let integer = |key: &str, value: u64, min: u64, max: u64| {
+            if value < min || value > max {
+                return Err(fail(
+                    key,
+                    &format!("between {min} and {max}"),
+                    value.to_string(),
+                ));
+            }
+            Ok(())
+        };
+        let engine = &self.raw.engine;
+        integer("engine.concurrency", engine.concurrency as u64, 1, 256)?;
+        integer("engine.max_attempts", engine.max_attempts as u64, 1, 20)?;
+        integer("engine.retry_base_ms", engine.retry_base_ms, 1, 60_000)?;
+        let watch = &self.raw.watch;
+        duration(
+            "watch.interval",
+            watch.interval,
+            Duration::from_millis(100),
+            secs(86_400),
+        )?;
+        if !watch.jitter.is_finite() || !(0.0..=0.9).contains(&watch.jitter) {
+            return Err(fail(
+                "watch.jitter",
+                "a number between 0 and 0.9",
+                watch.jitter.to_string(),
+            ));
+        }
+        duration("watch.debounce", watch.debounce, Duration::ZERO, secs(60))?;
+        duration(
+            "watch.lock_at_most_for",
+            watch.lock_at_most_for,
+            secs(1),
+            secs(86_400),
+        )?;
+        integer("watch.max_deletes", watch.max_deletes as u64, 0, 10_000)?;
+        let jobs = &self.raw.jobs;
+        for (name, timing) in [
+            ("connector_health", jobs.connector_health.timing()),
+            ("api_key_stats", jobs.api_key_stats.timing()),
+            ("publish_fallback", jobs.publish_fallback.timing()),
+        ] {
+            let key = |field: &str| format!("jobs.{name}.{field}");
+            duration(&key("interval"), timing.interval, secs(1), secs(86_400))?;
+            duration(
+                &key("lock_at_most_for"),
+                timing.lock_at_most_for,
+                secs(1),
+                secs(86_400),
+            )?;
+            duration(
+                &key("lock_at_least_for"),
+                timing.lock_at_least_for,
+                Duration::ZERO,
+                timing.lock_at_most_for,
+            )?;
+        }
+        Ok(())
     }
 
     fn check_credentials(&self) -> Result<(), ConfigError> {
@@ -734,6 +822,61 @@ impl TargetConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_range_values_name_the_key_and_the_range() {
+        for (text, key, range) in [
+            (
+                "[watch]\ninterval = \"0s\"\n",
+                "watch.interval",
+                "between 100ms and 86400s",
+            ),
+            (
+                "[watch]\njitter = nan\n",
+                "watch.jitter",
+                "a number between 0 and 0.9",
+            ),
+            (
+                "[watch]\njitter = 1.5\n",
+                "watch.jitter",
+                "a number between 0 and 0.9",
+            ),
+            (
+                "[engine]\nconcurrency = 100000\n",
+                "engine.concurrency",
+                "between 1 and 256",
+            ),
+            (
+                "[engine]\nconcurrency = 0\n",
+                "engine.concurrency",
+                "between 1 and 256",
+            ),
+            (
+                "[watch]\ndebounce = \"2h\"\n",
+                "watch.debounce",
+                "between 0ns and 60s",
+            ),
+            (
+                "[jobs.api_key_stats]\nlock_at_most_for = \"10s\"\nlock_at_least_for = \"1m\"\n",
+                "jobs.api_key_stats.lock_at_least_for",
+                "between 0ns and 10s",
+            ),
+        ] {
+            let err = TargetConfig::parse(text, Path::new("ofctl.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("ofctl.toml: `{key}`: must be {range}")),
+                "{text}: {err}"
+            );
+        }
+        let ok = TargetConfig::parse(
+            "[watch]\ninterval = \"1s\"\njitter = 0.0\nmax_deletes = 0\n",
+            Path::new("ofctl.toml"),
+        )
+        .unwrap();
+        assert_eq!(ok.watch().max_deletes, 0);
+    }
 
     #[test]
     fn rejects_plaintext_credentials() {

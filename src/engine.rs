@@ -37,6 +37,8 @@ pub enum EngineError {
     },
     #[error("{0}")]
     StalePlan(String),
+    #[error(transparent)]
+    Target(#[from] plan::target::UnknownTarget),
 }
 
 /// Desired and live state side by side, everything a plan is computed from.
@@ -277,16 +279,33 @@ impl Engine {
                     retained.extend(self.provider(info.system)?.retains(info.kind, &o.spec));
                 }
             }
+            let mut prunes = Vec::new();
             for (address, o) in &obs.live {
                 if o.managed && !obs.desired.contains_key(address) && !retained.contains(address) {
                     let info = crate::registry::kind_info(&address.kind).expect("a live kind");
                     let deps = obs.depends_on.get(address).cloned().unwrap_or_default();
                     let fingerprint = digests.of(&o.spec, info);
-                    changes.push(plan::prune_change(address.clone(), fingerprint, deps));
+                    prunes.push(plan::prune_change(address.clone(), fingerprint, deps));
                 }
             }
+            let system_of =
+                |a: &Address| crate::registry::kind_info(&a.kind).map(|info| info.system);
+            let declared: BTreeSet<System> = obs.desired.keys().filter_map(system_of).collect();
+            plan::guard_prunes(
+                &mut prunes,
+                &|a| {
+                    system_of(a)
+                        .filter(|s| !declared.contains(s))
+                        .map(|s| s.to_string())
+                },
+                options,
+            );
+            changes.extend(prunes);
         }
         changes.sort_by(|a, b| a.address.cmp(&b.address));
+        if !options.targets.is_empty() {
+            changes = plan::target::select(changes, &options.targets, options.prune)?;
+        }
         Ok(Plan {
             format_version: FORMAT_VERSION.to_string(),
             created_at: chrono::Utc::now().to_rfc3339(),
@@ -653,6 +672,8 @@ mod tests {
         let o = PlanOptions {
             prune: true,
             allow_replace: true,
+            allow_empty: true,
+            ..Default::default()
         };
         let (_, plan) = plan_of(&mut e, m(), &o).await;
         let actions: Vec<_> = plan

@@ -33,6 +33,15 @@ pub struct JobLabels {
     pub result: String,
 }
 
+/// Why a pass or job run was skipped (`locked_elsewhere`, `lock_unavailable`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    pub tenant: String,
+    /// `reconcile` or the job's lock name.
+    pub work: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectorLabels {
     pub tenant: String,
@@ -53,6 +62,8 @@ pub struct Metrics {
     pub job_runs: Family<JobLabels, Counter>,
     pub connector_restarts: Family<ConnectorLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
+    pub skips: Family<SkipLabels, Counter>,
+    pub loop_restarts: Family<TenantLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -64,6 +75,8 @@ impl Default for Metrics {
         let job_runs = Family::<JobLabels, Counter>::default();
         let connector_restarts = Family::<ConnectorLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
+        let skips = Family::<SkipLabels, Counter>::default();
+        let loop_restarts = Family::<TenantLabels, Counter>::default();
         registry.register("reconcile_passes", "Reconcile passes run", passes.clone());
         registry.register(
             "changes_applied",
@@ -86,6 +99,16 @@ impl Default for Metrics {
             connector_restarts.clone(),
         );
         registry.register("errors", "Errors by kind", errors.clone());
+        registry.register(
+            "skipped_runs",
+            "Passes and job runs skipped, by reason (locked_elsewhere, lock_unavailable)",
+            skips.clone(),
+        );
+        registry.register(
+            "tenant_loop_restarts",
+            "Tenant loops restarted after they died",
+            loop_restarts.clone(),
+        );
         Self {
             registry,
             passes,
@@ -94,6 +117,8 @@ impl Default for Metrics {
             job_runs,
             connector_restarts,
             errors,
+            skips,
+            loop_restarts,
         }
     }
 }
@@ -114,6 +139,22 @@ impl Metrics {
                 tenant: tenant.to_string(),
                 job: job.to_string(),
                 result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// A job run skipped for `reason`: `job_runs{result="skipped"}` and `skipped_runs{reason}`.
+    pub fn job_skipped(&self, tenant: &str, job: &str, reason: &str) {
+        self.job_run(tenant, job, "skipped");
+        self.skipped(tenant, job, reason);
+    }
+
+    pub fn skipped(&self, tenant: &str, work: &str, reason: &str) {
+        self.skips
+            .get_or_create(&SkipLabels {
+                tenant: tenant.to_string(),
+                work: work.to_string(),
+                reason: reason.to_string(),
             })
             .inc();
     }

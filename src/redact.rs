@@ -316,6 +316,41 @@ impl std::io::Write for RedactingWriter {
     }
 }
 
+/// A `tracing` writer for JSON lines (`--log-format json`): each line's strings are masked
+/// before it is serialized again, so a secret holding `"` or `\` is masked too (see
+/// [`redact_value`]). A line that is not JSON is masked as text.
+pub struct RedactingJsonWriter;
+
+impl RedactingJsonWriter {
+    fn mask(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let body = line.trim_end_matches('\n');
+            match serde_json::from_str::<serde_json::Value>(body) {
+                Ok(mut value) => {
+                    redact_value(&mut value);
+                    out.push_str(&value.to_string());
+                    out.push_str(&line[body.len()..]);
+                }
+                Err(_) => out.push_str(&redact(line)),
+            }
+        }
+        out
+    }
+}
+
+impl std::io::Write for RedactingJsonWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = Self::mask(&String::from_utf8_lossy(buf));
+        std::io::stderr().write_all(text.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +478,18 @@ mod tests {
             mask_inline_secrets("nothing here"),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn json_log_lines_are_masked_before_escaping() {
+        let secret = "log\"quo\\ted-pw";
+        register(secret);
+        let line = serde_json::json!({"fields": {"message": format!("auth {secret} refused")}});
+        let out = RedactingJsonWriter::mask(&format!("{line}\nplain {secret}\n"));
+        assert_eq!(
+            out,
+            "{\"fields\":{\"message\":\"auth (sensitive) refused\"}}\nplain (sensitive)\n"
+        );
     }
 
     #[test]

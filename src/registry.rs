@@ -16,29 +16,26 @@ pub fn build(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider>,
     let endpoint = config.endpoint(system)?;
     // Requests in flight per system, for reads as for changes (apply holds the same limit).
     let concurrency = config.engine().concurrency;
+    let owner = || crate::provider::owner::Owner::from_config(config);
     let tls = || crate::provider::http::Tls::from_config(config);
     match system {
-        System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint))),
+        System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint, owner()?))),
         System::Mongo => Ok(Arc::new(mongo::MongoProvider::new(endpoint, config))),
         System::Connect => {
-            let provider =
-                connect::ConnectProvider::new(&endpoint, concurrency, &tls()?).map_err(|e| {
-                    ConfigError::Value {
-                        path: config.path.clone().unwrap_or_default(),
-                        key: "connect.url".into(),
-                        message: e.message,
-                    }
+            let provider = connect::ConnectProvider::new(&endpoint, concurrency, owner()?, &tls()?)
+                .map_err(|e| ConfigError::Value {
+                    path: config.path.clone().unwrap_or_default(),
+                    key: "connect.url".into(),
+                    message: e.message,
                 })?;
             Ok(Arc::new(provider))
         }
         System::Pinot => {
-            let provider =
-                pinot::PinotProvider::new(&endpoint, concurrency, &tls()?).map_err(|e| {
-                    ConfigError::Value {
-                        path: config.path.clone().unwrap_or_default(),
-                        key: "pinot.url".into(),
-                        message: e.message,
-                    }
+            let provider = pinot::PinotProvider::new(&endpoint, concurrency, owner()?, &tls()?)
+                .map_err(|e| ConfigError::Value {
+                    path: config.path.clone().unwrap_or_default(),
+                    key: "pinot.url".into(),
+                    message: e.message,
                 })?;
             Ok(Arc::new(provider))
         }
@@ -61,9 +58,14 @@ pub fn build(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider>,
                         .into(),
                 )
             })??;
-            let provider =
-                tactical::TacticalProvider::new(&endpoint, &api_key, concurrency, &tls()?)
-                    .map_err(|e| key_error(e.message))?;
+            let provider = tactical::TacticalProvider::new(
+                &endpoint,
+                &api_key,
+                concurrency,
+                owner()?,
+                &tls()?,
+            )
+            .map_err(|e| key_error(e.message))?;
             Ok(Arc::new(provider))
         }
     }

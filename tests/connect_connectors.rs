@@ -7,9 +7,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ofctl::sandbox::{Sandbox, SandboxOptions};
+use ofctl::sandbox::Sandbox;
 use serde_json::{json, Value};
-use support::{ofctl, tools_dir, DevStack, ManifestDir, Run};
+use support::{emulators, endpoint_config, ofctl, tools_dir, DevStack, ManifestDir, Run};
 
 const NAME: &str = "e2e-pg";
 /// The environment variable the manifest takes the database password from.
@@ -37,8 +37,12 @@ struct Target {
 impl Target {
     fn config(&self) -> String {
         format!(
-            "[connect]\nurl = \"{}\"\n\n[variables]\nPG_HOST = \"{}\"\nPG_PORT = \"{}\"\nPG_USER = \"{}\"\nPG_DB = \"{}\"\n",
-            self.connect_url, self.pg.host, self.pg.port, self.pg.user, self.pg.db
+            "{}\n[variables]\nPG_HOST = \"{}\"\nPG_PORT = \"{}\"\nPG_USER = \"{}\"\nPG_DB = \"{}\"\n",
+            endpoint_config("connect", &self.connect_url),
+            self.pg.host,
+            self.pg.port,
+            self.pg.user,
+            self.pg.db
         )
     }
 
@@ -176,7 +180,10 @@ async fn scenario(t: &Target) {
     let live = get(&format!("{url}/connectors/{NAME}/config")).await;
     assert_eq!(live["name"], NAME);
     assert_eq!(live["tombstones.on.delete"], "false");
-    assert_eq!(live["ofctl.openframe.io/managed-by"], "ofctl");
+    assert_eq!(
+        live["ofctl.openframe.io/managed-by"],
+        "ofctl/default/default"
+    );
 
     // Unchanged manifest: one bulk read, nothing to do.
     let noop = t.ofctl(&["plan", "-f", m.arg()]);
@@ -249,7 +256,24 @@ async fn scenario(t: &Target) {
     m.remove("connector.yaml");
     let plan = t.ofctl(&["plan", "-f", m.arg()]);
     assert_eq!(plan.code, 0, "{plan:?}");
-    let prune = t.ofctl(&["apply", "-f", m.arg(), "--prune", "--auto-approve"]);
+    // It was the manifest's last connector: an emptied folder looks just like this, so the
+    // prune is refused unless --allow-empty says it is meant.
+    let refused = t.ofctl(&["apply", "-f", m.arg(), "--prune", "--auto-approve"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stdout.contains("--allow-empty"), "{refused:?}");
+    assert_ne!(
+        get(&format!("{url}/connectors")).await,
+        json!([]),
+        "{refused:?}"
+    );
+    let prune = t.ofctl(&[
+        "apply",
+        "-f",
+        m.arg(),
+        "--prune",
+        "--allow-empty",
+        "--auto-approve",
+    ]);
     assert_eq!(prune.code, 0, "{prune:?}");
     assert_eq!(writes(&prune), 1, "{prune:?}");
     let names = get(&format!("{url}/connectors")).await;
@@ -364,12 +388,6 @@ async fn real_kafka_connect_with_debezium_postgres() {
 // The in-process emulator (ofctl::sandbox). The tests run on a multi-threaded runtime: the
 // emulator serves from one worker while the test blocks another waiting for `ofctl`.
 
-async fn sandbox() -> Sandbox {
-    ofctl::sandbox::start(SandboxOptions::default())
-        .await
-        .expect("start the sandbox emulators")
-}
-
 fn emulated(sb: &Sandbox, password: &str) -> Target {
     let stats = sb.stats.clone();
     Target {
@@ -410,13 +428,13 @@ fn create(t: &Target, m: &ManifestDir, state: &str) -> Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emulated_kafka_connect() {
-    let sb = sandbox().await;
+    let sb = emulators(None, Default::default()).await;
     scenario(&emulated(&sb, "emulator-secret-pw-1")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebalance_conflicts_are_retried_until_the_write_lands() {
-    let sb = sandbox().await;
+    let sb = emulators(None, Default::default()).await;
     let t = emulated(&sb, "emulator-secret-pw-2");
     let url = t.connect_url.as_str();
     let m = ManifestDir::new();
@@ -455,7 +473,7 @@ async fn rebalance_conflicts_are_retried_until_the_write_lands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_are_compared_but_never_printed() {
-    let sb = sandbox().await;
+    let sb = emulators(None, Default::default()).await;
     let (old, new) = ("emulator-old-secret-pw", "emulator-new-secret-pw");
     let mut t = emulated(&sb, old);
     let url = t.connect_url.clone();
@@ -525,7 +543,7 @@ async fn passwords_are_compared_but_never_printed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_instances_are_noted_without_planning_a_change() {
-    let sb = sandbox().await;
+    let sb = emulators(None, Default::default()).await;
     let t = emulated(&sb, "emulator-secret-pw-3");
     let url = t.connect_url.as_str();
     let m = ManifestDir::new();
@@ -569,7 +587,7 @@ async fn failed_instances_are_noted_without_planning_a_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_prefix_change_is_a_replace_refused_unless_allowed() {
-    let sb = sandbox().await;
+    let sb = emulators(None, Default::default()).await;
     let t = emulated(&sb, "emulator-secret-pw-4");
     let url = t.connect_url.as_str();
     let m = ManifestDir::new();
@@ -607,7 +625,7 @@ async fn topic_prefix_change_is_a_replace_refused_unless_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn created_in_its_target_state() {
-    let sb = sandbox().await;
+    let sb = emulators(None, Default::default()).await;
     let t = emulated(&sb, "emulator-secret-pw-5");
     for (state, live) in [("paused", "PAUSED"), ("stopped", "STOPPED")] {
         let m = ManifestDir::new();
@@ -624,9 +642,8 @@ async fn created_in_its_target_state() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_platforms_connectors_converge() {
-    let sb = sandbox().await;
+/// desired-state/connect with desired-state/ofctl.toml (its endpoint from OFCTL_CONNECT_URL).
+fn platform_connectors() -> ManifestDir {
     let m = ManifestDir::new();
     m.copy_from("desired-state/connect");
     std::fs::copy(
@@ -634,6 +651,13 @@ async fn the_platforms_connectors_converge() {
         m.path().join("ofctl.toml"),
     )
     .expect("copy ofctl.toml");
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platforms_connectors_converge() {
+    let sb = emulators(None, Default::default()).await;
+    let m = platform_connectors();
     let env = [
         ("OFCTL_CONNECT_URL", sb.connect_url.as_str()),
         ("OFCTL_LOG", "info"),
@@ -667,14 +691,8 @@ async fn the_platforms_connectors_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_of_live_connectors_plans_as_a_noop() {
-    let sb = sandbox().await;
-    let m = ManifestDir::new();
-    m.copy_from("desired-state/connect");
-    std::fs::copy(
-        support::repo_root().join("desired-state/ofctl.toml"),
-        m.path().join("ofctl.toml"),
-    )
-    .expect("copy ofctl.toml");
+    let sb = emulators(None, Default::default()).await;
+    let m = platform_connectors();
     let url = [("OFCTL_CONNECT_URL", sb.connect_url.as_str())];
     assert_eq!(
         ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &url).code,
@@ -726,10 +744,7 @@ async fn an_export_of_live_connectors_plans_as_a_noop() {
         4,
         "three passwords and a connection string: {env:?}"
     );
-    out.write(
-        "ofctl.toml",
-        &format!("[connect]\nurl = \"{}\"\n", sb.connect_url),
-    );
+    out.write("ofctl.toml", &endpoint_config("connect", &sb.connect_url));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let plan = ofctl(&["plan", "-f", out.arg(), "--format", "json"], &env);
     assert_eq!(plan.code, 0, "{plan:?}");

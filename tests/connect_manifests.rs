@@ -5,7 +5,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{ofctl, shared_dir, ManifestDir};
+use support::{ofctl, platform_fixtures, ManifestDir};
 
 const CONFIG: &str = "[connect]\nurl = \"http://127.0.0.1:1\"\n";
 
@@ -16,9 +16,9 @@ fn connector_doc(name: &str, spec_file: &str) -> String {
 }
 
 /// Every `*.json` / `*.json.invalid` connector fixture, by file name.
-fn fixtures(shared: &Path, suffix: &str) -> Vec<PathBuf> {
+fn fixtures(suffix: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let root = shared.join("fixtures/openframe/debezium");
+    let root = platform_fixtures("debezium");
     for dir in std::fs::read_dir(&root)
         .expect("debezium fixtures")
         .flatten()
@@ -52,8 +52,7 @@ fn placeholders(text: &str) -> Vec<String> {
 
 #[test]
 fn every_valid_platform_fixture_loads_as_a_spec_file() {
-    let Some(shared) = shared_dir() else { return };
-    let files = fixtures(&shared, ".json");
+    let files = fixtures(".json");
     assert_eq!(files.len(), 15, "{files:?}");
     // One ofctl run per fixture (versions of one connector share its name), side by side.
     std::thread::scope(|s| {
@@ -87,8 +86,7 @@ fn validate_fixture(path: &Path) {
 
 #[test]
 fn broken_platform_fixtures_name_file_line_and_column() {
-    let Some(shared) = shared_dir() else { return };
-    let files = fixtures(&shared, ".json.invalid");
+    let files = fixtures(".json.invalid");
     assert_eq!(files.len(), 2, "{files:?}");
     let m = ManifestDir::new();
     m.write("ofctl.toml", CONFIG);

@@ -10,7 +10,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use ofctl::sandbox::{self, FaultConfig, Sandbox, SandboxOptions};
+use ofctl::sandbox::{FaultConfig, Sandbox};
 use serde_json::Value;
 use support::{desired_state, env_refs, kafka, mongo, nats, ofctl, platform_env, ManifestDir, Run};
 
@@ -22,16 +22,6 @@ const CONNECTORS: [&str; 4] = [
     "tactical-rmm-psql-connector",
     "tactical-rmm-psql-task-result-connector",
 ];
-
-async fn emulators(faults: FaultConfig) -> Sandbox {
-    sandbox::start(SandboxOptions {
-        tactical_api_key: API_KEY.into(),
-        faults,
-        ..SandboxOptions::default()
-    })
-    .await
-    .expect("start the sandbox")
-}
 
 /// A GET as a person would send it, repeated through the injected faults (bounded).
 async fn get(url: &str) -> Value {
@@ -192,13 +182,9 @@ fn plan_json(m: &ManifestDir, env: &[(&str, &str)]) -> (i32, Value) {
 }
 
 fn action_of<'a>(plan: &'a Value, address: &str) -> &'a str {
-    plan["changes"]
-        .as_array()
-        .expect("changes")
-        .iter()
-        .find(|c| c["address"] == address)
-        .and_then(|c| c["action"].as_str())
-        .unwrap_or_else(|| panic!("{address} not in the plan: {plan:#}"))
+    support::change(plan, address)["action"]
+        .as_str()
+        .expect("an action")
 }
 
 /// Checks that a finished apply told the truth: a success is followed by a no-op plan; a
@@ -256,13 +242,16 @@ async fn desired_state_converges_through_twenty_percent_faults_without_duplicate
         // Every emulator request: 10 % a 500, 10 % a dropped connection (half of those after
         // the request was handled, so its answer is lost): ≈ 19 % faulted. Connect writes also
         // get 10 % rebalance 409s.
-        let sb = emulators(FaultConfig {
-            error_rate: 0.10,
-            drop_rate: 0.10,
-            rebalance_rate: 0.10,
-            seed: Some(seed),
-            ..FaultConfig::default()
-        })
+        let sb = support::emulators(
+            Some(API_KEY),
+            FaultConfig {
+                error_rate: 0.10,
+                drop_rate: 0.10,
+                rebalance_rate: 0.10,
+                seed: Some(seed),
+                ..FaultConfig::default()
+            },
+        )
         .await;
         let m = desired_state();
         let mongo_uri = database(&mongo_server, &format!("openframe_{seed}"));
@@ -313,12 +302,15 @@ async fn desired_state_converges_through_twenty_percent_faults_without_duplicate
 async fn creates_whose_answers_were_lost_are_not_repeated() {
     // Half of all writes dropped, half of those after the emulator made the change; reads are
     // spared so that every run gets as far as its writes.
-    let sb = emulators(FaultConfig {
-        drop_rate: 0.5,
-        writes_only: true,
-        seed: Some(7),
-        ..FaultConfig::default()
-    })
+    let sb = support::emulators(
+        Some(API_KEY),
+        FaultConfig {
+            drop_rate: 0.5,
+            writes_only: true,
+            seed: Some(7),
+            ..FaultConfig::default()
+        },
+    )
     .await;
     let m = ManifestDir::new();
     m.write(
@@ -451,10 +443,13 @@ async fn apply_killed_at_random_points_converges_on_rerun() {
     let (_mongo, mongo_server) = mongo();
     for kill in 0..KILLS {
         // Every emulator request takes 20 ms, and one change at a time per system.
-        let sb = emulators(FaultConfig {
-            latency: LATENCY,
-            ..FaultConfig::default()
-        })
+        let sb = support::emulators(
+            Some(API_KEY),
+            FaultConfig {
+                latency: LATENCY,
+                ..FaultConfig::default()
+            },
+        )
         .await;
         let (_nats, nats_url) = nats();
         let (_kafka, brokers) = kafka();

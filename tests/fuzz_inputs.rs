@@ -957,6 +957,7 @@ fn plan() -> impl Strategy<Value = Plan> {
                 options: PlanOptions {
                     prune,
                     allow_replace,
+                    ..Default::default()
                 },
                 summary: Summary::of(&changes),
                 changes,

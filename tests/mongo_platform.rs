@@ -8,7 +8,7 @@ use std::path::Path;
 
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::{json, Map, Value};
-use support::{mongo, nats, ofctl, ManifestDir, Run, Server, DESIRED_STATE_SECRETS};
+use support::{change, mongo, nats, ofctl, ManifestDir, Run, Server, DESIRED_STATE_SECRETS};
 
 /// Real NATS and Mongo-wire servers, plus the sandbox's Kafka Connect emulator for the
 /// connectors a tool carries (used once the build has the KafkaConnector kind). The sandbox runs
@@ -25,9 +25,7 @@ impl Stack {
     async fn start() -> Self {
         let (n, nats_url) = nats();
         let (m, mongo_uri) = mongo();
-        let sandbox = ofctl::sandbox::start(Default::default())
-            .await
-            .expect("start the sandbox");
+        let sandbox = support::emulators(None, Default::default()).await;
         Self {
             _nats: n,
             _mongo: m,
@@ -148,15 +146,6 @@ async fn last_message(url: &str, stream: &str, subject: &str) -> Value {
         .await
         .expect("a message on the subject");
     serde_json::from_slice(&msg.payload).expect("json payload")
-}
-
-fn change<'a>(plan: &'a Value, address: &str) -> &'a Value {
-    plan["changes"]
-        .as_array()
-        .expect("changes")
-        .iter()
-        .find(|c| c["address"] == address)
-        .unwrap_or_else(|| panic!("{address} not in plan: {plan}"))
 }
 
 fn read_json(path: &Path) -> Map<String, Value> {
@@ -676,10 +665,7 @@ fn publishes(before: &Map<String, Value>, after: &Map<String, Value>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_each_agents_history_changes_exactly_its_fields_and_publishes_once_per_version() {
-    let Some(shared) = support::shared_dir() else {
-        return;
-    };
-    let fixtures = shared.join("fixtures/openframe/agents");
+    let fixtures = support::platform_fixtures("agents");
     let stack = Stack::start().await;
     let m = ManifestDir::new();
     m.copy_from("desired-state/nats").write(

@@ -3,11 +3,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{nats, ofctl, stream, ManifestDir};
-
-fn config(url: &str) -> String {
-    format!("[nats]\nurl = \"{url}\"\n")
-}
+use support::{endpoint_config, nats, ofctl, stream, ManifestDir};
 
 async fn js(url: &str) -> async_nats::jetstream::Context {
     let client = async_nats::connect(url)
@@ -46,7 +42,7 @@ async fn desired_state_creates_then_converges_then_updates_in_place() {
     let (_server, url) = nats();
     let m = ManifestDir::new();
     m.copy_from("desired-state/nats")
-        .write("ofctl.toml", &config(&url));
+        .write("ofctl.toml", &endpoint_config("nats", &url));
 
     let plan = ofctl(&["plan", "-f", m.arg(), "--format", "json"], &[]);
     assert_eq!(plan.code, 2, "{plan:?}");
@@ -70,7 +66,10 @@ async fn desired_state_creates_then_converges_then_updates_in_place() {
         .expect("stream exists");
     assert_eq!(live["subjects"], json!(["machine.*.tool.*.update"]));
     assert_eq!(live["storage"], "file");
-    assert_eq!(live["metadata"]["ofctl.openframe.io/managed-by"], "ofctl");
+    assert_eq!(
+        live["metadata"]["ofctl.openframe.io/managed-by"],
+        "ofctl/default/default"
+    );
 
     let again = ofctl(&["plan", "-f", m.arg()], &[]);
     assert_eq!(again.code, 0, "{again:?}");
@@ -112,7 +111,7 @@ async fn desired_state_creates_then_converges_then_updates_in_place() {
 async fn storage_change_is_a_refused_replace_unless_allowed() {
     let (_server, url) = nats();
     let m = ManifestDir::new();
-    m.write("ofctl.toml", &config(&url)).write(
+    m.write("ofctl.toml", &endpoint_config("nats", &url)).write(
         "s.yaml",
         &stream("DATA", "  subjects: [data.>]\n  storage: file"),
     );
@@ -179,7 +178,7 @@ async fn out_of_band_deletion_is_recreated() {
     let (_server, url) = nats();
     let m = ManifestDir::new();
     m.copy_from("desired-state/nats")
-        .write("ofctl.toml", &config(&url));
+        .write("ofctl.toml", &endpoint_config("nats", &url));
     assert_eq!(
         ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code,
         0
@@ -207,7 +206,7 @@ async fn saved_plan_applies_exactly_or_is_refused_when_stale() {
     let (_server, url) = nats();
     let m = ManifestDir::new();
     m.copy_from("desired-state/nats")
-        .write("ofctl.toml", &config(&url));
+        .write("ofctl.toml", &endpoint_config("nats", &url));
     let planfile = m.path().join("plan.json");
     let planfile = planfile.to_str().unwrap();
 
@@ -255,68 +254,15 @@ async fn saved_plan_applies_exactly_or_is_refused_when_stale() {
     assert_eq!(ofctl(&["plan", "-f", m.arg()], &[]).code, 0);
 }
 
-#[tokio::test]
-async fn prune_deletes_only_managed_streams_and_only_when_asked() {
-    let (_server, url) = nats();
-    let m = ManifestDir::new();
-    m.write("ofctl.toml", &config(&url))
-        .write("a.yaml", &stream("KEEP", "  subjects: [keep.>]"))
-        .write("b.yaml", &stream("GONE", "  subjects: [gone.>]"));
-    assert_eq!(
-        ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code,
-        0
-    );
-    // A stream somebody else created: never ofctl's to delete.
-    js(&url)
-        .await
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "FOREIGN".into(),
-            subjects: vec!["foreign.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-
-    m.remove("b.yaml");
-    let plan = ofctl(&["plan", "-f", m.arg(), "--format", "json"], &[]);
-    assert_eq!(plan.code, 0, "without --prune nothing is deleted: {plan:?}");
-
-    let plan = ofctl(&["plan", "-f", m.arg(), "--format", "json", "--prune"], &[]);
-    assert_eq!(plan.code, 2, "{plan:?}");
-    let a = actions(&plan.json());
-    assert!(
-        a.contains(&("NatsStream/GONE".into(), "delete".into())),
-        "{a:?}"
-    );
-    assert!(
-        !a.iter().any(|(addr, _)| addr == "NatsStream/FOREIGN"),
-        "{a:?}"
-    );
-
-    assert_eq!(
-        ofctl(&["apply", "-f", m.arg(), "--auto-approve", "--prune"], &[]).code,
-        0
-    );
-    assert!(stream_config(&url, "GONE").await.is_none());
-    assert!(stream_config(&url, "FOREIGN").await.is_some());
-    assert!(stream_config(&url, "KEEP").await.is_some());
-}
-
-#[tokio::test]
-async fn unreachable_server_is_a_clear_error() {
+#[test]
+fn unreachable_server_is_a_clear_error() {
     let port = support::free_port();
-    let m = ManifestDir::new();
-    m.write("ofctl.toml", &config(&format!("nats://127.0.0.1:{port}")))
-        .write("a.yaml", &stream("S", "  subjects: [s.>]"));
-    let plan = ofctl(&["plan", "-f", m.arg()], &[]);
-    assert_eq!(plan.code, 1, "{plan:?}");
-    assert!(
-        plan.stderr.contains("cannot read NatsStream from nats"),
-        "{plan:?}"
-    );
-    assert!(
-        plan.stderr.contains(&format!("127.0.0.1:{port}")),
-        "{plan:?}"
+    support::assert_unreachable_is_a_clear_error(
+        &endpoint_config("nats", &format!("nats://127.0.0.1:{port}")),
+        &stream("S", "  subjects: [s.>]"),
+        "NatsStream",
+        "nats",
+        port,
     );
 }
 
@@ -325,7 +271,7 @@ async fn json_plan_matches_its_published_schema() {
     let (_server, url) = nats();
     let m = ManifestDir::new();
     m.copy_from("desired-state/nats")
-        .write("ofctl.toml", &config(&url));
+        .write("ofctl.toml", &endpoint_config("nats", &url));
     let schema: Value = serde_json::from_str(
         &std::fs::read_to_string(support::repo_root().join("schema/plan.schema.json")).unwrap(),
     )
@@ -343,41 +289,4 @@ async fn json_plan_matches_its_published_schema() {
             );
         }
     }
-}
-
-#[tokio::test]
-async fn export_then_plan_is_a_no_op() {
-    let (_server, url) = nats();
-    let m = ManifestDir::new();
-    m.copy_from("examples/basic").write(
-        "ofctl.toml",
-        &format!("[variables]\ntenant = \"acme\"\n{}", config(&url)),
-    );
-    assert_eq!(
-        ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code,
-        0
-    );
-    let out = ManifestDir::new();
-    let cfg = m.path().join("ofctl.toml");
-    let export = ofctl(
-        &[
-            "export",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--kind",
-            "NatsStream",
-            "-o",
-            out.arg(),
-        ],
-        &[],
-    );
-    assert_eq!(export.code, 0, "{export:?}");
-    let text = std::fs::read_to_string(out.path().join("natsstream.yaml")).unwrap();
-    assert!(
-        text.contains("name: EVENTS") && text.contains("name: JOBS"),
-        "{text}"
-    );
-    out.write("ofctl.toml", &config(&url));
-    let plan = ofctl(&["plan", "-f", out.arg()], &[]);
-    assert_eq!(plan.code, 0, "{plan:?}\n{text}");
 }

@@ -6,18 +6,12 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use ofctl::sandbox::{self, Sandbox, SandboxOptions};
+use ofctl::sandbox::{FaultConfig, Sandbox};
 use serde_json::{json, Value};
-use support::{ofctl, repo_root, ManifestDir, Run};
+use support::{change, emulators, ofctl, repo_root, ManifestDir, Run};
 
 const DEFAULT_URL: &str =
     "${env:OFCTL_PINOT_URL:-http://pinot-controller.datasources.svc.cluster.local:9000}";
-
-async fn start() -> Sandbox {
-    sandbox::start(SandboxOptions::default())
-        .await
-        .expect("start the Pinot emulator")
-}
 
 /// The repo's target config aimed at the emulator: its `[pinot]` section (url replaced) and its
 /// `[variables]`, which feed the placeholders. Other systems are left out, so `--prune` reads
@@ -68,15 +62,6 @@ fn apply(m: &ManifestDir, extra: &[&str]) -> Run {
     ofctl(&args, &[])
 }
 
-fn change<'a>(plan: &'a Value, address: &str) -> &'a Value {
-    plan["changes"]
-        .as_array()
-        .expect("changes")
-        .iter()
-        .find(|c| c["address"] == address)
-        .unwrap_or_else(|| panic!("no change for {address} in {plan:#}"))
-}
-
 fn pointers(change: &Value) -> BTreeSet<String> {
     change["diff"]
         .as_array()
@@ -108,6 +93,17 @@ async fn get(sb: &Sandbox, path: &str) -> (u16, Value) {
     .await
 }
 
+/// Deletes the logs REALTIME table out of band, as somebody using the controller would.
+async fn delete_logs_table(sb: &Sandbox) {
+    let (status, _) = http(
+        reqwest::Method::DELETE,
+        format!("{}/tables/logs?type=realtime", sb.pinot_url),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
 fn edit_json(m: &ManifestDir, file: &str, edit: impl FnOnce(&mut Value)) {
     let path = m.path().join(file);
     let mut value: Value =
@@ -127,7 +123,7 @@ fn columns(schema: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_state_creates_then_plans_as_a_noop_with_four_reads() {
-    let sb = start().await;
+    let sb = emulators(None, Default::default()).await;
     let m = desired_state(&sb.pinot_url);
 
     let (_, plan) = plan_json(&m, &[]);
@@ -143,7 +139,7 @@ async fn desired_state_creates_then_plans_as_a_noop_with_four_reads() {
     let table = &live["REALTIME"];
     assert_eq!(
         table["metadata"]["customConfigs"]["ofctl.openframe.io/managed-by"],
-        "ofctl"
+        "ofctl/default/default"
     );
     assert_eq!(table["tableName"], "devices_REALTIME");
     assert_eq!(table["segmentsConfig"]["replication"], "1");
@@ -174,7 +170,7 @@ async fn desired_state_creates_then_plans_as_a_noop_with_four_reads() {
 /// objects that exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_declared_objects_are_listed_before_they_are_read() {
-    let sb = start().await;
+    let sb = emulators(None, Default::default()).await;
     let m = desired_state(&sb.pinot_url);
     m.write(
         "ofctl.toml",
@@ -191,13 +187,7 @@ async fn many_declared_objects_are_listed_before_they_are_read() {
     assert_eq!(reads() - before, 2, "GET /schemas and GET /tables only");
 
     assert_eq!(apply(&m, &[]).code, 0);
-    let (status, _) = http(
-        reqwest::Method::DELETE,
-        format!("{}/tables/logs?type=realtime", sb.pinot_url),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
+    delete_logs_table(&sb).await;
 
     let before = reads();
     let (run, plan) = plan_json(&m, &[]);
@@ -214,7 +204,7 @@ async fn many_declared_objects_are_listed_before_they_are_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_column_updates_in_place_and_removing_it_is_refused_until_forced() {
-    let sb = start().await;
+    let sb = emulators(None, Default::default()).await;
     let m = desired_state(&sb.pinot_url);
     assert_eq!(apply(&m, &[]).code, 0);
 
@@ -291,16 +281,10 @@ async fn a_new_column_updates_in_place_and_removing_it_is_refused_until_forced()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_deleted_out_of_band_is_recreated() {
-    let sb = start().await;
+    let sb = emulators(None, Default::default()).await;
     let m = desired_state(&sb.pinot_url);
     assert_eq!(apply(&m, &[]).code, 0);
-    let (status, _) = http(
-        reqwest::Method::DELETE,
-        format!("{}/tables/logs?type=realtime", sb.pinot_url),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
+    delete_logs_table(&sb).await;
 
     let (run, plan) = plan_json(&m, &[]);
     assert_eq!(run.code, 2);
@@ -315,94 +299,14 @@ async fn a_table_deleted_out_of_band_is_recreated() {
     assert_eq!(status, 200);
     assert_eq!(
         live["REALTIME"]["metadata"]["customConfigs"]["ofctl.openframe.io/managed-by"],
-        "ofctl"
+        "ofctl/default/default"
     );
     assert_eq!(ofctl(&["plan", "-f", m.arg()], &[]).code, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prune_deletes_managed_tables_and_their_schemas_only() {
-    let sb = start().await;
-    let m = desired_state(&sb.pinot_url);
-    assert_eq!(apply(&m, &[]).code, 0);
-    // A table somebody else made: no owner marker, never pruned.
-    let post = |path: &str, body: Value| {
-        http(
-            reqwest::Method::POST,
-            format!("{}{path}", sb.pinot_url),
-            Some(body),
-        )
-    };
-    let (status, body) = post(
-        "/schemas",
-        json!({"schemaName": "other", "dimensionFieldSpecs": [{"name": "a", "dataType": "STRING"}]}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = post(
-        "/tables",
-        json!({"tableName": "other", "tableType": "OFFLINE",
-               "segmentsConfig": {"replication": "1"}, "tableIndexConfig": {}}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-
-    // Drop the logs schema and table from the manifest.
-    let yaml = std::fs::read_to_string(m.path().join("pinot.yaml")).unwrap();
-    let kept: Vec<&str> = yaml
-        .split("---\n")
-        .filter(|doc| !doc.contains("name: logs"))
-        .collect();
-    m.write("pinot.yaml", &kept.join("---\n"));
-
-    let (_, plan) = plan_json(&m, &[]);
-    assert_eq!(
-        plan["summary"]["delete"], 0,
-        "without --prune nothing is deleted"
-    );
-    let (_, plan) = plan_json(&m, &["--prune"]);
-    let deletes: BTreeSet<&str> = plan["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] == "delete")
-        .map(|c| c["address"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        deletes,
-        BTreeSet::from(["PinotSchema/logs", "PinotTable/logs_REALTIME"]),
-        "{plan:#}"
-    );
-    let run = apply(&m, &["--prune"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(get(&sb, "/tables/logs").await.0, 404);
-    assert_eq!(get(&sb, "/schemas/logs").await.0, 404);
-    assert_eq!(get(&sb, "/tables/other?type=offline").await.0, 200);
-    assert_eq!(get(&sb, "/schemas/other").await.0, 200);
-    assert_eq!(ofctl(&["plan", "-f", m.arg(), "--prune"], &[]).code, 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_export_of_the_live_objects_plans_as_a_noop() {
-    let sb = start().await;
-    let m = desired_state(&sb.pinot_url);
-    assert_eq!(apply(&m, &[]).code, 0);
-    let out = ManifestDir::new();
-    let config = m.path().join("ofctl.toml");
-    let run = ofctl(
-        &["export", "-c", config.to_str().unwrap(), "-o", out.arg()],
-        &[],
-    );
-    assert_eq!(run.code, 0, "{run:?}");
-    out.write("ofctl.toml", &target_config(&sb.pinot_url));
-    let (run, plan) = plan_json(&out, &[]);
-    assert_eq!(run.code, 0, "{plan:#}");
-    assert_eq!(plan["summary"]["noop"], 4);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_name_that_disagrees_with_its_spec_is_a_manifest_error() {
-    let sb = start().await;
+    let sb = emulators(None, Default::default()).await;
     let m = desired_state(&sb.pinot_url);
     let yaml = std::fs::read_to_string(m.path().join("pinot.yaml")).unwrap();
     m.write(
@@ -423,45 +327,8 @@ async fn a_table_name_that_disagrees_with_its_spec_is_a_manifest_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_credentials_never_appear_in_a_plan() {
-    let sb = start().await;
-    let m = desired_state(&sb.pinot_url);
-    assert_eq!(apply(&m, &[]).code, 0);
-    let jaas = |secret: &str| {
-        format!("org.apache.kafka.common.security.plain.PlainLoginModule required username=\"pinot\" password=\"{secret}\";")
-    };
-    let key = "stream.kafka.consumer.prop.sasl.jaas.config";
-    let set = |secret: String| {
-        edit_json(&m, "table-config-logs-realtime.json", |t| {
-            t["tableIndexConfig"]["streamConfigs"][key] = json!(secret);
-        })
-    };
-    set(jaas("first-Secret-4711"));
-    assert_eq!(apply(&m, &[]).code, 0);
-    set(jaas("second-Secret-0815"));
-    for format in ["text", "json", "markdown"] {
-        let run = ofctl(&["plan", "-f", m.arg(), "--format", format], &[]);
-        assert_eq!(run.code, 2, "{run:?}");
-        for secret in ["first-Secret-4711", "second-Secret-0815"] {
-            assert!(
-                !run.stdout.contains(secret),
-                "{format} shows {secret}:\n{run:?}"
-            );
-            assert!(!run.stderr.contains(secret), "{run:?}");
-        }
-    }
-    let (_, plan) = plan_json(&m, &[]);
-    let diff = &change(&plan, "PinotTable/logs_REALTIME")["diff"][0];
-    assert_eq!(diff["sensitive"], true, "{diff:#}");
-    assert_eq!(
-        diff["pointer"],
-        format!("/tableIndexConfig/streamConfigs/{key}")
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_config_fails_once_with_pinots_message() {
-    let sb = start().await;
+    let sb = emulators(None, Default::default()).await;
     let m = desired_state(&sb.pinot_url);
     assert_eq!(apply(&m, &[]).code, 0);
     edit_json(&m, "table-config-logs-realtime.json", |t| {
@@ -485,15 +352,14 @@ async fn a_rejected_config_fails_once_with_pinots_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried() {
-    let sb = sandbox::start(SandboxOptions {
-        faults: sandbox::FaultConfig {
+    let sb = emulators(
+        None,
+        FaultConfig {
             error_rate: 1.0,
             ..Default::default()
         },
-        ..Default::default()
-    })
-    .await
-    .expect("start the Pinot emulator");
+    )
+    .await;
     let m = ManifestDir::new();
     m.write("ofctl.toml", &target_config(&sb.pinot_url)).write(
         "s.yaml",
@@ -508,15 +374,6 @@ async fn server_errors_are_retried() {
 
 // ---------------------------------------------------------------------------------------------
 // Fixture replay: every upstream version of the platform's Pinot JSON, in date order.
-
-/// `OFCTL_SHARED_DIR`, else `<repo>/../shared`; `None` (the test skips) when absent.
-fn pinot_fixtures() -> Option<PathBuf> {
-    let shared = std::env::var_os("OFCTL_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"));
-    let dir = shared.join("fixtures/openframe/pinot");
-    dir.join("INDEX.tsv").is_file().then_some(dir)
-}
 
 /// Fixture files (relative to the pinot folder) whose name is one of `names`, by commit date.
 fn series(dir: &Path, names: &[&str]) -> Vec<String> {
@@ -691,11 +548,8 @@ impl Replay<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixture_replay_plans_exactly_the_upstream_differences() {
-    let Some(fixtures) = pinot_fixtures() else {
-        eprintln!("SKIP fixture replay: no shared fixtures (set OFCTL_SHARED_DIR)");
-        return;
-    };
-    let sb = start().await;
+    let fixtures = support::platform_fixtures("pinot");
+    let sb = emulators(None, Default::default()).await;
     let config =
         ofctl::config::TargetConfig::parse(&target_config(&sb.pinot_url), Path::new("ofctl.toml"))
             .expect("target config parses");

@@ -5,27 +5,14 @@
 
 mod support;
 
-use ofctl::sandbox::{self, Sandbox, SandboxOptions};
+use ofctl::sandbox::Sandbox;
 use serde_json::{json, Value};
-use support::{ofctl, ManifestDir, Run};
+use support::{emulators, endpoint_config, ofctl, ManifestDir, Run};
 
 const NAME: &str = "OpenFrame Client Latest Update";
 const ADDRESS: &str = "TacticalScript/OpenFrame Client Latest Update";
 /// Distinctive, so a leak anywhere in the output is found by a plain search.
 const API_KEY: &str = "trmm-key-7f3a9c0e5b21d846";
-
-async fn emulator() -> Sandbox {
-    sandbox::start(SandboxOptions {
-        tactical_api_key: API_KEY.into(),
-        ..SandboxOptions::default()
-    })
-    .await
-    .expect("start the sandbox")
-}
-
-fn config(url: &str) -> String {
-    format!("[tactical]\nurl = \"{url}\"\napi_key = \"${{env:OFCTL_TACTICAL_API_KEY}}\"\n")
-}
 
 const ENV: [(&str, &str); 1] = [("OFCTL_TACTICAL_API_KEY", API_KEY)];
 
@@ -114,8 +101,10 @@ impl Trmm {
 /// The desired-state folder for Tactical, pointed at the emulator.
 fn desired_state(sandbox: &Sandbox) -> ManifestDir {
     let m = ManifestDir::new();
-    m.copy_from("desired-state/tactical")
-        .write("ofctl.toml", &config(&sandbox.tactical_url));
+    m.copy_from("desired-state/tactical").write(
+        "ofctl.toml",
+        &endpoint_config("tactical", &sandbox.tactical_url),
+    );
     m
 }
 
@@ -128,7 +117,7 @@ fn body_file() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_state_creates_once_then_a_noop_plan_reads_twice_and_writes_nothing() {
-    let sandbox = emulator().await;
+    let sandbox = emulators(Some(API_KEY), Default::default()).await;
     let trmm = Trmm::new(&sandbox);
     let builtins = trmm.builtins().await;
     let m = desired_state(&sandbox);
@@ -147,7 +136,7 @@ async fn desired_state_creates_once_then_a_noop_plan_reads_twice_and_writes_noth
     // openframe.md §13 / script-configs.json, plus ofctl's ownership tag.
     assert_eq!(
         s["description"],
-        "OpenFrame Client update to latest version [managed by ofctl]"
+        "OpenFrame Client update to latest version [managed by ofctl/default/default]"
     );
     assert_eq!(s["shell"], "powershell");
     assert_eq!(s["category"], "OpenFrame");
@@ -181,7 +170,7 @@ async fn desired_state_creates_once_then_a_noop_plan_reads_twice_and_writes_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_edit_is_one_update_with_a_line_diff() {
-    let sandbox = emulator().await;
+    let sandbox = emulators(Some(API_KEY), Default::default()).await;
     let trmm = Trmm::new(&sandbox);
     let m = desired_state(&sandbox);
     assert_eq!(run(&["apply", "-f", m.arg(), "--auto-approve"]).code, 0);
@@ -239,7 +228,7 @@ async fn a_body_edit_is_one_update_with_a_line_diff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_script_hidden_out_of_band_is_found_not_duplicated() {
-    let sandbox = emulator().await;
+    let sandbox = emulators(Some(API_KEY), Default::default()).await;
     let trmm = Trmm::new(&sandbox);
     let m = desired_state(&sandbox);
     assert_eq!(run(&["apply", "-f", m.arg(), "--auto-approve"]).code, 0);
@@ -275,12 +264,16 @@ async fn a_managed_script_hidden_out_of_band_is_found_not_duplicated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtin_and_ambiguous_names_are_errors() {
-    let sandbox = emulator().await;
+    let sandbox = emulators(Some(API_KEY), Default::default()).await;
     let trmm = Trmm::new(&sandbox);
     let builtins = trmm.builtins().await;
     let builtin = &builtins[0];
     let m = ManifestDir::new();
-    m.write("ofctl.toml", &config(&sandbox.tactical_url)).write(
+    m.write(
+        "ofctl.toml",
+        &endpoint_config("tactical", &sandbox.tactical_url),
+    )
+    .write(
         "s.yaml",
         &script(
             builtin["name"].as_str().unwrap(),
@@ -322,60 +315,8 @@ async fn builtin_and_ambiguous_names_are_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prune_deletes_only_scripts_ofctl_made() {
-    let sandbox = emulator().await;
-    let trmm = Trmm::new(&sandbox);
-    let builtins = trmm.builtins().await;
-    let m = ManifestDir::new();
-    m.write("ofctl.toml", &config(&sandbox.tactical_url))
-        .write(
-            "a.yaml",
-            &script("Keep", "  script_body: echo keep\n  shell: shell"),
-        )
-        .write(
-            "b.yaml",
-            &script("Gone", "  script_body: echo gone\n  shell: shell"),
-        );
-    assert_eq!(run(&["apply", "-f", m.arg(), "--auto-approve"]).code, 0);
-    trmm.add(json!({"name": "Made in the UI", "script_body": "dir", "shell": "cmd"}))
-        .await;
-
-    m.remove("b.yaml");
-    assert_eq!(
-        run(&["plan", "-f", m.arg()]).code,
-        0,
-        "nothing is deleted without --prune"
-    );
-    let plan = run(&["plan", "-f", m.arg(), "--prune", "--format", "json"]);
-    assert_eq!(plan.code, 2, "{plan:?}");
-    let p = plan.json();
-    let pending: Vec<_> = p["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] != "noop")
-        .map(|c| {
-            (
-                c["address"].as_str().unwrap(),
-                c["action"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(pending, vec![("TacticalScript/Gone", "delete")], "{p:#}");
-
-    assert_eq!(
-        run(&["apply", "-f", m.arg(), "--auto-approve", "--prune"]).code,
-        0
-    );
-    assert!(trmm.named("Gone").await.is_empty());
-    assert_eq!(trmm.named("Keep").await.len(), 1);
-    assert_eq!(trmm.named("Made in the UI").await.len(), 1);
-    assert_eq!(trmm.builtins().await, builtins);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_api_key_is_a_clear_401_and_no_key_is_ever_printed() {
-    let sandbox = emulator().await;
+    let sandbox = emulators(Some(API_KEY), Default::default()).await;
     let m = desired_state(&sandbox);
     // env_vars are treated as secret too.
     m.write(
@@ -427,7 +368,7 @@ async fn a_wrong_api_key_is_a_clear_401_and_no_key_is_ever_printed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_then_plan_is_a_no_op_and_exports_no_secret() {
-    let sandbox = emulator().await;
+    let sandbox = emulators(Some(API_KEY), Default::default()).await;
     let trmm = Trmm::new(&sandbox);
     let m = desired_state(&sandbox);
     assert_eq!(run(&["apply", "-f", m.arg(), "--auto-approve"]).code, 0);
@@ -467,7 +408,10 @@ async fn export_then_plan_is_a_no_op_and_exports_no_secret() {
         .unwrap_or_else(|| panic!("{export:?}"))
         .to_string();
 
-    out.write("ofctl.toml", &config(&sandbox.tactical_url));
+    out.write(
+        "ofctl.toml",
+        &endpoint_config("tactical", &sandbox.tactical_url),
+    );
     let plan = ofctl(
         &["plan", "-f", out.arg()],
         &[ENV[0], (secret_env.as_str(), "T=ui-secret-9917")],

@@ -116,6 +116,12 @@ async fn tools_and_cluster_registration_go_through_the_engine() {
         .write(
             "tool.yaml",
             "apiVersion: ofctl.openframe.io/v1\nkind: IntegratedTool\nmetadata:\n  name: declared\nspec:\n  name: Declared tool\n",
+        )
+        // Prune only touches a system the manifest declares something for (an emptied folder
+        // must not wipe it), so the manifest declares one connector of its own.
+        .write(
+            "c.yaml",
+            "apiVersion: ofctl.openframe.io/v1\nkind: KafkaConnector\nmetadata:\n  name: declared-pg\nspec:\n  config:\n    connector.class: io.debezium.connector.postgresql.PostgresConnector\n    database.hostname: h\n    database.user: u\n    database.dbname: d\n    topic.prefix: declared\n",
         );
     let watch = Watch::start(&["-f", m.arg()]);
     let ready = Watch::until(Duration::from_secs(20), || async {
@@ -302,7 +308,7 @@ async fn tools_and_cluster_registration_go_through_the_engine() {
     let orphan = json!({"name": "orphan", "config": {
         "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
         "database.hostname": "h", "database.user": "u", "database.dbname": "d",
-        "topic.prefix": "o", "ofctl.openframe.io/managed-by": "ofctl"}});
+        "topic.prefix": "o", "ofctl.openframe.io/managed-by": "ofctl/t1/default"}});
     let resp = reqwest::Client::new()
         .post(format!("{connect}/connectors"))
         .json(&orphan)

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::config::JobTiming;
-use crate::lock::Locks;
+use crate::lock::{Acquired, LockMode};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +43,13 @@ fn until_next_tick(interval: Duration) -> Duration {
 }
 
 /// Runs `job` on its schedule until `stop` (shutdown, or a new target config); a run in
-/// progress finishes and releases its lock.
+/// progress finishes (or reaches its deadline) and releases its lock. A tick whose lock cannot
+/// be taken does not run: counted `skipped` with the reason, and the next tick asks again.
 pub async fn schedule(
     job: Arc<dyn Job>,
     timing: JobTiming,
     tenant: String,
-    locks: Option<Locks>,
+    locks: LockMode,
     metrics: Arc<Metrics>,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -61,22 +62,24 @@ pub async fn schedule(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(until_next_tick(timing.interval)) => {}
         }
-        let guard = match &locks {
-            Some(l) => match l.try_acquire(name, timing.lock_at_most_for, at_least).await {
-                Ok(Some(g)) => Some(g),
-                Ok(None) => {
-                    metrics.job_run(&tenant, name, "skipped");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(tenant = %tenant, job = name, "not run: {e}");
-                    metrics.job_run(&tenant, name, "error");
-                    continue;
-                }
-            },
-            None => None,
+        let acquired = locks.acquire(name, timing.lock_at_most_for, at_least).await;
+        if let Some(reason) = acquired.skip_reason() {
+            metrics.job_skipped(&tenant, name, reason);
+            continue;
+        }
+        let lost = match &acquired {
+            Acquired::Held(g) => g.lost(),
+            _ => tokio_util::sync::CancellationToken::new(),
         };
-        match job.run().await {
+        let limit = crate::lock::work_deadline(timing.lock_at_most_for);
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(limit, job.run()) => r.map_err(|_| JobError(format!(
+                "stopped after {} ms, 90 % of lock_at_most_for; raise [jobs.<name>] lock_at_most_for if runs need longer",
+                limit.as_millis()
+            ))).and_then(|r| r),
+            _ = lost.cancelled() => Err(JobError("stopped: its lock was lost".into())),
+        };
+        match outcome {
             Ok(summary) => {
                 tracing::info!(tenant = %tenant, job = name, "{}", crate::redact::redact(&summary));
                 metrics.job_run(&tenant, name, "ok");
@@ -86,11 +89,7 @@ pub async fn schedule(
                 metrics.job_run(&tenant, name, "error");
             }
         }
-        if let (Some(l), Some(g)) = (&locks, guard) {
-            if let Err(e) = l.release(g).await {
-                tracing::warn!(tenant = %tenant, job = name, "releasing lock: {e}");
-            }
-        }
+        locks.release(acquired, name).await;
     }
 }
 

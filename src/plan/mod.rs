@@ -2,6 +2,7 @@
 
 pub mod diff;
 pub mod render;
+pub mod target;
 
 use std::path::{Path, PathBuf};
 
@@ -131,6 +132,15 @@ pub struct PlanOptions {
     pub prune: bool,
     /// Allow changes that delete and recreate objects.
     pub allow_replace: bool,
+    /// Prune a system even when the manifest declares nothing for it (`--allow-empty`).
+    #[serde(default)]
+    pub allow_empty: bool,
+    /// Refuse a prune of more objects than this (`--max-deletes`, `[watch] max_deletes`).
+    #[serde(default)]
+    pub max_deletes: Option<usize>,
+    /// `--target`: plan only these resources and what they depend on (empty: everything).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Address>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -396,6 +406,38 @@ fn show_written_defaults(diffs: &mut [FieldDiff], written: &Value) {
     }
 }
 
+/// Refuses prunes a broken folder would cause. `empty_system(address)` names the system when
+/// the manifest declares nothing for it: an emptied or half-synced folder (git-sync, a
+/// ConfigMap remount) must not delete everything this tenant owns there, so those prunes need
+/// `--allow-empty`. Then, more prunes than `max_deletes` are refused together: nothing is
+/// deleted, and each says why.
+pub fn guard_prunes(
+    prunes: &mut [Change],
+    empty_system: &dyn Fn(&Address) -> Option<String>,
+    options: &PlanOptions,
+) {
+    if !options.allow_empty {
+        for c in prunes.iter_mut() {
+            if let Some(system) = empty_system(&c.address) {
+                c.blocked = Some(format!(
+                    "the manifest declares nothing for {system}, so this prune would delete everything the tenant owns there (an emptied or half-synced folder?); nothing is deleted unless --allow-empty is given"
+                ));
+            }
+        }
+    }
+    let Some(max) = options.max_deletes else {
+        return;
+    };
+    let count = prunes.iter().filter(|c| c.blocked.is_none()).count();
+    if count > max {
+        for c in prunes.iter_mut().filter(|c| c.blocked.is_none()) {
+            c.blocked = Some(format!(
+                "the prune would delete {count} objects, more than the limit of {max} (--max-deletes, [watch] max_deletes); nothing is deleted: check the manifest folder, then raise the limit or prune in smaller steps"
+            ));
+        }
+    }
+}
+
 /// A managed live object the manifest no longer declares (only planned with `--prune`), with
 /// its digest (see [`Digests`]).
 pub fn prune_change(
@@ -508,5 +550,73 @@ mod saved_plan_tests {
         );
         let err = Plan::from_saved(Path::new("p.json"), "").unwrap_err();
         assert!(err.to_string().starts_with("p.json:1:1: "), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod prune_guard_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn prunes(names: &[&str]) -> Vec<Change> {
+        names
+            .iter()
+            .map(|n| {
+                prune_change(
+                    Address::new("NatsStream", *n),
+                    digest(&json!({})),
+                    Vec::new(),
+                )
+            })
+            .collect()
+    }
+
+    fn refused(changes: &[Change]) -> Vec<&str> {
+        changes
+            .iter()
+            .filter_map(|c| c.blocked.as_deref())
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_system_is_not_pruned_unless_allowed() {
+        let options = PlanOptions {
+            prune: true,
+            max_deletes: Some(10),
+            ..Default::default()
+        };
+        let empty = |_: &Address| Some("nats".to_string());
+        let mut changes = prunes(&["A", "B"]);
+        guard_prunes(&mut changes, &empty, &options);
+        assert_eq!(refused(&changes).len(), 2);
+        assert!(refused(&changes)[0].contains("declares nothing for nats"));
+        let mut changes = prunes(&["A", "B"]);
+        let allowed = PlanOptions {
+            allow_empty: true,
+            ..options
+        };
+        guard_prunes(&mut changes, &empty, &allowed);
+        assert!(refused(&changes).is_empty());
+    }
+
+    #[test]
+    fn more_deletes_than_the_limit_are_refused_together() {
+        let declared = |_: &Address| None;
+        let options = |max| PlanOptions {
+            prune: true,
+            max_deletes: Some(max),
+            ..Default::default()
+        };
+        let mut changes = prunes(&["A", "B", "C"]);
+        guard_prunes(&mut changes, &declared, &options(3));
+        assert!(refused(&changes).is_empty());
+        let mut changes = prunes(&["A", "B", "C", "D"]);
+        guard_prunes(&mut changes, &declared, &options(3));
+        let why = refused(&changes);
+        assert_eq!(why.len(), 4);
+        assert!(
+            why[0].contains("delete 4 objects, more than the limit of 3"),
+            "{why:?}"
+        );
     }
 }

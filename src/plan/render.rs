@@ -117,6 +117,36 @@ fn headline(c: &Change) -> String {
     format!("# {} {what}", c.address)
 }
 
+/// Said when a plan is partial (`--target`), as Terraform warns about `-target`.
+const PARTIAL: &str = "Warning: resource targeting is in effect: this plan covers only the targeted resources and their dependencies, so other changes the manifest asks for may still be pending. Use --target to repair one resource, then run ofctl plan without it.";
+
+/// "Targeted: KafkaConnector/x (+ IntegratedTool/y as a dependency)", for a `--target` plan.
+fn targeted(plan: &Plan) -> Option<String> {
+    let targets = &plan.options.targets;
+    if targets.is_empty() {
+        return None;
+    }
+    let join = |items: Vec<String>| items.join(", ");
+    let mut line = format!(
+        "Targeted: {}",
+        join(targets.iter().map(ToString::to_string).collect())
+    );
+    let deps = super::target::dependencies(&plan.changes, targets);
+    if !deps.is_empty() {
+        let noun = if deps.len() == 1 {
+            "as a dependency"
+        } else {
+            "as dependencies"
+        };
+        let _ = write!(
+            line,
+            " (+ {} {noun})",
+            join(deps.iter().map(ToString::to_string).collect())
+        );
+    }
+    Some(line)
+}
+
 fn text(plan: &Plan, color: bool) -> String {
     let paint = |s: String, action: Action| -> String {
         if !color {
@@ -130,6 +160,14 @@ fn text(plan: &Plan, color: bool) -> String {
         }
     };
     let mut out = String::new();
+    if let Some(line) = targeted(plan) {
+        let warning = if color {
+            PARTIAL.yellow().bold().to_string()
+        } else {
+            PARTIAL.to_string()
+        };
+        let _ = writeln!(out, "{line}\n{warning}\n");
+    }
     let pending: Vec<&Change> = plan.pending().collect();
     if pending.is_empty() {
         let _ = writeln!(
@@ -221,6 +259,9 @@ fn markdown(plan: &Plan) -> String {
     let s = &plan.summary;
     let mut out = String::new();
     let _ = writeln!(out, "### ofctl plan\n");
+    if let Some(line) = targeted(plan) {
+        let _ = writeln!(out, "{line}\n\n> **{PARTIAL}**\n");
+    }
     let _ = writeln!(
         out,
         "**{} to create, {} to update, {} to replace, {} to delete**, {} unchanged{}.\n",
@@ -373,6 +414,20 @@ mod tests {
         assert_eq!(v["changes"][0]["address"], "NatsStream/A");
         assert_eq!(v["changes"][0]["action"], "create");
         assert_eq!(v["summary"]["replace"], 1);
+    }
+
+    #[test]
+    fn a_targeted_plan_names_its_dependencies_and_warns() {
+        let mut plan = sample();
+        plan.options.targets = vec![Address::new("KafkaConnector", "c")];
+        let out = render(&plan, Format::Text, false);
+        assert!(
+            out.starts_with("Targeted: KafkaConnector/c (+ NatsStream/A as a dependency)\nWarning: resource targeting is in effect"),
+            "{out}"
+        );
+        let out = render(&plan, Format::Markdown, false);
+        assert!(out.contains("> **Warning: resource targeting"), "{out}");
+        assert!(!render(&sample(), Format::Text, false).contains("Targeted"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod nats_client;
+pub mod owner;
 pub mod shared;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,13 @@
 //! `ofctl watch`: the long-running form. Each tenant (a manifest folder with its target
 //! config) is reconciled on file changes (debounced) and on a jittered interval, through the
 //! same engine as `ofctl apply`; a Redis lock per tenant keeps replicas from reconciling the
-//! same tenant at once. One tenant's failure never stalls another: each runs in its own task.
+//! same tenant at once. One tenant's failure never stalls another: each runs in its own task,
+//! and a loop that dies is restarted with backoff (reported unready while it is down).
+//!
+//! With `[redis]` configured, a pass whose lock cannot be taken does not run (fail closed). A
+//! pass starts no change after 90 % of `lock_at_most_for`, and its lock is renewed while it
+//! runs. With `prune = true` a delete happens only when two consecutive passes over the same
+//! manifest plan it, and the engine's prune guards (empty systems, `max_deletes`) apply.
 
 mod auth;
 pub use auth::AUDIT_TARGET;
@@ -10,7 +16,7 @@ pub const SERVE_TARGET: &str = "ofctl::serve";
 pub mod http;
 mod platform_api;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,14 +32,34 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{ApplyOptions, Status};
 use crate::config::{ConfigError, TargetConfig};
 use crate::engine::Engine;
-use crate::lock::Locks;
+use crate::lock::{Acquired, LockMode};
 use crate::manifest::{self, Manifest};
 use crate::metrics::{ChangeLabels, Metrics, PassLabels, TenantLabels};
 use crate::plan::{Action, Change, PlanOptions};
-use crate::resource::annotations;
+use crate::resource::{annotations, Address};
 
 /// Name of the per-tenant reconcile lock (beside the platform's job locks).
 pub const RECONCILE_LOCK: &str = "ofctlReconcile";
+
+/// First wait before restarting a tenant loop that died; doubles up to [`RESTART_MAX`].
+const RESTART_MIN: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(60);
+
+/// TEST ONLY: `OFCTL_TEST_PANIC_TENANT=<tenant>` makes that tenant's loop panic once, at the
+/// start of its second pass, so tests can prove supervision and readiness. Read here only.
+const TEST_PANIC_ENV: &str = "OFCTL_TEST_PANIC_TENANT";
+
+/// Whether the test-only fault of [`TEST_PANIC_ENV`] is due for `tenant` (once per process).
+fn test_panic_due(tenant: &str) -> bool {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    std::env::var(TEST_PANIC_ENV).is_ok_and(|t| t == tenant) && !FIRED.swap(true, Ordering::SeqCst)
+}
+
+/// The longest a burst of file events may postpone a pass: a steady stream of events (a
+/// sync tool rewriting files) must not hold reconciling off forever.
+fn debounce_ceiling(debounce: Duration) -> Duration {
+    (debounce * 10).max(Duration::from_secs(2))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -114,7 +140,7 @@ pub struct PassRecord {
     pub duration_ms: u64,
     pub applied: usize,
     pub failed: usize,
-    /// Another replica held this tenant's lock, so this pass did nothing.
+    /// The lock was held elsewhere or could not be taken, so this pass did nothing.
     pub skipped: bool,
     pub error: Option<String>,
 }
@@ -128,6 +154,10 @@ pub struct TenantStatus {
     /// Set while the manifest on disk fails validation (the last good one stays in force).
     pub manifest_error: Option<String>,
     pub drift: Vec<DriftItem>,
+    /// The loop is up and has finished a pass since it (re)started.
+    pub ready: bool,
+    /// Times the loop died and was restarted.
+    pub loop_restarts: u64,
 }
 
 /// What the HTTP API works with for one tenant: the config and last good manifest its loop
@@ -145,7 +175,7 @@ pub struct TenantView {
     pub manifest_dir: PathBuf,
     /// The last manifest that validated (none before the first good load).
     pub manifest: Option<Manifest>,
-    pub locks: Option<Locks>,
+    pub locks: LockMode,
     /// A clone of the loop's engine: API requests reuse its connections.
     pub engine: Engine,
 }
@@ -170,10 +200,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Ready once every tenant has finished its first pass.
+    /// Ready while every tenant loop is up and has finished a pass since it (re)started.
     pub async fn ready(&self) -> bool {
         let tenants = self.tenants.read().await;
-        !tenants.is_empty() && tenants.values().all(|t| t.passes > 0)
+        !tenants.is_empty() && tenants.values().all(|t| t.ready)
     }
 }
 
@@ -198,7 +228,7 @@ struct TenantLoop {
     /// The last manifest that validated; a broken edit never replaces it.
     manifest: Option<Manifest>,
     engine: Engine,
-    locks: Option<Locks>,
+    locks: LockMode,
     interval_override: Option<Duration>,
     /// KafkaConnector names of the last good manifest, for the connector health job.
     declared_connectors: Arc<std::sync::RwLock<Vec<String>>>,
@@ -207,6 +237,18 @@ struct TenantLoop {
     /// Stops the jobs started from the config whose digest is `jobs_digest`.
     jobs_stop: CancellationToken,
     jobs_digest: String,
+    /// Cancelled when this incarnation of the loop ends (shutdown, or it died): stops its jobs.
+    life: CancellationToken,
+    /// Deletes the last pass planned, with the digest of its desired state: a delete is applied
+    /// only when the next pass over the same manifest plans it again.
+    planned_deletes: Option<(String, BTreeSet<Address>)>,
+}
+
+/// How a target's work is locked: Redis when `[redis]` is set, unlocked otherwise.
+fn lock_mode(config: &TargetConfig) -> LockMode {
+    let tenant = config.tenant().unwrap_or_else(|_| "default".into());
+    let env = config.environment().unwrap_or_else(|_| "default".into());
+    LockMode::new(config.redis_url(), &tenant, &env)
 }
 
 impl TenantLoop {
@@ -214,9 +256,22 @@ impl TenantLoop {
         let base = self
             .interval_override
             .unwrap_or(self.config.watch().interval);
-        let jitter = self.config.watch().jitter.clamp(0.0, 0.9);
+        let jitter = self.config.watch().jitter;
         let factor = 1.0 + rand::thread_rng().gen_range(-jitter..=jitter);
         base.mul_f64(factor.max(0.05))
+    }
+
+    /// Says once, when the loop starts or its config changes, what locking will not do.
+    fn announce_locks(&self) {
+        match &self.locks {
+            LockMode::Unlocked => {
+                tracing::warn!(tenant = %self.id, "no [redis] in the target config: passes and jobs run unlocked, so run a single replica (or set [redis] url)")
+            }
+            LockMode::Broken(why) => {
+                tracing::error!(tenant = %self.id, "[redis] is configured but unusable, so no pass or job runs until it is fixed: {}", crate::redact::redact(why))
+            }
+            LockMode::Redis(_) => {}
+        }
     }
 
     /// Re-reads the target config and the manifest; keeps the last good ones on error.
@@ -225,7 +280,8 @@ impl TenantLoop {
             Ok(config) => {
                 if config.source_digest != self.config.source_digest {
                     self.engine = Engine::new(config.clone());
-                    self.locks = None;
+                    self.locks = lock_mode(&config);
+                    self.announce_locks();
                 }
                 self.config = config;
             }
@@ -249,27 +305,6 @@ impl TenantLoop {
         }
     }
 
-    async fn ensure_locks(&mut self) {
-        if self.locks.is_some() {
-            return;
-        }
-        let Some(Ok(url)) = self.config.redis_url() else {
-            return;
-        };
-        let tenant = self.config.tenant().unwrap_or_else(|_| "default".into());
-        let env = self
-            .config
-            .environment()
-            .unwrap_or_else(|_| "default".into());
-        match Locks::connect(&url, &tenant, &env).await {
-            Ok(l) => self.locks = Some(l),
-            Err(e) => {
-                tracing::error!(tenant = %self.id, "{e}");
-                self.shared.metrics.error(&self.id, "redis");
-            }
-        }
-    }
-
     async fn pass(&mut self, trigger: &'static str) -> PassRecord {
         let started = Instant::now();
         let reload = self.reload();
@@ -288,7 +323,6 @@ impl TenantLoop {
             error: manifest_error.clone(),
         };
         let mut drift = Vec::new();
-        self.ensure_locks().await;
         self.handle.set_view(TenantView {
             config: self.config.clone(),
             manifest_dir: self.target.dir.clone(),
@@ -299,45 +333,32 @@ impl TenantLoop {
         if let Some(manifest) = self.manifest.clone() {
             let handle = Arc::clone(&self.handle);
             let _in_process = handle.gate.lock().await;
-            let guard = match &self.locks {
-                Some(locks) => match locks
-                    .try_acquire(
-                        RECONCILE_LOCK,
-                        self.config.watch().lock_at_most_for,
-                        Duration::ZERO,
-                    )
+            let at_most = self.config.watch().lock_at_most_for;
+            let acquired = self
+                .locks
+                .acquire(RECONCILE_LOCK, at_most, Duration::ZERO)
+                .await;
+            if let Some(reason) = acquired.skip_reason() {
+                // No lock, no reconcile: two replicas applying at once is worse than a late pass.
+                record.skipped = true;
+                if let Acquired::Unavailable(why) = &acquired {
+                    record.error = Some(format!("not run, the lock service is unavailable: {why}"));
+                }
+                self.shared.metrics.skipped(&self.id, "reconcile", reason);
+            } else {
+                tracing::debug!(tenant = %self.id, "reconcile lock taken");
+                let stop = work_stop(&self.shared, &acquired, at_most, &self.id);
+                if let Err(e) = self
+                    .reconcile(manifest, &mut record, &mut drift, &stop)
                     .await
                 {
-                    Ok(Some(g)) => Some(g),
-                    Ok(None) => {
-                        record.skipped = true;
-                        None
-                    }
-                    Err(e) => {
-                        // No lock service, no reconcile: two replicas applying at once is worse
-                        // than a late pass.
-                        record.error = Some(e.to_string());
-                        self.shared.metrics.error(&self.id, "redis");
-                        record.skipped = true;
-                        None
-                    }
-                },
-                None => None,
-            };
-            if !record.skipped {
-                match self.reconcile(manifest, &mut record, &mut drift).await {
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::error!(tenant = %self.id, "{}", crate::redact::redact(&e));
-                        self.shared.metrics.error(&self.id, "reconcile");
-                        record.error = Some(e);
-                    }
+                    tracing::error!(tenant = %self.id, "{}", crate::redact::redact(&e));
+                    self.shared.metrics.error(&self.id, "reconcile");
+                    record.error = Some(e);
                 }
-                if let (Some(locks), Some(g)) = (&self.locks, guard) {
-                    if let Err(e) = locks.release(g).await {
-                        tracing::warn!(tenant = %self.id, "releasing the reconcile lock: {e}");
-                    }
-                }
+                stop.cancel();
+                tracing::debug!(tenant = %self.id, "reconcile lock releasing");
+                self.locks.release(acquired, "the reconcile pass").await;
             }
         }
         record.duration_ms = started.elapsed().as_millis() as u64;
@@ -362,6 +383,7 @@ impl TenantLoop {
         let status = tenants.entry(self.id.clone()).or_default();
         status.manifest_dir = self.target.dir.clone();
         status.passes += 1;
+        status.ready = true;
         status.manifest_error = manifest_error;
         if !record.skipped {
             self.shared
@@ -382,21 +404,28 @@ impl TenantLoop {
         manifest: Manifest,
         record: &mut PassRecord,
         drift: &mut Vec<DriftItem>,
+        stop: &CancellationToken,
     ) -> Result<(), String> {
+        let watch = self.config.watch();
         let options = PlanOptions {
-            prune: self.config.watch().prune,
+            prune: watch.prune,
             // Watch mode never replaces on a flag: only a resource's own annotation allows it.
             allow_replace: false,
+            allow_empty: false,
+            max_deletes: Some(watch.max_deletes),
+            targets: Vec::new(),
         };
-        let obs = self
-            .engine
-            .observe(manifest, options.prune)
-            .await
-            .map_err(|e| e.to_string())?;
+        let obs = tokio::select! {
+            obs = self.engine.observe(manifest, options.prune) => obs.map_err(|e| e.to_string())?,
+            _ = stop.cancelled() => return Err(
+                "reading live state did not finish before the pass's deadline (90 % of [watch] lock_at_most_for) or shutdown; nothing was changed".into()
+            ),
+        };
         let plan = self
             .engine
             .plan(&obs, &options, None)
             .map_err(|e| e.to_string())?;
+        let confirmed = self.confirm_deletes(&obs, &plan);
         let mut heal = Vec::new();
         for change in plan.pending() {
             let policy = policy_of(&change.address, &obs.manifest);
@@ -404,6 +433,11 @@ impl TenantLoop {
                 (DriftPolicy::Ignore, _) => continue,
                 (DriftPolicy::Report, _) => "drift policy is report-only".to_string(),
                 (DriftPolicy::Heal, Some(why)) => format!("refused: {why}"),
+                (DriftPolicy::Heal, None)
+                    if change.action == Action::Delete && !confirmed.contains(&change.address) =>
+                {
+                    "delete waits for the next pass over the same manifest to plan it again".into()
+                }
                 (DriftPolicy::Heal, None) => {
                     heal.push(change.clone());
                     continue;
@@ -420,7 +454,8 @@ impl TenantLoop {
         if heal.is_empty() {
             return Ok(());
         }
-        let report = apply_changes(&mut self.engine, &heal, &obs, &self.id, &self.shared).await?;
+        let report =
+            apply_changes(&mut self.engine, &heal, &obs, &self.id, &self.shared, stop).await?;
         for o in &report.outcomes {
             let reason = match &o.status {
                 Status::Done => {
@@ -443,13 +478,40 @@ impl TenantLoop {
         Ok(())
     }
 
+    /// The deletes of `plan` that the previous pass also planned over the same desired state;
+    /// remembers this pass's for the next one.
+    fn confirm_deletes(
+        &mut self,
+        obs: &crate::engine::Observation,
+        plan: &crate::plan::Plan,
+    ) -> BTreeSet<Address> {
+        let desired: serde_json::Map<String, serde_json::Value> = obs
+            .desired
+            .iter()
+            .map(|(a, v)| (a.to_string(), v.clone()))
+            .collect();
+        let digest = crate::json::digest(&serde_json::Value::Object(desired));
+        let deletes: BTreeSet<Address> = plan
+            .pending()
+            .filter(|c| c.action == Action::Delete && c.blocked.is_none())
+            .map(|c| c.address.clone())
+            .collect();
+        let confirmed = match &self.planned_deletes {
+            Some((previous, planned)) if *previous == digest => {
+                deletes.intersection(planned).cloned().collect()
+            }
+            _ => BTreeSet::new(),
+        };
+        self.planned_deletes = Some((digest, deletes));
+        confirmed
+    }
+
     /// Starts the scheduled jobs this target's config enables and has the systems for, stopping
     /// those started from an earlier config first (each finishes a run in progress).
     async fn start_jobs(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
         self.jobs_stop.cancel();
-        self.jobs_stop = self.shared.shutdown.child_token();
+        self.jobs_stop = self.life.child_token();
         self.jobs_digest = self.config.source_digest.clone();
-        self.ensure_locks().await;
         let config = self.config.jobs().clone();
         let redis = self.config.redis_url().and_then(Result::ok);
         let mut jobs: Vec<(Arc<dyn crate::jobs::Job>, crate::config::JobTiming)> = Vec::new();
@@ -537,9 +599,15 @@ impl TenantLoop {
             .map_err(|e| tracing::error!(tenant = %self.id, "file watching is off: {e}"))
             .ok();
         let mut trigger = "startup";
+        self.announce_locks();
         let mut jobs = self.start_jobs().await;
+        let mut passes = 0u64;
         loop {
+            if passes == 1 && test_panic_due(&self.id) {
+                panic!("{TEST_PANIC_ENV}: test-only fault in tenant `{}`", self.id);
+            }
             let record = self.pass(trigger).await;
+            passes += 1;
             if self.config.source_digest != self.jobs_digest {
                 tracing::info!(tenant = %self.id, "target config changed: restarting the scheduled jobs");
                 // The stopped jobs end at their next tick; their handles need no keeping.
@@ -561,13 +629,21 @@ impl TenantLoop {
                 _ = sleep => trigger = "interval",
                 _ = self.reconcile_now.notified() => trigger = "job",
                 Some(()) = events.recv() => {
-                    // Editors save in bursts (temp file, rename, chmod): wait for quiet.
+                    // Editors save in bursts (temp file, rename, chmod): wait for quiet, but
+                    // no longer than the ceiling, and not past shutdown.
                     let debounce = self.config.watch().debounce;
+                    let ceiling = tokio::time::sleep(debounce_ceiling(debounce));
+                    tokio::pin!(ceiling);
                     loop {
                         tokio::select! {
+                            _ = self.shared.shutdown.cancelled() => break,
+                            _ = &mut ceiling => break,
                             _ = tokio::time::sleep(debounce) => break,
                             more = events.recv() => if more.is_none() { break },
                         }
+                    }
+                    if self.shared.shutdown.is_cancelled() {
+                        break;
                     }
                     trigger = "file";
                 }
@@ -579,20 +655,52 @@ impl TenantLoop {
     }
 }
 
+/// A token that stops the work a lock covers: at its deadline (90 % of `at_most`), when the
+/// lock turns out to be lost, or at shutdown. Cancel it when the work is done.
+fn work_stop(
+    shared: &Shared,
+    acquired: &Acquired,
+    at_most: Duration,
+    tenant: &str,
+) -> CancellationToken {
+    let stop = shared.shutdown.child_token();
+    let lost = match acquired {
+        Acquired::Held(g) => g.lost(),
+        _ => CancellationToken::new(),
+    };
+    let deadline = crate::lock::work_deadline(at_most);
+    let (token, tenant) = (stop.clone(), tenant.to_string());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = lost.cancelled() => {}
+            _ = tokio::time::sleep(deadline) => tracing::warn!(
+                tenant = %tenant,
+                "the pass reached its deadline ({} ms, 90 % of lock_at_most_for): no further change starts",
+                deadline.as_millis()
+            ),
+        }
+        token.cancel();
+    });
+    stop
+}
+
 /// Applies `changes` as a tenant's loop or its HTTP API does: the target's engine tuning, no new
-/// change started after shutdown begins, a log line and a metric per outcome.
+/// change started once `stop` is cancelled (shutdown, deadline), a log line and a metric per
+/// outcome.
 async fn apply_changes(
     engine: &mut Engine,
     changes: &[Change],
     obs: &crate::engine::Observation,
     tenant: &str,
     shared: &Shared,
+    stop: &CancellationToken,
 ) -> Result<crate::apply::ApplyReport, String> {
     let tuning = engine.config.engine().clone();
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = {
         let cancel = Arc::clone(&cancel);
-        let token = shared.shutdown.clone();
+        let token = stop.clone();
         tokio::spawn(async move {
             token.cancelled().await;
             cancel.store(true, Ordering::SeqCst);
@@ -660,6 +768,73 @@ fn watch_files(
         }
     }
     Ok(watcher)
+}
+
+/// Runs a tenant's loop until shutdown, restarting it with backoff whenever it dies (a panic):
+/// the tenant is unready and its jobs are stopped while it is down.
+async fn supervise(
+    target: Target,
+    handle: Arc<TenantHandle>,
+    shared: Arc<Shared>,
+    interval_override: Option<Duration>,
+) {
+    let id = handle.id.clone();
+    let mut backoff = RESTART_MIN;
+    loop {
+        let config = target
+            .load_config()
+            .unwrap_or_else(|_| handle.view().config);
+        let life = shared.shutdown.child_token();
+        let tenant_loop = TenantLoop {
+            id: id.clone(),
+            target: target.clone(),
+            shared: Arc::clone(&shared),
+            handle: Arc::clone(&handle),
+            engine: Engine::new(config.clone()),
+            locks: lock_mode(&config),
+            config,
+            manifest: None,
+            interval_override,
+            declared_connectors: Default::default(),
+            reconcile_now: Default::default(),
+            jobs_stop: CancellationToken::new(),
+            jobs_digest: String::new(),
+            life: life.clone(),
+            planned_deletes: None,
+        };
+        let started = Instant::now();
+        let ended = tokio::spawn(tenant_loop.run()).await;
+        life.cancel();
+        let Err(died) = ended else { return };
+        if shared.shutdown.is_cancelled() || !died.is_panic() {
+            return;
+        }
+        let cause = died.into_panic();
+        let cause = cause
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| cause.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic".into());
+        if started.elapsed() > RESTART_MAX {
+            backoff = RESTART_MIN;
+        }
+        if let Some(status) = shared.tenants.write().await.get_mut(&id) {
+            status.ready = false;
+            status.loop_restarts += 1;
+        }
+        shared
+            .metrics
+            .loop_restarts
+            .get_or_create(&TenantLabels { tenant: id.clone() })
+            .inc();
+        shared.metrics.error(&id, "loop_died");
+        tracing::error!(tenant = %id, "the tenant loop died ({}); restarting it in {backoff:?}", crate::redact::redact(&cause));
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RESTART_MAX);
+    }
 }
 
 fn tenant_id(config: &TargetConfig, dir: &Path) -> String {
@@ -731,15 +906,14 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
                 ..Default::default()
             },
         );
-        let engine = Engine::new(config.clone());
         let handle = Arc::new(TenantHandle {
             id: id.clone(),
             view: std::sync::RwLock::new(TenantView {
-                config: config.clone(),
                 manifest_dir: target.dir.clone(),
                 manifest: None,
-                locks: None,
-                engine: engine.clone(),
+                locks: lock_mode(&config),
+                config: config.clone(),
+                engine: Engine::new(config.clone()),
             }),
             gate: Default::default(),
         });
@@ -748,21 +922,12 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
             .write()
             .await
             .insert(id.clone(), Arc::clone(&handle));
-        loops.push(TenantLoop {
-            id,
-            target: target.clone(),
-            shared: Arc::clone(&shared),
+        loops.push(supervise(
+            target.clone(),
             handle,
-            engine,
-            config,
-            manifest: None,
-            locks: None,
-            interval_override: options.interval,
-            declared_connectors: Default::default(),
-            reconcile_now: Default::default(),
-            jobs_stop: CancellationToken::new(),
-            jobs_digest: String::new(),
-        });
+            Arc::clone(&shared),
+            options.interval,
+        ));
     }
     let api_addr = listen_address(options.listen, &listens, DEFAULT_LISTEN, "listen", "listen")?;
     let management_addr = listen_address(
@@ -785,7 +950,7 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
         http::management_router(Arc::clone(&shared)),
         Arc::clone(&shared),
     );
-    let tasks: Vec<_> = loops.into_iter().map(|l| tokio::spawn(l.run())).collect();
+    let tasks: Vec<_> = loops.into_iter().map(tokio::spawn).collect();
     tokio::join!(api_server, management_server);
     for t in tasks {
         let _ = t.await;

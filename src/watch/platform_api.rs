@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use super::{apply_changes, policy_of, DriftPolicy, Shared, TenantHandle, TenantView};
 use crate::apply::Status;
 use crate::engine::EngineError;
+use crate::lock::Acquired;
 use crate::manifest::Manifest;
 use crate::plan::{Action, PlanOptions};
 use crate::providers::mongo;
@@ -107,7 +108,10 @@ fn engine_error(e: EngineError) -> ApiError {
     let status = match &e {
         EngineError::Desired { .. } => StatusCode::BAD_REQUEST,
         EngineError::Read { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        EngineError::Config(_) | EngineError::StalePlan(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        // The API plans without --target: an unknown target cannot come from a request.
+        EngineError::Config(_) | EngineError::StalePlan(_) | EngineError::Target(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     };
     ApiError::new(status, e.to_string())
 }
@@ -254,55 +258,58 @@ fn check_manifest_ownership(view: &TenantView, resources: &[Resource]) -> Result
 
 /// Plans `resources` against live state and applies what differs, under the tenant's locks.
 async fn apply_resources(
-    shared: &Shared,
-    handle: &TenantHandle,
+    shared: &Arc<Shared>,
+    handle: &Arc<TenantHandle>,
     resources: Vec<Resource>,
 ) -> Result<Vec<ChangeResult>, ApiError> {
     let view = handle.view();
     check_manifest_ownership(&view, &resources)?;
-    let _in_process = handle.gate.lock().await;
-    let guard = match (&view.locks, view.config.redis_url()) {
-        (Some(locks), _) => {
-            let deadline = Instant::now() + LOCK_WAIT;
-            loop {
-                let held = locks
-                    .try_acquire(
-                        super::RECONCILE_LOCK,
-                        view.config.watch().lock_at_most_for,
-                        Duration::ZERO,
-                    )
-                    .await
-                    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-                if let Some(g) = held {
-                    break Some(g);
+    // Detached from the request: a client that disconnects drops the handler's future, not
+    // this task, so the write runs to its end and the lock is released (and renewed meanwhile).
+    let (shared, handle) = (Arc::clone(shared), Arc::clone(handle));
+    let work = tokio::spawn(async move {
+        let _in_process = handle.gate.lock().await;
+        let at_most = view.config.watch().lock_at_most_for;
+        let deadline = Instant::now() + LOCK_WAIT;
+        let acquired = loop {
+            match view
+                .locks
+                .acquire(super::RECONCILE_LOCK, at_most, Duration::ZERO)
+                .await
+            {
+                Acquired::Busy if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
                 }
-                if Instant::now() >= deadline {
+                Acquired::Busy => {
                     return Err(ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!(
                             "tenant `{}` is being reconciled by another replica; retry shortly",
                             handle.id
                         ),
-                    ));
+                    ))
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                Acquired::Unavailable(why) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                        "the lock service (Redis) is not reachable, so nothing was changed: {why}"
+                    ),
+                    ))
+                }
+                held => break held,
             }
-        }
-        (None, Some(_)) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the lock service (Redis) is not reachable; nothing was changed",
-            ))
-        }
-        (None, None) => None,
-    };
-    let result = plan_and_apply(shared, &view, handle, resources).await;
-    if let (Some(locks), Some(g)) = (&view.locks, guard) {
-        if let Err(e) = locks.release(g).await {
-            tracing::warn!(tenant = %handle.id, "releasing the reconcile lock: {e}");
-        }
-    }
-    result
+        };
+        let result = plan_and_apply(&shared, &view, &handle, resources).await;
+        view.locks.release(acquired, "an API write").await;
+        result
+    });
+    work.await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the write stopped abnormally: {e}"),
+        )
+    })?
 }
 
 async fn plan_and_apply(
@@ -348,9 +355,16 @@ async fn plan_and_apply(
     if pending.is_empty() {
         return Ok(results);
     }
-    let report = apply_changes(&mut engine, &pending, &obs, &handle.id, shared)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let report = apply_changes(
+        &mut engine,
+        &pending,
+        &obs,
+        &handle.id,
+        shared,
+        &shared.shutdown,
+    )
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let mut failures = Vec::new();
     for o in &report.outcomes {
         let (result, error) = match &o.status {

@@ -525,8 +525,13 @@ impl Drop for DevStack {
 
 /// redis-server without persistence.
 pub fn redis() -> (Server, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
+    (redis_on(port), format!("redis://127.0.0.1:{port}"))
+}
+
+/// redis-server without persistence on `port` (e.g. to restart one that was stopped).
+pub fn redis_on(port: u16) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(tool("redis-server"));
     cmd.args([
         "--port",
@@ -540,8 +545,7 @@ pub fn redis() -> (Server, String) {
         "--dir",
     ])
     .arg(dir.path());
-    let server = Server::start("redis-server", cmd, port, dir);
-    (server, format!("redis://127.0.0.1:{port}"))
+    Server::start("redis-server", cmd, port, dir)
 }
 
 /// The API token every [`Watch`] gets in `OFCTL_API_TOKEN`; a tenant config enables it with
@@ -562,6 +566,95 @@ pub fn api_client() -> reqwest::Client {
         .default_headers(headers)
         .build()
         .expect("client")
+}
+
+/// redis-server serving TLS only, with a certificate for 127.0.0.1 from a throw-away CA (made
+/// with the `openssl` command). Returns the server, its `rediss://` URL and the CA file.
+pub fn redis_tls() -> (Server, String, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("the openssl command makes the test certificates");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    std::fs::write(path("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write san.ext");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=ofctl-test-ca",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+    let port = free_port();
+    let mut cmd = Command::new(tool("redis-server"));
+    cmd.args([
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .args([
+        "--tls-auth-clients",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .arg("--tls-cert-file")
+    .arg(path("server.pem"))
+    .arg("--tls-key-file")
+    .arg(path("server.key"))
+    .arg("--tls-ca-cert-file")
+    .arg(path("ca.pem"))
+    .arg("--dir")
+    .arg(dir.path());
+    let ca = path("ca.pem");
+    let server = Server::start("redis-server (TLS)", cmd, port, dir);
+    (server, format!("rediss://127.0.0.1:{port}"), ca)
 }
 
 /// A running `ofctl watch`, stopped with SIGTERM (and killed if that fails) when dropped.
@@ -712,4 +805,91 @@ pub fn platform_env(
 /// Borrowed pairs for [`ofctl`] from owned ones.
 pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The change for `address` in a JSON plan (`ofctl plan --format json`); panics naming the
+/// address when the plan has none.
+pub fn change<'a>(plan: &'a serde_json::Value, address: &str) -> &'a serde_json::Value {
+    plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["address"] == address)
+        .unwrap_or_else(|| panic!("{address} not in plan: {plan:#}"))
+}
+
+/// A category of the platform's real files copied into the repo (`tests/fixtures/openframe/`,
+/// provenance in its INDEX.tsv). They are part of every clone, so a missing folder fails the
+/// test with where it was expected, rather than letting a test that read nothing pass.
+pub fn platform_fixtures(category: &str) -> PathBuf {
+    let dir = repo_root().join("tests/fixtures/openframe").join(category);
+    assert!(
+        dir.join("INDEX.tsv").is_file(),
+        "platform fixtures not found at {}: they belong to the repo (tests/fixtures/README.md); restore them with `git checkout -- tests/fixtures`",
+        dir.display()
+    );
+    dir
+}
+
+/// The in-process emulators (`ofctl::sandbox`: Pinot, Kafka Connect, Tactical RMM) on free
+/// loopback ports, with `faults`, accepting `tactical_api_key` (else the sandbox's default) as
+/// Tactical's X-API-KEY. They serve on the test's runtime: a test that blocks on `ofctl()`
+/// runs on a multi-threaded one.
+pub async fn emulators(
+    tactical_api_key: Option<&str>,
+    faults: ofctl::sandbox::FaultConfig,
+) -> ofctl::sandbox::Sandbox {
+    let mut options = ofctl::sandbox::SandboxOptions {
+        faults,
+        ..Default::default()
+    };
+    if let Some(key) = tactical_api_key {
+        options.tactical_api_key = key.to_string();
+    }
+    ofctl::sandbox::start(options)
+        .await
+        .expect("start the sandbox emulators")
+}
+
+/// The `ofctl.toml` section that points one system at `endpoint`: `[nats] url`,
+/// `[kafka] brokers`, `[mongo] uri` (with the encryption settings from
+/// `OFCTL_ENCRYPTION_PASSWORD`/`_SALT`), `[pinot]`/`[connect] url`, `[tactical] url` (with the
+/// API key from `OFCTL_TACTICAL_API_KEY`).
+pub fn endpoint_config(system: &str, endpoint: &str) -> String {
+    match system {
+        "kafka" => format!("[kafka]\nbrokers = \"{endpoint}\"\n"),
+        "mongo" => format!(
+            "[mongo]\nuri = \"{endpoint}\"\nencryption_password = \"${{env:OFCTL_ENCRYPTION_PASSWORD}}\"\nencryption_salt = \"${{env:OFCTL_ENCRYPTION_SALT}}\"\n"
+        ),
+        "tactical" => format!(
+            "[tactical]\nurl = \"{endpoint}\"\napi_key = \"${{env:OFCTL_TACTICAL_API_KEY}}\"\n"
+        ),
+        "nats" | "pinot" | "connect" => format!("[{system}]\nurl = \"{endpoint}\"\n"),
+        other => panic!("no endpoint config for system `{other}`"),
+    }
+}
+
+/// Plans `doc` (a `kind` document) against `config`, whose `system` endpoint is a loopback
+/// `port` nobody listens on, and checks that the plan fails naming the kind, the system and
+/// the address.
+pub fn assert_unreachable_is_a_clear_error(
+    config: &str,
+    doc: &str,
+    kind: &str,
+    system: &str,
+    port: u16,
+) {
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", config).write("a.yaml", doc);
+    let plan = ofctl(&["plan", "-f", m.arg()], &[]);
+    assert_eq!(plan.code, 1, "{plan:?}");
+    assert!(
+        plan.stderr
+            .contains(&format!("cannot read {kind} from {system}")),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{plan:?}"
+    );
 }

@@ -17,6 +17,7 @@ use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::Observed;
 
+use crate::provider::owner::Owner;
 pub use normalize::{check_spec, normalize_desired, normalize_live, wire_config, OWNER_KEY};
 
 pub const KIND: &str = "KafkaConnector";
@@ -78,13 +79,21 @@ pub fn is_transient(status: u16, message: &str) -> bool {
 
 pub struct ConnectProvider {
     http: HttpClient,
+    /// Marks connectors as this tenant's: only these are ever pruned.
+    owner: Owner,
 }
 
 impl ConnectProvider {
     /// A provider sending at most `concurrency` requests at a time.
-    pub fn new(url: &str, concurrency: usize, tls: &Tls) -> Result<Self, ProviderError> {
+    pub fn new(
+        url: &str,
+        concurrency: usize,
+        owner: Owner,
+        tls: &Tls,
+    ) -> Result<Self, ProviderError> {
         Ok(Self {
             http: HttpClient::new(System::Connect, url, &[], concurrency, tls)?,
+            owner,
         })
     }
 
@@ -105,7 +114,8 @@ impl ConnectProvider {
 
     async fn create(&self, name: &str, desired: &Value) -> Result<(), ProviderError> {
         let state = normalize::state_of(desired);
-        let mut body = json!({ "name": name, "config": wire_config(name, desired) });
+        let mut body =
+            json!({ "name": name, "config": wire_config(name, desired, self.owner.value()) });
         // KIP-980 (3.7+). Left out for `running`, the default, so older workers accept it too.
         if state != normalize::RUNNING {
             body["initial_state"] = json!(state.to_ascii_uppercase());
@@ -135,7 +145,7 @@ impl ConnectProvider {
             self.call(
                 Method::PUT,
                 &connector_path(name, "/config"),
-                Some(&wire_config(name, desired)),
+                Some(&wire_config(name, desired, self.owner.value())),
             )
             .await?;
         }
@@ -196,11 +206,13 @@ impl Provider for ConnectProvider {
                 )));
             };
             let live = normalize_live(name, info, entry.get("status"));
+            let (managed, mut notes) = self.owner.observe(live.marker.as_deref());
+            notes.extend(live.notes);
             observed.push(Observed {
                 name: name.clone(),
                 spec: live.spec,
-                managed: live.managed,
-                notes: live.notes,
+                managed,
+                notes,
             });
         }
         Ok(observed)
@@ -332,7 +344,13 @@ mod tests {
 
     #[test]
     fn topic_prefix_change_is_a_replace_finding() {
-        let p = ConnectProvider::new("http://127.0.0.1:1", 1, &Tls::default()).unwrap();
+        let p = ConnectProvider::new(
+            "http://127.0.0.1:1",
+            1,
+            Owner::new("t", "e"),
+            &Tls::default(),
+        )
+        .unwrap();
         let live = json!({"config": {"topic.prefix": "trmm", "a": "1"}, "state": "running"});
         let same = json!({"config": {"topic.prefix": "trmm", "a": "2"}, "state": "running"});
         assert!(p.findings(KIND, &same, &live).is_empty());

@@ -6,10 +6,9 @@
 
 use serde_json::{json, Map, Value};
 
-/// Config key marking a connector as created or last written by ofctl (only these are ever
-/// pruned). Connect passes unknown keys through to the connector, which ignores them.
-pub const OWNER_KEY: &str = "ofctl.openframe.io/managed-by";
-pub const OWNER_VALUE: &str = "ofctl";
+/// The ownership marker goes in the connector config: Connect passes unknown keys through to
+/// the connector, which ignores them.
+pub use crate::provider::owner::OWNER_KEY;
 
 pub const RUNNING: &str = "running";
 
@@ -49,7 +48,8 @@ pub fn normalize_desired(spec: &Value) -> Value {
 /// What the bulk read says about one connector: comparable spec, ownership, health notes.
 pub struct Live {
     pub spec: Value,
-    pub managed: bool,
+    /// The ownership marker in its config, if any.
+    pub marker: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -57,10 +57,10 @@ pub struct Live {
 /// apis.md §2.3 (absent when Connect has none yet).
 pub fn normalize_live(name: &str, info: &Value, status: Option<&Value>) -> Live {
     let raw = info.get("config");
-    let managed = raw
+    let marker = raw
         .and_then(|c| c.get(OWNER_KEY))
         .and_then(Value::as_str)
-        .is_some_and(|v| v == OWNER_VALUE);
+        .map(str::to_string);
     let (state, notes) = match status {
         Some(s) => state_and_notes(name, s),
         None => (
@@ -70,7 +70,7 @@ pub fn normalize_live(name: &str, info: &Value, status: Option<&Value>) -> Live 
     };
     Live {
         spec: json!({ "config": comparable_config(raw), "state": state }),
-        managed,
+        marker,
         notes,
     }
 }
@@ -136,11 +136,11 @@ fn unhealthy(what: &str, state: &str, entry: Option<&Value>) -> String {
 }
 
 /// The config map sent to Connect: every value a string, plus `name` (Connect wants it in
-/// the body as well as the path, openframe.md §5.4) and ofctl's ownership marker.
-pub fn wire_config(name: &str, desired: &Value) -> Value {
+/// the body as well as the path, openframe.md §5.4) and this tenant's ownership marker.
+pub fn wire_config(name: &str, desired: &Value, owner: &str) -> Value {
     let mut config = comparable_config(desired.get("config"));
     config.insert("name".into(), json!(name));
-    config.insert(OWNER_KEY.into(), json!(OWNER_VALUE));
+    config.insert(OWNER_KEY.into(), json!(owner));
     Value::Object(config)
 }
 
@@ -191,7 +191,7 @@ mod tests {
         let status = json!({"name": "pg", "connector": {"state": "RUNNING", "worker_id": "w"},
                             "tasks": [{"id": 0, "state": "RUNNING", "worker_id": "w"}], "type": "source"});
         let live = normalize_live("pg", &info, Some(&status));
-        assert!(live.managed);
+        assert_eq!(live.marker.as_deref(), Some("ofctl"));
         assert!(live.notes.is_empty(), "{:?}", live.notes);
         let desired = normalize_desired(&json!({
             "name": "pg",
@@ -227,7 +227,7 @@ mod tests {
             let live = normalize_live("x", &info, Some(&status(c, json!([]))));
             assert_eq!(live.spec["state"], want);
             assert!(live.notes.is_empty());
-            assert!(!live.managed);
+            assert_eq!(live.marker, None);
         }
         let failed = status(
             "RUNNING",
@@ -253,10 +253,11 @@ mod tests {
         let w = wire_config(
             "pg",
             &json!({"config": {"tasks.max": 1}, "state": "running"}),
+            "ofctl/t/e",
         );
         assert_eq!(
             w,
-            json!({"tasks.max": "1", "name": "pg", "ofctl.openframe.io/managed-by": "ofctl"})
+            json!({"tasks.max": "1", "name": "pg", "ofctl.openframe.io/managed-by": "ofctl/t/e"})
         );
     }
 

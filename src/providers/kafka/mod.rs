@@ -233,9 +233,14 @@ impl KafkaProvider {
             None => Ok(()),
             Some((topic, code)) => {
                 let mut e = code_error(&format!("kafka create topic {topic}"), code);
-                // Topic deletion finishes asynchronously: right after the delete of a replace
-                // the old topic can still be in the way, which a retry outlives.
                 if code == RDKafkaErrorCode::TopicAlreadyExists {
+                    // An earlier attempt whose answer was lost made it: the topic as asked for
+                    // is what a create wants.
+                    if self.exists_as_desired(name, desired).await? {
+                        return Ok(());
+                    }
+                    // Topic deletion finishes asynchronously: right after the delete of a
+                    // replace the old topic can still be in the way, which a retry outlives.
                     e.transient = true;
                     e.message
                         .push_str(" (a topic being deleted may still be in the way)");
@@ -243,6 +248,24 @@ impl KafkaProvider {
                 Err(e)
             }
         }
+    }
+
+    /// Whether topic `name` exists with exactly the normalized `desired` spec, as a plan
+    /// would compare them.
+    async fn exists_as_desired(&self, name: &str, desired: &Value) -> Result<bool, ProviderError> {
+        let names = [name.to_string()];
+        let live = self
+            .read(
+                KINDS[0].kind,
+                ReadScope {
+                    names: &names,
+                    all: false,
+                },
+            )
+            .await?;
+        Ok(live
+            .iter()
+            .any(|o| o.name == name && crate::json::values_equal(&o.spec, desired)))
     }
 
     async fn update(&self, name: &str, desired: &Value, live: &Value) -> Result<(), ProviderError> {

@@ -14,16 +14,13 @@ use serde_json::{json, Map, Value};
 use tokio::sync::OnceCell;
 
 use crate::kind::{Compare, Effect, FieldRule, KindInfo, System, Trigger};
+use crate::provider::owner::{Owner, OWNER_KEY};
 use crate::provider::{
     OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
 };
 use crate::resource::Observed;
 
 pub use normalize::{normalize_desired, normalize_live};
-
-/// Stream metadata key marking a stream as managed by ofctl (only these are ever pruned).
-pub const OWNER_KEY: &str = "ofctl.openframe.io/managed-by";
-pub const OWNER_VALUE: &str = "ofctl";
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a request in flight checks that the connection is still up.
@@ -106,16 +103,19 @@ pub struct NatsProvider {
     /// Shared with every provider of the process that uses the same URL.
     client: Arc<OnceCell<async_nats::Client>>,
     counter: RequestCounter,
+    /// Stream metadata marking what this tenant made (only these are ever pruned).
+    owner: Owner,
 }
 
 impl NatsProvider {
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<String>, owner: Owner) -> Self {
         let url = url.into();
         let client = crate::provider::shared::lazy(&url);
         Self {
             url,
             client,
             counter: RequestCounter::default(),
+            owner,
         }
     }
 
@@ -215,13 +215,13 @@ impl NatsProvider {
         Ok(response)
     }
 
-    fn wire_config(name: &str, desired: &Value) -> Value {
+    fn wire_config(&self, name: &str, desired: &Value) -> Value {
         let mut config = desired.as_object().cloned().unwrap_or_default();
         let mut metadata: Map<String, Value> = config
             .remove("metadata")
             .and_then(|m| m.as_object().cloned())
             .unwrap_or_default();
-        metadata.insert(OWNER_KEY.into(), json!(OWNER_VALUE));
+        metadata.insert(OWNER_KEY.into(), json!(self.owner.value()));
         config.insert("name".into(), json!(name));
         config.insert("metadata".into(), Value::Object(metadata));
         Value::Object(config)
@@ -264,12 +264,13 @@ impl Provider for NatsProvider {
                 let Some(name) = config.get("name").and_then(Value::as_str) else {
                     continue;
                 };
-                let (spec, managed) = normalize_live(name, config);
+                let (spec, marker) = normalize_live(name, config);
+                let (managed, notes) = self.owner.observe(marker.as_deref());
                 observed.push(Observed {
                     name: name.to_string(),
                     spec,
                     managed,
-                    notes: Vec::new(),
+                    notes,
                 });
             }
             offset += streams.len() as u64;
@@ -296,7 +297,7 @@ impl Provider for NatsProvider {
                 let desired = op.desired.cloned().unwrap_or_else(|| json!({}));
                 self.api(
                     format!("$JS.API.STREAM.{verb}.{name}"),
-                    Self::wire_config(name, &desired),
+                    self.wire_config(name, &desired),
                     true,
                 )
                 .await?;

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::OWNER_KEY;
+use crate::provider::owner::OWNER_KEY;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 /// `StreamDefaultDuplicatesWindow`.
@@ -121,13 +121,14 @@ fn strip_defaults(name: &str, mut config: Map<String, Value>) -> Value {
     Value::Object(config)
 }
 
-/// Live stream config → comparable spec, and whether ofctl owns the stream.
-pub fn normalize_live(name: &str, config: &Value) -> (Value, bool) {
-    let managed = config
+/// Live stream config → comparable spec, and the ownership marker it carries.
+pub fn normalize_live(name: &str, config: &Value) -> (Value, Option<String>) {
+    let marker = config
         .pointer(&format!("/metadata/{}", crate::path::escape(OWNER_KEY)))
-        .is_some();
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let map = config.as_object().cloned().unwrap_or_default();
-    (strip_defaults(name, map), managed)
+    (strip_defaults(name, map), marker)
 }
 
 /// Manifest spec → comparable spec (durations in nanoseconds, defaults stripped).
@@ -157,11 +158,11 @@ mod tests {
             "allow_direct": false, "mirror_direct": false, "sealed": false, "deny_delete": false,
             "deny_purge": false, "allow_rollup_hdrs": false, "consumer_limits": {},
             "metadata": {"_nats.req.level": "0", "_nats.ver": "2.15.1", "_nats.level": "2",
-                         "ofctl.openframe.io/managed-by": "ofctl"},
+                         "ofctl.openframe.io/managed-by": "ofctl/t/e"},
             "some_future_field": 7
         });
-        let (spec, managed) = normalize_live("TOOL_UPDATE", &live);
-        assert!(managed);
+        let (spec, marker) = normalize_live("TOOL_UPDATE", &live);
+        assert_eq!(marker.as_deref(), Some("ofctl/t/e"));
         assert_eq!(spec, json!({"subjects": ["machine.*.tool.*.update"]}));
         let desired = normalize_desired(
             "TOOL_UPDATE",
@@ -185,11 +186,11 @@ mod tests {
 
     #[test]
     fn non_default_values_survive() {
-        let (spec, managed) = normalize_live(
+        let (spec, marker) = normalize_live(
             "S",
             &json!({"storage": "memory", "max_msgs": 0, "subjects": ["S"]}),
         );
-        assert!(!managed);
+        assert_eq!(marker, None);
         assert_eq!(spec, json!({"storage": "memory"}));
     }
 }

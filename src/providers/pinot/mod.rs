@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::kind::{Compare, Effect, Finding, KindInfo, System};
 use crate::provider::http::{HttpClient, Response, Tls};
+use crate::provider::owner::{Owner, OWNER_KEY};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::{Address, Observed};
 
@@ -27,11 +28,6 @@ pub use normalize::{
 
 pub const SCHEMA: &str = "PinotSchema";
 pub const TABLE: &str = "PinotTable";
-
-/// Key in a table's `metadata.customConfigs` marking it as managed by ofctl (only these, and the
-/// schemas they use, are ever pruned).
-pub const OWNER_KEY: &str = "ofctl.openframe.io/managed-by";
-pub const OWNER_VALUE: &str = "ofctl";
 
 pub static KINDS: [KindInfo; 2] = [
     KindInfo {
@@ -59,6 +55,9 @@ pub static KINDS: [KindInfo; 2] = [
 
 pub struct PinotProvider {
     http: HttpClient,
+    /// Marks a table (in `metadata.customConfigs`) as this tenant's: only these, and the
+    /// schemas they use, are ever pruned.
+    owner: Owner,
 }
 
 /// Percent-encodes a name read from the controller for use as one path segment.
@@ -77,9 +76,15 @@ fn segment(name: &str) -> String {
 impl PinotProvider {
     /// A provider sending at most `concurrency` requests at a time (schema and table reads
     /// share the limit).
-    pub fn new(url: &str, concurrency: usize, tls: &Tls) -> Result<Self, ProviderError> {
+    pub fn new(
+        url: &str,
+        concurrency: usize,
+        owner: Owner,
+        tls: &Tls,
+    ) -> Result<Self, ProviderError> {
         Ok(Self {
             http: HttpClient::new(System::Pinot, url, &[], concurrency, tls)?,
+            owner,
         })
     }
 
@@ -201,11 +206,14 @@ impl PinotProvider {
         Ok(configs
             .into_iter()
             .filter(|(k, v)| v.is_object() && (k == normalize::OFFLINE || k == normalize::REALTIME))
-            .map(|(k, config)| Observed {
-                name: format!("{raw}_{k}"),
-                managed: normalize::is_managed(&config),
-                spec: canonical_table(&config),
-                notes: Vec::new(),
+            .map(|(k, config)| {
+                let (managed, notes) = self.owner.observe(normalize::owner_marker(&config));
+                Observed {
+                    name: format!("{raw}_{k}"),
+                    managed,
+                    spec: canonical_table(&config),
+                    notes,
+                }
             })
             .collect())
     }
@@ -374,14 +382,14 @@ impl PinotProvider {
                 self.create(
                     op,
                     "/tables",
-                    &with_owner(body),
+                    &with_owner(body, &self.owner),
                     "the table appeared after planning, or a recent delete has not finished; re-run plan",
                 )
                 .await?;
             }
             OpAction::Update => {
                 let path = format!("/tables/{}?force={}", segment(op.name), op.force);
-                self.write(Method::PUT, &path, Some(&with_owner(body)))
+                self.write(Method::PUT, &path, Some(&with_owner(body, &self.owner)))
                     .await?;
             }
             OpAction::Delete => {
@@ -398,7 +406,7 @@ impl PinotProvider {
 }
 
 /// The config to send: the desired spec plus ofctl's owner marker.
-fn with_owner(config: &Value) -> Value {
+fn with_owner(config: &Value, owner: &Owner) -> Value {
     let mut config = config.clone();
     if let Some(obj) = config.as_object_mut() {
         let meta = obj.entry("metadata").or_insert_with(|| json!({}));
@@ -412,7 +420,7 @@ fn with_owner(config: &Value) -> Value {
             if !custom.is_object() {
                 *custom = json!({});
             }
-            custom[OWNER_KEY] = json!(OWNER_VALUE);
+            custom[OWNER_KEY] = json!(owner.value());
         }
     }
     config

@@ -19,7 +19,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::OWNER_KEY;
+use crate::provider::owner::OWNER_KEY;
 
 pub const OFFLINE: &str = "OFFLINE";
 pub const REALTIME: &str = "REALTIME";
@@ -626,14 +626,13 @@ pub fn normalize_desired_table(name: &str, spec: &Value) -> Result<Value, String
     Ok(canonical_table(&Value::Object(obj)))
 }
 
-/// Whether a live table config carries ofctl's owner marker.
-pub fn is_managed(config: &Value) -> bool {
+/// The ownership marker a live table config carries, if any.
+pub fn owner_marker(config: &Value) -> Option<&str> {
     config
         .get("metadata")
         .and_then(|m| m.get("customConfigs"))
         .and_then(|c| c.get(OWNER_KEY))
         .and_then(Value::as_str)
-        == Some(super::OWNER_VALUE)
 }
 
 /// Copies into `desired` the live scalars that are `false` or zero under keys the manifest
@@ -923,7 +922,7 @@ mod tests {
         obj.insert("isDimTable".into(), json!(false));
         obj.insert(
             "metadata".into(),
-            json!({"customConfigs": {OWNER_KEY: super::super::OWNER_VALUE}}),
+            json!({"customConfigs": {OWNER_KEY: "ofctl/default/default"}}),
         );
         obj["segmentsConfig"]["minimizeDataMovement"] = json!(false);
         let index = obj["tableIndexConfig"].as_object_mut().unwrap();
@@ -954,7 +953,7 @@ mod tests {
             normalize_desired_table("devices_REALTIME", &shipped("table-config-devices.json"))
                 .unwrap();
         let live = devices_as_served();
-        assert!(is_managed(&live));
+        assert_eq!(owner_marker(&live), Some("ofctl/default/default"));
         assert_eq!(canonical_table(&live), desired);
         assert_eq!(canonical_table(&desired), desired);
         // The canonical form is what the controller stores, spelled its way.

@@ -20,7 +20,8 @@ use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::Observed;
 
-pub use normalize::{normalize_desired, normalize_live, OWNER_MARKER};
+use crate::provider::owner::Owner;
+pub use normalize::{normalize_desired, normalize_live};
 
 pub static KINDS: [KindInfo; 1] = [KindInfo {
     kind: "TacticalScript",
@@ -56,6 +57,8 @@ pub struct TacticalProvider {
     /// arrived (connection dropped, timeout, a 5xx after Django committed) must first look for
     /// the script the earlier attempt may have made, or it would add a second one.
     posted: Mutex<HashSet<String>>,
+    /// Named in each script's description marker: only this tenant's scripts are pruned.
+    owner: Owner,
 }
 
 /// One row of `GET /scripts/`.
@@ -72,6 +75,7 @@ impl TacticalProvider {
         url: &str,
         api_key: &str,
         concurrency: usize,
+        owner: Owner,
         tls: &Tls,
     ) -> Result<Self, ProviderError> {
         Ok(Self {
@@ -82,6 +86,7 @@ impl TacticalProvider {
                 concurrency,
                 tls,
             )?,
+            owner,
             known: Mutex::new(HashMap::new()),
             posted: Mutex::new(HashSet::new()),
         })
@@ -268,13 +273,14 @@ impl Provider for TacticalProvider {
         let mut observed = Vec::new();
         for (name, id, script) in details {
             let Some(script) = script else { continue };
-            let (spec, managed) = normalize_live(&script);
+            let (spec, marker) = normalize_live(&script);
+            let (managed, notes) = self.owner.observe(marker.as_deref());
             known.insert(name.clone(), Known { id, managed });
             observed.push(Observed {
                 name,
                 spec,
                 managed,
-                notes: Vec::new(),
+                notes,
             });
         }
         *self.known.lock().unwrap_or_else(|e| e.into_inner()) = known;
@@ -304,13 +310,22 @@ impl Provider for TacticalProvider {
                 if !first && self.created_earlier(op.name, &desired).await? {
                     return Ok(());
                 }
-                let body = Value::Object(normalize::create_body(op.name, &desired));
+                let body = Value::Object(normalize::create_body(
+                    op.name,
+                    &desired,
+                    self.owner.value(),
+                ));
                 self.write(Method::POST, "/scripts/", Some(&body)).await
             }
             OpAction::Update => {
                 let known = self.known(op.name)?;
                 let live = op.live.cloned().unwrap_or(Value::Null);
-                let body = Value::Object(normalize::update_body(&desired, &live, known.managed));
+                let body = Value::Object(normalize::update_body(
+                    &desired,
+                    &live,
+                    known.managed,
+                    self.owner.value(),
+                ));
                 self.write(Method::PUT, &format!("/scripts/{}/", known.id), Some(&body))
                     .await
             }

@@ -8,11 +8,13 @@
 
 use serde_json::{json, Map, Value};
 
-/// Appended to the description of every script ofctl writes, so `--prune` can tell its own
-/// scripts from the ones people made in the UI. The description is the least intrusive field
-/// that TRMM stores and returns verbatim: `category` groups scripts in the UI and is user data,
-/// `env_vars` and `args` reach the script at run time, `syntax` is shown as usage help.
-pub const OWNER_MARKER: &str = "[managed by ofctl]";
+/// `[managed by <owner>]` (the owner `ofctl/<tenant>/<environment>`, plain `ofctl` before
+/// markers named the tenant) is appended to the description of every script ofctl writes, so
+/// `--prune` can tell this tenant's scripts from the ones people made in the UI. The
+/// description is the least intrusive field that TRMM stores and returns verbatim: `category`
+/// groups scripts in the UI and is user data, `env_vars` and `args` reach the script at run
+/// time, `syntax` is shown as usage help.
+const MARKER_OPEN: &str = "[managed by ";
 
 /// Fields a user can set, with the model defaults TRMM fills in (apis.md §3).
 fn defaults() -> [(&'static str, Value); 9] {
@@ -29,20 +31,25 @@ fn defaults() -> [(&'static str, Value); 9] {
     ]
 }
 
-/// `description` as ofctl writes it: the user's text with the ownership marker appended.
-pub fn with_marker(description: &str) -> String {
+/// `description` as ofctl writes it: the user's text with `owner`'s marker appended.
+pub fn with_marker(description: &str, owner: &str) -> String {
     if description.is_empty() {
-        OWNER_MARKER.to_string()
+        format!("{MARKER_OPEN}{owner}]")
     } else {
-        format!("{description} {OWNER_MARKER}")
+        format!("{description} {MARKER_OPEN}{owner}]")
     }
 }
 
-/// The inverse of [`with_marker`]: the user's text, and whether the marker was there.
-fn strip_marker(description: &str) -> (&str, bool) {
-    match description.strip_suffix(OWNER_MARKER) {
-        Some(rest) => (rest.strip_suffix(' ').unwrap_or(rest), true),
-        None => (description, false),
+/// The inverse of [`with_marker`]: the user's text, and the owner the marker names (if any).
+fn strip_marker(description: &str) -> (&str, Option<&str>) {
+    let marked = description.strip_suffix(']').and_then(|rest| {
+        let at = rest.rfind(MARKER_OPEN)?;
+        let owner = &rest[at + MARKER_OPEN.len()..];
+        (owner == "ofctl" || owner.starts_with("ofctl/")).then_some((&rest[..at], owner))
+    });
+    match marked {
+        Some((text, owner)) => (text.strip_suffix(' ').unwrap_or(text), Some(owner)),
+        None => (description, None),
     }
 }
 
@@ -50,15 +57,15 @@ fn strip_marker(description: &str) -> (&str, bool) {
 /// script_type, script_hash, favorite, syntax, filename) is dropped. Text fields and list items
 /// are trimmed the way DRF's `CharField` stores them; `script_body` is the one field TRMM keeps
 /// verbatim (`trim_whitespace: False`), so it is compared exactly.
-fn canonical(source: &Map<String, Value>) -> (Value, bool) {
+fn canonical(source: &Map<String, Value>) -> (Value, Option<String>) {
     let mut out = Map::new();
-    let mut managed = false;
+    let mut marker = None;
     for (field, default) in defaults() {
         let value = match (field, source.get(field)) {
             (_, None | Some(Value::Null)) => default,
             ("description", Some(Value::String(text))) => {
-                let (text, marked) = strip_marker(text.trim());
-                managed = marked;
+                let (text, owner) = strip_marker(text.trim());
+                marker = owner.map(str::to_string);
                 json!(text.trim())
             }
             // The UI files both under "Unassigned".
@@ -83,12 +90,12 @@ fn canonical(source: &Map<String, Value>) -> (Value, bool) {
         };
         out.insert("script_body".into(), body);
     }
-    (Value::Object(out), managed)
+    (Value::Object(out), marker)
 }
 
 /// A script as `GET /scripts/{id}/` (or, without the body, the list) returns it → comparable
-/// spec, and whether ofctl owns it.
-pub fn normalize_live(script: &Value) -> (Value, bool) {
+/// spec, and the owner its marker names.
+pub fn normalize_live(script: &Value) -> (Value, Option<String>) {
     canonical(&script.as_object().cloned().unwrap_or_default())
 }
 
@@ -99,8 +106,13 @@ pub fn normalize_desired(spec: &Value) -> Value {
 }
 
 /// The `PUT /scripts/{id}/` body: only the fields that differ (TRMM updates partially), plus the
-/// marker when ofctl adopts a script it did not create.
-pub fn update_body(desired: &Value, live: &Value, managed: bool) -> Map<String, Value> {
+/// marker when this tenant adopts a script it did not create (or marked the old way).
+pub fn update_body(
+    desired: &Value,
+    live: &Value,
+    managed: bool,
+    owner: &str,
+) -> Map<String, Value> {
     let mut body = Map::new();
     if let Some(fields) = desired.as_object() {
         for (field, value) in fields {
@@ -117,13 +129,13 @@ pub fn update_body(desired: &Value, live: &Value, managed: bool) -> Map<String, 
             .get("description")
             .and_then(Value::as_str)
             .unwrap_or("");
-        body.insert("description".into(), json!(with_marker(text)));
+        body.insert("description".into(), json!(with_marker(text, owner)));
     }
     body
 }
 
 /// The `POST /scripts/` body: every field, so the script does not depend on TRMM's defaults.
-pub fn create_body(name: &str, desired: &Value) -> Map<String, Value> {
+pub fn create_body(name: &str, desired: &Value, owner: &str) -> Map<String, Value> {
     let mut body = desired.as_object().cloned().unwrap_or_default();
     let text = body
         .get("description")
@@ -131,7 +143,7 @@ pub fn create_body(name: &str, desired: &Value) -> Map<String, Value> {
         .unwrap_or("")
         .to_string();
     body.insert("name".into(), json!(name));
-    body.insert("description".into(), json!(with_marker(&text)));
+    body.insert("description".into(), json!(with_marker(&text, owner)));
     body
 }
 
@@ -154,8 +166,9 @@ mod tests {
 
     #[test]
     fn provisioned_script_matches_the_manifest_that_declares_it() {
-        let (live, managed) = normalize_live(&live_detail());
-        assert!(managed);
+        // Provisioned before markers named the tenant: the old marker is still recognized.
+        let (live, marker) = normalize_live(&live_detail());
+        assert_eq!(marker.as_deref(), Some("ofctl"));
         let desired = normalize_desired(&json!({
             "description": "OpenFrame Client update to latest version",
             "shell": "powershell", "category": "OpenFrame", "default_timeout": 30,
@@ -196,13 +209,18 @@ mod tests {
     #[test]
     fn marker_round_trips_and_unmarked_scripts_are_not_owned() {
         for text in ["", "does things", "ends with space "] {
-            let written = with_marker(text);
-            let (back, marked) = strip_marker(&written);
-            assert!(marked);
+            let written = with_marker(text, "ofctl/t/e");
+            let (back, owner) = strip_marker(&written);
+            assert_eq!(owner, Some("ofctl/t/e"));
             assert_eq!(back, text);
         }
-        let (spec, managed) = normalize_live(&json!({"description": "made in the UI"}));
-        assert!(!managed);
+        let (spec, marker) = normalize_live(&json!({"description": "made in the UI"}));
+        assert_eq!(marker, None);
+        let (spec2, marker) = normalize_live(&json!({"description": "notes [managed by Bob]"}));
+        assert_eq!(
+            (marker, &spec2["description"]),
+            (None, &json!("notes [managed by Bob]"))
+        );
         assert_eq!(spec["description"], "made in the UI");
         assert_eq!(
             normalize_live(&json!({"description": null, "category": ""})).0["category"],
@@ -215,26 +233,26 @@ mod tests {
         let (live, _) = normalize_live(&live_detail());
         let mut desired = live.clone();
         desired["default_timeout"] = json!(60);
-        let body = update_body(&desired, &live, true);
+        let body = update_body(&desired, &live, true, "ofctl/t/e");
         assert_eq!(Value::Object(body), json!({"default_timeout": 60}));
 
         desired["description"] = json!("new text");
-        let body = update_body(&desired, &live, true);
-        assert_eq!(body["description"], "new text [managed by ofctl]");
+        let body = update_body(&desired, &live, true, "ofctl/t/e");
+        assert_eq!(body["description"], "new text [managed by ofctl/t/e]");
 
-        let body = update_body(&live, &live, false);
+        let body = update_body(&live, &live, false, "ofctl/t/e");
         assert_eq!(
             Value::Object(body),
-            json!({"description": "OpenFrame Client update to latest version [managed by ofctl]"})
+            json!({"description": "OpenFrame Client update to latest version [managed by ofctl/t/e]"})
         );
     }
 
     #[test]
     fn create_sends_every_field_with_name_and_marker() {
         let desired = normalize_desired(&json!({"script_body": "echo", "shell": "shell"}));
-        let body = create_body("s", &desired);
+        let body = create_body("s", &desired, "ofctl/t/e");
         assert_eq!(body["name"], "s");
-        assert_eq!(body["description"], OWNER_MARKER);
+        assert_eq!(body["description"], "[managed by ofctl/t/e]");
         assert_eq!(body["shell"], "shell");
         assert_eq!(body["default_timeout"], 90);
         assert_eq!(body.len(), 11);
