@@ -327,6 +327,11 @@ pub fn main() -> ExitCode {
         color: cli.color,
     };
     init_logging(&cli.log_level, ui);
+    // A panic message may hold a value the panicking code was handling: mask it like any other
+    // output (the location and the message, redacted; no backtrace, which has no values).
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("{}", redact(&format!("ofctl panicked: {info}")));
+    }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -62,6 +62,39 @@ struct RawConfig {
     tactical: Option<TacticalSection>,
     mongo: Option<MongoSection>,
     kafka: Option<KafkaSection>,
+    #[serde(default)]
+    redact: RedactSection,
+    #[serde(default)]
+    manifest: ManifestSection,
+    #[serde(default)]
+    tls: TlsSection,
+}
+
+/// `[redact]`: key names whose values are secret, on top of the built-in rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedactSection {
+    #[serde(default)]
+    extra_keys: Vec<String>,
+}
+
+/// `[manifest]`: what the manifest (PR content) may read besides its own folder.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestSection {
+    /// Environment variable names (`NAME`, or a prefix `NAME_*`) `${env:...}` in the manifest
+    /// may read, on top of `OFCTL_*`.
+    #[serde(default)]
+    allowed_env: Vec<String>,
+}
+
+/// `[tls]`: trust for the HTTPS systems.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    /// A PEM file of CA certificates trusted on top of the system's (relative paths are from
+    /// the config file's folder).
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -411,7 +444,17 @@ impl TargetConfig {
         };
         config.check_credentials()?;
         config.check_ranges()?;
-        let env_only = Variables::new();
+        redact::add_secret_keys(config.raw.redact.extra_keys.iter().map(String::as_str));
+        for pattern in &config.raw.manifest.allowed_env {
+            if !crate::interpolate::valid_env_pattern(pattern) {
+                return Err(ConfigError::Value {
+                    path: path.to_path_buf(),
+                    key: "manifest.allowed_env".into(),
+                    message: format!("`{pattern}` is not a variable name or a prefix ending in `*` (e.g. \"FOO\" or \"FOO_*\"); a bare `*` would hand the whole environment to the manifest"),
+                });
+            }
+        }
+        let env_only = Variables::operator();
         for (name, value) in &config.raw.variables {
             let json = serde_json::to_value(value).map_err(|e| ConfigError::Value {
                 path: path.to_path_buf(),
@@ -427,6 +470,9 @@ impl TargetConfig {
                 })?;
             config.variables.insert(name.clone(), resolved);
         }
+        config
+            .variables
+            .allow_env(config.raw.manifest.allowed_env.iter().cloned());
         Ok(config)
     }
 
@@ -673,9 +719,18 @@ impl TargetConfig {
         })
     }
 
+    /// The CA file of `[tls] ca_file`, relative to the config's folder.
+    pub fn tls_ca_file(&self) -> Option<PathBuf> {
+        let file = self.raw.tls.ca_file.as_ref()?;
+        let dir = self.path.as_deref().and_then(Path::parent);
+        Some(dir.map_or_else(|| file.clone(), |d| d.join(file)))
+    }
+
+    /// Resolves a config value: the operator's file, so `${env:...}` reads any variable.
     fn resolve(&self, key: &str, value: &str, secret: bool) -> Result<String, ConfigError> {
         let resolved = self
             .variables
+            .as_operator()
             .resolve_str(value)
             .map_err(|e| ConfigError::Value {
                 path: self.path.clone().unwrap_or_default(),

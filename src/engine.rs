@@ -201,12 +201,12 @@ impl Engine {
                 Ok(result) => result?,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            let info = crate::registry::kind_info(kind).expect("kind comes from the registry");
             for o in observed {
                 let address = Address::new(kind, o.name.clone());
-                // Live secrets (Connect returns passwords in clear text, apis.md §2.7) must be
-                // masked wherever an error message or log line might echo them.
-                crate::redact::register_sensitive(&o.spec, &|ptr| info.is_sensitive(ptr));
+                // Live values are not registered as secrets: API callers and anyone with access
+                // to a system write them, and the registry masks text everywhere. Live secrets
+                // (Connect returns passwords in clear, apis.md §2.7) are masked by their keys,
+                // and where a server echoes them inline (`password=...`).
                 match desired.get_mut(&address) {
                     Some(spec) => {
                         let (merged, mut n) = provider.merge_live(kind, spec, &o.spec);
@@ -251,6 +251,8 @@ impl Engine {
         config_path: Option<PathBuf>,
     ) -> Result<Plan, EngineError> {
         let mut changes = Vec::new();
+        let digests =
+            plan::Digests::new(std::env::var_os(PLAN_KEY_ENV).map(|k| k.into_encoded_bytes()));
         for r in &obs.manifest.resources {
             let info = crate::registry::kind_info(&r.address.kind).expect("validated kind");
             let provider = self.provider(info.system)?;
@@ -261,6 +263,7 @@ impl Engine {
                 .unwrap_or_default();
             changes.push(plan::classify(
                 Declared {
+                    digests: &digests,
                     resource: r,
                     info,
                     desired,
@@ -285,8 +288,10 @@ impl Engine {
             let mut prunes = Vec::new();
             for (address, o) in &obs.live {
                 if o.managed && !obs.desired.contains_key(address) && !retained.contains(address) {
+                    let info = crate::registry::kind_info(&address.kind).expect("a live kind");
                     let deps = obs.depends_on.get(address).cloned().unwrap_or_default();
-                    prunes.push(plan::prune_change(address.clone(), &o.spec, deps));
+                    let fingerprint = digests.of(&o.spec, info);
+                    prunes.push(plan::prune_change(address.clone(), fingerprint, deps));
                 }
             }
             let system_of =
@@ -505,6 +510,10 @@ impl Engine {
     }
 }
 
+/// The environment variable holding the operator's key for plan digests (see
+/// [`plan::Digests`]).
+pub const PLAN_KEY_ENV: &str = "OFCTL_PLAN_KEY";
+
 /// Compares a saved plan with a fresh one computed from the same manifest and current live
 /// state. Any difference means the saved plan no longer describes what apply would do.
 pub fn stale_reasons(saved: &Plan, fresh: &Plan) -> Vec<String> {
@@ -515,19 +524,44 @@ pub fn stale_reasons(saved: &Plan, fresh: &Plan) -> Vec<String> {
             .collect()
     };
     let (old, new) = (index(saved), index(fresh));
+    let keyed = |p: &Plan| {
+        p.changes.iter().any(|c| {
+            [&c.desired_digest, &c.live_fingerprint].iter().any(|d| {
+                d.as_deref()
+                    .is_some_and(|d| d.starts_with(crate::json::KEYED_PREFIX))
+            })
+        })
+    };
+    let (saved_keyed, fresh_keyed) = (keyed(saved), keyed(fresh));
+    if saved_keyed != fresh_keyed && !saved.changes.is_empty() && !fresh.changes.is_empty() {
+        let (then, now) = if saved_keyed {
+            ("set", "is not")
+        } else {
+            ("not set", "is")
+        };
+        return vec![format!(
+            "the plan was saved with {PLAN_KEY_ENV} {then} and it {now} set now; apply with the same {PLAN_KEY_ENV} as the plan"
+        )];
+    }
+    // A keyed digest also differs under another key.
+    let key_hint = if fresh_keyed {
+        format!(" (or {PLAN_KEY_ENV} is not the key the plan was saved with)")
+    } else {
+        String::new()
+    };
     let mut reasons = Vec::new();
     for address in old.keys().chain(new.keys()).collect::<BTreeSet<_>>() {
         match (old.get(address), new.get(address)) {
             (Some(o), Some(n)) => {
                 if o.live_fingerprint != n.live_fingerprint {
                     reasons.push(format!(
-                        "{address}: the live object changed since planning ({} → {})",
+                        "{address}: the live object changed since planning ({} → {}){key_hint}",
                         o.live_fingerprint.as_deref().unwrap_or("absent"),
                         n.live_fingerprint.as_deref().unwrap_or("absent")
                     ));
                 } else if o.desired_digest != n.desired_digest {
                     reasons.push(format!(
-                        "{address}: the manifest or its variables changed since planning"
+                        "{address}: the manifest or its variables changed since planning{key_hint}"
                     ));
                 } else if o.action != n.action || o.blocked != n.blocked {
                     reasons.push(format!(

@@ -109,16 +109,21 @@ mod tests {
         compare: Compare::Exact,
         field_rules: &[],
         sensitive: &[],
-        sensitive_keys: &["database.password"],
         interpolate_spec_file: true,
     };
 
     #[test]
     fn secrets_become_env_placeholders_and_the_yaml_loads_back() {
         let address = Address::new("KafkaConnector", "pg-cdc");
-        let spec = json!({"config": {"database.password": "hunter2", "x": "a ${b}", "n": 3}});
+        let spec = json!({"config": {
+            "database.password": "hunter2",
+            "connection.url": "jdbc:postgresql://db/app?user=u&password=pw-in-url",
+            "x": "a ${b}",
+            "n": 3
+        }});
         let e = document(&address, &INFO, &spec);
         assert!(!e.yaml.contains("hunter2"), "{}", e.yaml);
+        assert!(!e.yaml.contains("pw-in-url"), "{}", e.yaml);
         assert_eq!(
             e.env,
             vec!["OFCTL_SECRET_KAFKACONNECTOR_PG_CDC__CONFIG_DATABASE_PASSWORD"]
@@ -134,7 +139,6 @@ mod tests {
     fn a_secret_list_keeps_its_shape() {
         let info = KindInfo {
             sensitive: &["/env_vars"],
-            sensitive_keys: &[],
             ..INFO
         };
         let address = Address::new("TacticalScript", "s");

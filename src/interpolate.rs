@@ -2,20 +2,132 @@
 //!
 //! Forms: `${name}` (a variable), `${env:NAME}` (the process environment), either with a
 //! `:-default` suffix; `${file:PATH}` (a file's content, relative to the manifest file, taken
-//! verbatim: a script body); and `$${` for a literal `${`. Strings are resolved whole: a value that is
+//! verbatim: a script body); and `$${` for a literal `${`.
+//!
+//! A manifest is PR content, so what it may read is limited: `${env:NAME}` only names the
+//! operator allows ([`DEFAULT_ALLOWED_ENV`] and `[manifest] allowed_env`), `${file:...}` only
+//! files inside the manifest folder, at most [`MAX_FILE_BYTES`]. The target config, which the
+//! operator owns, resolves with [`Variables::operator`]: any variable. Strings are resolved whole: a value that is
 //! exactly one placeholder keeps its JSON type when the variable is typed (TOML numbers stay
 //! numbers), otherwise the result is a string.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+/// Environment variables a manifest may read unless the target config allows more.
+pub const DEFAULT_ALLOWED_ENV: &str = "OFCTL_*";
+
+/// Largest file a manifest may read through `${file:...}` or `specFile:`.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Which environment variables `${env:NAME}` may read.
+#[derive(Debug, Clone)]
+enum EnvAccess {
+    /// Any (the operator's target config).
+    Any,
+    /// Names equal to one of these, or starting with one ending in `*` (a manifest).
+    Only(Vec<String>),
+}
+
 /// Where placeholder values come from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Variables {
     values: BTreeMap<String, Value>,
     /// Folder `${file:...}` paths are relative to.
-    base_dir: Option<std::path::PathBuf>,
+    base_dir: Option<PathBuf>,
+    /// Folder `${file:...}` may not leave (the manifest folder), when set.
+    root: Option<PathBuf>,
+    env: EnvAccess,
+}
+
+impl Default for Variables {
+    /// A manifest's access: `OFCTL_*` from the environment.
+    fn default() -> Self {
+        Self {
+            values: BTreeMap::new(),
+            base_dir: None,
+            root: None,
+            env: EnvAccess::Only(vec![DEFAULT_ALLOWED_ENV.to_string()]),
+        }
+    }
+}
+
+/// Whether `pattern` may be listed in `[manifest] allowed_env`: a variable name, or a
+/// non-empty prefix followed by `*`.
+pub fn valid_env_pattern(pattern: &str) -> bool {
+    let name = pattern.strip_suffix('*').unwrap_or(pattern);
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Why a file cannot be read into the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    #[error("an absolute path; a manifest may only read files inside its folder {}, give a path relative to this file", root.display())]
+    Absolute { root: PathBuf },
+    #[error("{} is outside the manifest folder {} (through `..` or a symbolic link); a manifest may only read files inside its folder", resolved.display(), root.display())]
+    Outside { resolved: PathBuf, root: PathBuf },
+    #[error("{} is {bytes} bytes, over the 1 MiB limit ({MAX_FILE_BYTES} bytes) for a file a manifest reads", path.display())]
+    TooLarge { path: PathBuf, bytes: u64 },
+    #[error("cannot read {}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
+}
+
+/// `path` with `.` and `..` resolved as written (a leading `..` stays).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut parts: Vec<Component<'_>> = Vec::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(parts.last(), Some(Component::Normal(_))) => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts.iter().collect()
+}
+
+/// The path `rel` (relative to `base`) names, checked to stay inside `root` once `..` and
+/// symbolic links are resolved (when `root` is set), and to be at most [`MAX_FILE_BYTES`].
+pub fn checked_file(root: Option<&Path>, base: &Path, rel: &str) -> Result<PathBuf, FileError> {
+    let path = base.join(rel);
+    let io = |path: &Path, e: std::io::Error| FileError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    if let Some(root) = root {
+        if Path::new(rel).is_absolute() {
+            return Err(FileError::Absolute {
+                root: root.to_path_buf(),
+            });
+        }
+        // `..` first, as written (the file may not even exist), then symbolic links.
+        let outside = lexical(&path)
+            .strip_prefix(lexical(root))
+            .map_or(true, |rest| {
+                rest.components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            });
+        if outside {
+            return Err(FileError::Outside {
+                resolved: lexical(&path),
+                root: root.to_path_buf(),
+            });
+        }
+        let resolved = path.canonicalize().map_err(|e| io(&path, e))?;
+        let root = root.canonicalize().map_err(|e| io(root, e))?;
+        if !resolved.starts_with(&root) {
+            return Err(FileError::Outside { resolved, root });
+        }
+    }
+    let bytes = std::fs::metadata(&path).map_err(|e| io(&path, e))?.len();
+    if bytes > MAX_FILE_BYTES {
+        return Err(FileError::TooLarge { path, bytes });
+    }
+    Ok(path)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,13 +142,72 @@ pub enum PlaceholderError {
         "empty placeholder `${{}}` (name a variable, or write `$${{}}` for a literal `${{}}`)"
     )]
     Empty,
-    #[error("`${{file:{0}}}`: cannot read {1}")]
-    File(String, String),
+    #[error("`${{file:{0}}}`: {1}")]
+    File(String, FileError),
+    #[error("`${{env:{0}}}`: a manifest may only read environment variables matching {1}; to allow this one, add it to `[manifest] allowed_env` in the target config (ofctl.toml), or set the value as a variable there")]
+    EnvNotAllowed(String, String),
 }
 
 impl Variables {
+    /// Variables for a manifest (see [`Default`]).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Variables for the target config, which may read any environment variable.
+    pub fn operator() -> Self {
+        Self {
+            env: EnvAccess::Any,
+            ..Self::default()
+        }
+    }
+
+    /// The same values with the operator's access (see [`Variables::operator`]).
+    pub fn as_operator(&self) -> Variables {
+        Variables {
+            env: EnvAccess::Any,
+            ..self.clone()
+        }
+    }
+
+    /// Lets `${env:...}` also read these names (`NAME`, or a prefix `NAME_*`).
+    pub fn allow_env(&mut self, patterns: impl IntoIterator<Item = String>) {
+        if let EnvAccess::Only(allowed) = &mut self.env {
+            allowed.extend(patterns);
+        }
+    }
+
+    /// The same variables, reading `${file:...}` only inside `root` (relative to it, until
+    /// [`Variables::with_base_dir`] names the file's own folder).
+    pub fn confined_to(&self, root: &Path) -> Variables {
+        Variables {
+            base_dir: Some(root.to_path_buf()),
+            root: Some(root.to_path_buf()),
+            ..self.clone()
+        }
+    }
+
+    /// The folder `${file:...}` may not leave, if any.
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_deref()
+    }
+
+    fn env_allowed(&self, name: &str) -> Result<(), PlaceholderError> {
+        let EnvAccess::Only(patterns) = &self.env else {
+            return Ok(());
+        };
+        let allowed = patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == p,
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(PlaceholderError::EnvNotAllowed(
+                name.to_string(),
+                patterns.join(", "),
+            ))
+        }
     }
 
     pub fn insert(&mut self, name: impl Into<String>, value: Value) {
@@ -44,10 +215,10 @@ impl Variables {
     }
 
     /// The same variables, with `${file:...}` resolved relative to `dir`.
-    pub fn with_base_dir(&self, dir: &std::path::Path) -> Variables {
+    pub fn with_base_dir(&self, dir: &Path) -> Variables {
         Variables {
-            values: self.values.clone(),
             base_dir: Some(dir.to_path_buf()),
+            ..self.clone()
         }
     }
 
@@ -68,17 +239,20 @@ impl Variables {
             return Err(PlaceholderError::Empty);
         }
         if let Some(rel) = name.strip_prefix("file:") {
-            let path = match &self.base_dir {
-                Some(dir) => dir.join(rel),
-                None => std::path::PathBuf::from(rel),
-            };
+            let base = self.base_dir.as_deref().unwrap_or(Path::new(""));
+            let file = |e| PlaceholderError::File(rel.to_string(), e);
+            let path = checked_file(self.root(), base, rel).map_err(file)?;
             return std::fs::read_to_string(&path)
                 .map(Value::String)
                 .map_err(|e| {
-                    PlaceholderError::File(rel.to_string(), format!("{}: {e}", path.display()))
+                    file(FileError::Io {
+                        path,
+                        message: e.to_string(),
+                    })
                 });
         }
         if let Some(env_name) = name.strip_prefix("env:") {
+            self.env_allowed(env_name)?;
             return match std::env::var(env_name) {
                 Ok(v) => Ok(Value::String(v)),
                 Err(_) => default
@@ -206,6 +380,62 @@ mod tests {
             v.resolve_str("${file:nope.ps1}"),
             Err(PlaceholderError::File(..))
         ));
+    }
+
+    #[test]
+    fn file_placeholders_stay_inside_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("x"), "outside").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("in.txt"), "inside").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x"), root.join("link")).unwrap();
+        std::fs::write(root.join("big"), vec![b'a'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let v = vars().confined_to(&root).with_base_dir(&root.join("sub"));
+        assert_eq!(v.resolve_str("${file:../in.txt}").unwrap(), json!("inside"));
+        let err = |e: &str| v.resolve_str(e).unwrap_err().to_string();
+        assert!(err("${file:../../x}").contains("outside the manifest folder"));
+        assert!(err("${file:/etc/hostname}").contains("an absolute path"));
+        assert!(err("${file:../link}").contains("outside the manifest folder"));
+        assert!(err("${file:../big}").contains("1 MiB"));
+        let here = vars().confined_to(Path::new("."));
+        assert!(here
+            .resolve_str("${file:../x}")
+            .unwrap_err()
+            .to_string()
+            .contains("outside the manifest folder"));
+        assert!(here
+            .resolve_str("${file:Cargo.toml}")
+            .unwrap()
+            .to_string()
+            .contains("[package]"));
+    }
+
+    #[test]
+    fn manifest_env_reads_only_allowed_names() {
+        std::env::set_var("OFCTL_TEST_ALLOWED", "a");
+        std::env::set_var("FOO_TEST_ALLOWED", "b");
+        let mut v = vars();
+        let err = v.resolve_str("${env:FOO_TEST_ALLOWED:-x}").unwrap_err();
+        assert!(err.to_string().contains("[manifest] allowed_env"), "{err}");
+        assert_eq!(
+            v.resolve_str("${env:OFCTL_TEST_ALLOWED}").unwrap(),
+            json!("a")
+        );
+        v.allow_env(["FOO_*".to_string()]);
+        assert_eq!(
+            v.resolve_str("${env:FOO_TEST_ALLOWED}").unwrap(),
+            json!("b")
+        );
+        assert_eq!(
+            Variables::operator()
+                .resolve_str("${env:FOO_TEST_ALLOWED}")
+                .unwrap(),
+            json!("b")
+        );
+        assert!(valid_env_pattern("FOO_*") && valid_env_pattern("HOME"));
+        assert!(!valid_env_pattern("*") && !valid_env_pattern("A B"));
     }
 
     #[test]

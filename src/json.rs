@@ -25,48 +25,76 @@ pub fn values_equal(a: &Value, b: &Value) -> bool {
 /// numbers without a fraction) is streamed into the hash rather than built first: a plan
 /// hashes every desired and live spec.
 pub fn digest(value: &Value) -> String {
-    fn canonical(value: &Value, out: &mut Sha256) {
-        match value {
-            Value::Object(map) => {
-                let mut sorted: Vec<_> = map.iter().collect();
-                sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                out.update(b"{");
-                for (i, (k, v)) in sorted.into_iter().enumerate() {
-                    if i > 0 {
-                        out.update(b",");
-                    }
-                    json_text(k, out);
-                    out.update(b":");
-                    canonical(v, out);
-                }
-                out.update(b"}");
-            }
-            Value::Array(items) => {
-                out.update(b"[");
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.update(b",");
-                    }
-                    canonical(v, out);
-                }
-                out.update(b"]");
-            }
-            Value::Number(n) => match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && f.abs() < 9e15 => {
-                    out.update((f as i64).to_string().as_bytes())
-                }
-                _ => out.update(n.to_string().as_bytes()),
-            },
-            other => json_text(other, out),
-        }
-    }
-    /// Serializes straight into the hash (writing to a hasher cannot fail).
-    fn json_text<T: Serialize + ?Sized>(value: &T, out: &mut Sha256) {
-        let _ = serde_json::to_writer(out, value);
-    }
     let mut hasher = Sha256::new();
     canonical(value, &mut hasher);
     hex::encode(&hasher.finalize()[..16])
+}
+
+/// Prefix of a [`keyed_digest`].
+pub const KEYED_PREFIX: &str = "hmac:";
+
+/// HMAC-SHA256 under `key` of the same canonical text as [`digest`]: without the key, a guess
+/// of a value cannot be tested against it.
+pub fn keyed_digest(value: &Value, key: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    // HMAC takes keys of any length.
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+    canonical(value, &mut mac);
+    format!(
+        "{KEYED_PREFIX}{}",
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    )
+}
+
+fn canonical<H: sha2::digest::Update>(value: &Value, out: &mut H) {
+    match value {
+        Value::Object(map) => {
+            let mut sorted: Vec<_> = map.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.update(b"{");
+            for (i, (k, v)) in sorted.into_iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                json_text(k, out);
+                out.update(b":");
+                canonical(v, out);
+            }
+            out.update(b"}");
+        }
+        Value::Array(items) => {
+            out.update(b"[");
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                canonical(v, out);
+            }
+            out.update(b"]");
+        }
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9e15 => {
+                out.update((f as i64).to_string().as_bytes())
+            }
+            _ => out.update(n.to_string().as_bytes()),
+        },
+        other => json_text(other, out),
+    }
+}
+
+/// Serializes straight into the hash (writing to a hasher cannot fail).
+fn json_text<T: Serialize + ?Sized, H: sha2::digest::Update>(value: &T, out: &mut H) {
+    struct Sink<'a, H>(&'a mut H);
+    impl<H: sha2::digest::Update> std::io::Write for Sink<'_, H> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let _ = serde_json::to_writer(Sink(out), value);
 }
 
 #[cfg(test)]
@@ -89,5 +117,15 @@ mod tests {
         // of `{"a":{"k":-3,"z":null,"é":true},"b":[1,2,2.5,"x\"y\\z\nw"]}`, first 16 bytes.
         let value = json!({"b": [1, 2.0, 2.5, "x\"y\\z\nw"], "a": {"z": null, "é": true, "k": -3}});
         assert_eq!(digest(&value), "f3870688b64037b28a028f727d12571d");
+    }
+
+    #[test]
+    fn keyed_digests_depend_on_the_key() {
+        let value = json!({"password": "pw", "a": 1});
+        let reordered = json!({"a": 1.0, "password": "pw"});
+        assert_eq!(keyed_digest(&value, b"k1"), keyed_digest(&reordered, b"k1"));
+        assert_ne!(keyed_digest(&value, b"k1"), keyed_digest(&value, b"k2"));
+        assert!(keyed_digest(&value, b"k1").starts_with(KEYED_PREFIX));
+        assert!(!keyed_digest(&value, b"k1").contains(&digest(&value)));
     }
 }

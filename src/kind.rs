@@ -85,47 +85,37 @@ pub struct KindInfo {
     pub system: System,
     pub compare: Compare,
     pub field_rules: &'static [FieldRule],
-    /// JSON pointer patterns into `spec` whose values are secret; `*` matches one segment.
+    /// JSON pointer patterns into `spec` whose values are secret although no key names a
+    /// secret (Tactical's `env_vars`); `*` matches one segment. Keys that name a secret
+    /// (`password`, `ssl.keystore.password`, `apiKey`, ...) are secret in every kind, see
+    /// [`crate::redact::is_secret_key`].
     pub sensitive: &'static [&'static str],
-    /// Keys whose name marks the value secret wherever they appear (e.g. `database.password`).
-    pub sensitive_keys: &'static [&'static str],
     /// Whether `${...}` in a `specFile:` body are placeholders (Pinot) or data kept verbatim
     /// for another program to resolve (agent arguments).
     pub interpolate_spec_file: bool,
 }
 
 impl KindInfo {
-    /// True when the value at `pointer` (inside `spec`) is secret.
-    /// Allocation-free: redaction and diffing ask this for every node of every spec.
+    /// True when the value at `pointer` (inside `spec`) is secret: a key on its path names a
+    /// secret (so everything under `credentials` is), or a pattern of the kind matches.
+    /// Allocation-free for keys without `~`: redaction and diffing ask this for every node.
     pub fn is_sensitive(&self, pointer: &str) -> bool {
-        if let Some(i) = pointer.rfind('/') {
-            let raw = &pointer[i + 1..];
-            let key: std::borrow::Cow<'_, str> = if raw.contains('~') {
-                raw.replace("~1", "/").replace("~0", "~").into()
+        let names_secret = pointer.split('/').skip(1).any(|raw| {
+            if raw.contains('~') {
+                crate::redact::is_secret_key(&raw.replace("~1", "/").replace("~0", "~"))
             } else {
-                raw.into()
-            };
-            let key = key.as_bytes();
-            // `sensitive_keys` are lower case: the key itself, or its last dotted part.
-            let names_secret = |k: &&str| {
-                let k = k.as_bytes();
-                key.eq_ignore_ascii_case(k)
-                    || (key.len() > k.len()
-                        && key[key.len() - k.len() - 1] == b'.'
-                        && key[key.len() - k.len()..].eq_ignore_ascii_case(k))
-            };
-            if self.sensitive_keys.iter().any(names_secret) {
-                return true;
+                crate::redact::is_secret_key(raw)
             }
-        }
+        });
         // A pattern matches the pointer's first segments (`*` matching any one).
-        self.sensitive.iter().any(|pattern| {
-            let mut segments = pointer.split('/').skip(1);
-            pattern
-                .split('/')
-                .skip(1)
-                .all(|p| segments.next().is_some_and(|s| p == "*" || p == s))
-        })
+        names_secret
+            || self.sensitive.iter().any(|pattern| {
+                let mut segments = pointer.split('/').skip(1);
+                pattern
+                    .split('/')
+                    .skip(1)
+                    .all(|p| segments.next().is_some_and(|s| p == "*" || p == s))
+            })
     }
 
     /// Replaces every secret value in `spec` with [`crate::redact::MASK`], keeping the shape
@@ -155,8 +145,7 @@ mod tests {
         system: System::Connect,
         compare: Compare::Exact,
         field_rules: &[],
-        sensitive: &["/credentials", "/users/*/password"],
-        sensitive_keys: &["password"],
+        sensitive: &["/users/*/login"],
         interpolate_spec_file: false,
     };
 
@@ -165,12 +154,16 @@ mod tests {
         assert!(INFO.is_sensitive("/credentials"));
         assert!(INFO.is_sensitive("/credentials/apiKey/key"));
         assert!(INFO.is_sensitive("/users/3/password"));
+        assert!(INFO.is_sensitive("/users/3/login"));
+        assert!(INFO.is_sensitive("/config/aws.secret.access.key"));
+        assert!(INFO.is_sensitive("/config/ssl.keystore.password"));
+        assert!(INFO.is_sensitive("/config/some.api.token"));
         assert!(INFO.is_sensitive("/config/database.password"));
         assert!(!INFO.is_sensitive("/config/database.user"));
         assert!(!INFO.is_sensitive("/users/3/name"));
         assert!(INFO.is_sensitive("/config/Database.PASSWORD"));
         assert!(INFO.is_sensitive("/x~1y.password"));
-        assert!(!INFO.is_sensitive("/config/nopassword"));
+        assert!(!INFO.is_sensitive("/config/key.converter"));
         assert!(!INFO.is_sensitive("/users"));
         assert!(!INFO.is_sensitive(""));
     }

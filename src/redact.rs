@@ -69,15 +69,211 @@ pub fn register_sensitive(value: &serde_json::Value, is_sensitive: &dyn Fn(&str)
     walk(value, &mut String::new(), false, is_sensitive);
 }
 
+/// `text` with every registered secret and every password inside a URL masked.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
     if !secrets.iter().any(|s| text.contains(s.as_str())) {
-        return Cow::Borrowed(text);
+        return mask_inline_secrets(text);
     }
     let mut out = text.to_string();
     for s in secrets.iter() {
         out = out.replace(s.as_str(), MASK);
     }
+    Cow::Owned(mask_inline_secrets(&out).into_owned())
+}
+
+/// Whether a key's last word is `id` or `name` (`token_id`, `tokenId`, `secretName`,
+/// `aws.access.key.id`): it names or identifies a secret rather than holding one.
+fn names_an_identifier(key: &[u8]) -> bool {
+    let last = key
+        .rsplit(|b| is_key_separator(*b))
+        .next()
+        .unwrap_or_default();
+    let camel_tail = |suffix: &[u8]| {
+        last.len() > suffix.len()
+            && last.ends_with(suffix)
+            && last[last.len() - suffix.len() - 1].is_ascii_lowercase()
+    };
+    ["id", "ids", "name", "names"]
+        .iter()
+        .any(|w| last.eq_ignore_ascii_case(w.as_bytes()))
+        || [&b"Id"[..], b"ID", b"Ids", b"IDs", b"Name", b"Names"]
+            .iter()
+            .any(|s| camel_tail(s))
+}
+
+/// Parts of a key name that mark its value secret, whatever the kind. A key matches when,
+/// lower-cased and with `.`, `_`, `-` and spaces removed, it contains one of them: `password`
+/// covers `ssl.keystore.password` and `database.sslpassword`, `secret` covers
+/// `aws.secret.access.key` and `clientSecret`, `token` covers `some.api.token`, `apikey`
+/// covers `apiKey`, `api_key` and `X-API-KEY`.
+const SECRET_KEY_PARTS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "credential",
+    "privatekey",
+    "accesskey",
+    "authorization",
+    "jaasconfig",
+    "basicauthuserinfo",
+    "connectionstring",
+];
+
+/// Key name parts the operator added (`[redact] extra_keys` in ofctl.toml), normalized.
+static EXTRA_KEY_PARTS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+fn is_key_separator(b: u8) -> bool {
+    matches!(b, b'.' | b'_' | b'-' | b' ')
+}
+
+/// Adds key name parts to the rule of [`is_secret_key`] (for this process: with several
+/// targets, the union of their `[redact] extra_keys`).
+pub fn add_secret_keys<'a>(keys: impl IntoIterator<Item = &'a str>) {
+    let mut extra = EXTRA_KEY_PARTS.write().unwrap_or_else(|e| e.into_inner());
+    for key in keys {
+        let part: String = key
+            .bytes()
+            .filter(|b| !is_key_separator(*b))
+            .map(|b| char::from(b.to_ascii_lowercase()))
+            .collect();
+        if !part.is_empty() && !extra.contains(&part) {
+            extra.push(part);
+        }
+    }
+}
+
+/// True when a key of this name holds a secret (see [`SECRET_KEY_PARTS`]). Asked for every
+/// node of every spec: keys up to 128 bytes are normalized on the stack.
+pub fn is_secret_key(key: &str) -> bool {
+    let mut stack = [0u8; 128];
+    let mut heap = Vec::new();
+    let normalized = key
+        .bytes()
+        .filter(|b| !is_key_separator(*b))
+        .map(|b| b.to_ascii_lowercase());
+    let norm: &[u8] = if key.len() <= stack.len() {
+        let mut len = 0;
+        for b in normalized {
+            stack[len] = b;
+            len += 1;
+        }
+        &stack[..len]
+    } else {
+        heap.extend(normalized);
+        &heap
+    };
+    let contains = |part: &[u8]| norm.windows(part.len()).any(|w| w == part);
+    (SECRET_KEY_PARTS.iter().any(|p| contains(p.as_bytes()))
+        && !names_an_identifier(key.as_bytes()))
+        || EXTRA_KEY_PARTS
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|p| contains(p.as_bytes()))
+}
+
+/// Masks secrets written inline anywhere in `text`: the password of a URL's userinfo
+/// (`scheme://user:PASS@host`), and the value of every `KEY=VALUE` or JSON `"KEY": "VALUE"`
+/// whose key names a secret ([`is_secret_key`]): query strings and JDBC URLs
+/// (`jdbc:postgresql://h/db?user=u&password=PASS`, `jdbc:sqlserver://h;password=PASS`), a
+/// config map a server echoes in an error (`{database.password=PASS, ...}`), log fields.
+pub fn mask_inline_secrets(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    // Byte ranges of secrets.
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    let ends_value =
+        |b: u8| b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`');
+    let mut from = 0;
+    while let Some(i) = text[from..].find("://") {
+        let start = from + i + 3;
+        let authority_end = bytes[start..]
+            .iter()
+            .position(|&b| ends_value(b) || matches!(b, b'/' | b'?' | b'#'))
+            .map_or(bytes.len(), |n| start + n);
+        let authority = &text[start..authority_end];
+        if let Some(at) = authority.rfind('@') {
+            if let Some(colon) = authority[..at].find(':') {
+                if colon + 1 < at {
+                    ranges.push((start + colon + 1, start + at));
+                }
+            }
+        }
+        from = start;
+    }
+    let is_key_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    for (op, &b) in bytes.iter().enumerate() {
+        if b != b'=' && b != b':' {
+            continue;
+        }
+        // The key: `KEY=` directly before, or `"KEY":` / `"KEY" :` (JSON).
+        let mut key_end = op;
+        if b == b':' {
+            while key_end > 0 && bytes[key_end - 1] == b' ' {
+                key_end -= 1;
+            }
+            if key_end == 0 || bytes[key_end - 1] != b'"' {
+                continue;
+            }
+            key_end -= 1;
+        }
+        let key_start = bytes[..key_end]
+            .iter()
+            .rposition(|&c| !is_key_byte(c))
+            .map_or(0, |n| n + 1);
+        if key_start == key_end || !is_secret_key(&text[key_start..key_end]) {
+            continue;
+        }
+        let mut start = op + 1;
+        if b == b':' {
+            while start < bytes.len() && bytes[start] == b' ' {
+                start += 1;
+            }
+            if start >= bytes.len() || bytes[start] != b'"' {
+                continue;
+            }
+        }
+        if text[start..].starts_with(MASK) {
+            continue;
+        }
+        let end = match bytes.get(start) {
+            // A quoted value, to its closing quote (JSON escapes skipped).
+            Some(&q @ (b'"' | b'\'')) => {
+                start += 1;
+                let mut i = start;
+                while i < bytes.len() && bytes[i] != q {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i.min(bytes.len())
+            }
+            _ => bytes[start..]
+                .iter()
+                .position(|&c| ends_value(c) || matches!(c, b'&' | b';' | b',' | b')' | b'}'))
+                .map_or(bytes.len(), |n| start + n),
+        };
+        if end > start && !text[start..end].starts_with(MASK) {
+            ranges.push((start, end));
+        }
+    }
+    if ranges.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    ranges.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (start, end) in ranges {
+        if start < last {
+            continue;
+        }
+        out.push_str(&text[last..start]);
+        out.push_str(MASK);
+        last = end;
+    }
+    out.push_str(&text[last..]);
     Cow::Owned(out)
 }
 
@@ -182,6 +378,106 @@ mod tests {
         let json = to_json(&value).unwrap();
         assert!(!json.contains("quo"), "{json}");
         assert!(json.contains("password=(sensitive)"), "{json}");
+    }
+
+    #[test]
+    fn secret_key_names() {
+        for key in [
+            "password",
+            "database.password",
+            "database.sslpassword",
+            "ssl.keystore.password",
+            "ssl.truststore.password",
+            "aws.secret.access.key",
+            "some.api.token",
+            "apiKey",
+            "api_key",
+            "api-key",
+            "X-API-KEY",
+            "credentials",
+            "private_key",
+            "privateKey",
+            "sasl.jaas.config",
+            "producer.override.sasl.jaas.config",
+            "clientSecret",
+            "passwd",
+            "basic.auth.user.info",
+            "mongodb.connection.string",
+            "stream.kinesis.secretKey",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in [
+            "database.user",
+            "database.hostname",
+            "topic.prefix",
+            "connector.class",
+            "key.converter",
+            "primaryKeyColumns",
+            "database.allowPublicKeyRetrieval",
+            "keyName",
+            "token_id",
+            "tokenId",
+            "secretName",
+            "aws.access.key.id",
+            "",
+        ] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+        assert!(!is_secret_key("tenant.vault.ref"));
+        add_secret_keys(["Vault.Ref"]);
+        assert!(is_secret_key("tenant.vault.ref"));
+        assert!(is_secret_key("VAULT_REF"));
+    }
+
+    #[test]
+    fn inline_secrets_are_masked_in_any_string() {
+        let cases = [
+            (
+                "jdbc:postgresql://db:5432/app?user=x&password=pw1&ssl=true",
+                "jdbc:postgresql://db:5432/app?user=x&password=(sensitive)&ssl=true",
+            ),
+            (
+                "jdbc:sqlserver://db;user=x;Password=pw2;encrypt=true",
+                "jdbc:sqlserver://db;user=x;Password=(sensitive);encrypt=true",
+            ),
+            (
+                "connect to mongodb://admin:pw3@h1,h2/db failed",
+                "connect to mongodb://admin:(sensitive)@h1,h2/db failed",
+            ),
+            (
+                r#"{"u":"redis://:pw4@r:6379/0"}"#,
+                r#"{"u":"redis://:(sensitive)@r:6379/0"}"#,
+            ),
+            ("https://user@host/x", "https://user@host/x"),
+            (
+                "http://host:8080/p?pwd=pw5",
+                "http://host:8080/p?pwd=(sensitive)",
+            ),
+            ("user=x mode=a:b", "user=x mode=a:b"),
+            ("password=(sensitive)", "password=(sensitive)"),
+            (
+                "Connector config {database.password=pw6, some.api.token=t0k, database.user=u}",
+                "Connector config {database.password=(sensitive), some.api.token=(sensitive), database.user=u}",
+            ),
+            (
+                r#"{"ssl.keystore.password": "pw\"7", "user":"u","apiKey":"k8"}"#,
+                r#"{"ssl.keystore.password": "(sensitive)", "user":"u","apiKey":"(sensitive)"}"#,
+            ),
+            (
+                "sasl.jaas.config=org.PlainLoginModule required username=\"u\" password=\"p9\";",
+                "sasl.jaas.config=(sensitive) required username=\"u\" password=\"(sensitive)\";",
+            ),
+            ("config.database.password = (sensitive)", "config.database.password = (sensitive)"),
+            ("audit: POST -> 200 token_id=default", "audit: POST -> 200 token_id=default"),
+        ];
+        for (input, masked) in cases {
+            assert_eq!(mask_inline_secrets(input), masked, "{input}");
+        }
+        assert!(matches!(
+            mask_inline_secrets("nothing here"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

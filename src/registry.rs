@@ -17,27 +17,27 @@ pub fn build(system: System, config: &TargetConfig) -> Result<Arc<dyn Provider>,
     // Requests in flight per system, for reads as for changes (apply holds the same limit).
     let concurrency = config.engine().concurrency;
     let owner = || crate::provider::owner::Owner::from_config(config);
+    let tls = || crate::provider::http::Tls::from_config(config);
     match system {
         System::Tactical => build_tactical(config, (None, None)),
         System::Nats => Ok(Arc::new(nats::NatsProvider::new(endpoint()?, owner()?))),
         System::Mongo => Ok(Arc::new(mongo::MongoProvider::new(endpoint()?, config))),
         System::Connect => {
-            let provider = connect::ConnectProvider::new(&endpoint()?, concurrency, owner()?)
-                .map_err(|e| ConfigError::Value {
-                    path: config.path.clone().unwrap_or_default(),
-                    key: "connect.url".into(),
-                    message: e.message,
-                })?;
+            let provider =
+                connect::ConnectProvider::new(&endpoint()?, concurrency, owner()?, &tls()?)
+                    .map_err(|e| ConfigError::Value {
+                        path: config.path.clone().unwrap_or_default(),
+                        key: "connect.url".into(),
+                        message: e.message,
+                    })?;
             Ok(Arc::new(provider))
         }
         System::Pinot => {
-            let provider =
-                pinot::PinotProvider::new(&endpoint()?, concurrency, owner()?).map_err(|e| {
-                    ConfigError::Value {
-                        path: config.path.clone().unwrap_or_default(),
-                        key: "pinot.url".into(),
-                        message: e.message,
-                    }
+            let provider = pinot::PinotProvider::new(&endpoint()?, concurrency, owner()?, &tls()?)
+                .map_err(|e| ConfigError::Value {
+                    path: config.path.clone().unwrap_or_default(),
+                    key: "pinot.url".into(),
+                    message: e.message,
                 })?;
             Ok(Arc::new(provider))
         }
@@ -92,8 +92,9 @@ pub fn build_tactical(
         })?,
     };
     let owner = crate::provider::owner::Owner::from_config(config)?;
+    let tls = crate::provider::http::Tls::from_config(config)?;
     let provider =
-        tactical::TacticalProvider::new(&url, &api_key, config.engine().concurrency, owner)
+        tactical::TacticalProvider::new(&url, &api_key, config.engine().concurrency, owner, &tls)
             .map_err(|e| value_error("tactical.api_key", e.message))?;
     Ok(Arc::new(provider))
 }

@@ -175,14 +175,14 @@ async fn tokens_scopes_limits_and_the_management_port() {
     let audit: Vec<&str> = log.lines().filter(|l| l.contains("audit:")).collect();
     assert_eq!(audit.len(), 7, "one line per write:\n{log}");
     assert!(
-        audit.iter().any(|l| l.contains("token=dashboards")
+        audit.iter().any(|l| l.contains("token_id=dashboards")
             && l.contains("POST /v1/cluster-registrations -> 403")
             && l.contains("peer=127.0.0.1:")),
         "{log}"
     );
     assert!(audit
         .iter()
-        .any(|l| l.contains("token=default") && l.contains("-> 415")));
+        .any(|l| l.contains("token_id=default") && l.contains("-> 415")));
     for secret in [API_TOKEN, READ_TOKEN] {
         assert!(
             !log.contains(secret),
@@ -259,11 +259,8 @@ async fn without_a_token_the_api_is_closed_and_the_opt_in_opens_it() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["tool"]["name"], "Grafana", "{body}");
     assert!(
-        watch
-            .log()
-            .lines()
-            .any(|l| l.contains("token=anonymous")
-                && l.contains("audit: POST /v1/tools/grafana -> 200")),
+        watch.log().lines().any(|l| l.contains("token_id=anonymous")
+            && l.contains("audit: POST /v1/tools/grafana -> 200")),
         "{}",
         watch.log()
     );

@@ -675,7 +675,7 @@ impl Placeholders {
         vars.insert("empty", json!(""));
         vars.insert("flag", json!(true));
         Self {
-            vars: vars.with_base_dir(dir.path()),
+            vars: vars.confined_to(dir.path()),
             _dir: dir,
         }
     }
@@ -696,6 +696,10 @@ fn check_placeholder_error(input: &str, e: &PlaceholderError) -> Result<(), Test
         PlaceholderError::UnsetEnv(n) => {
             prop_assert!(input.contains(&format!("env:{n}")), "{text}");
             prop_assert!(text.contains(&format!("`${{env:{n}}}`")), "{text}");
+        }
+        PlaceholderError::EnvNotAllowed(n, _) => {
+            prop_assert!(input.contains(&format!("env:{n}")), "{text}");
+            prop_assert!(text.contains("[manifest] allowed_env"), "{text}");
         }
         PlaceholderError::Unterminated(start) => {
             prop_assert!(

@@ -486,3 +486,600 @@ fn base64_matches_the_standard_encoding() {
     assert_eq!(base64("a"), "YQ==");
     assert_eq!(base64("ab"), "YWI=");
 }
+
+const SCRIPT_KEY: &str = "tk-API-limits-0001";
+
+/// A folder `manifest/` (the manifest) inside a temporary one that also holds `outside.txt`
+/// and `outside.json`, with an ofctl.toml for the sandbox's Tactical RMM and Kafka Connect.
+struct Limits {
+    root: tempfile::TempDir,
+}
+
+impl Limits {
+    fn new(sb: &Sandbox, config_extra: &str) -> Limits {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(root.path().join("manifest")).expect("mkdir");
+        std::fs::write(root.path().join("outside.txt"), "echo outside-Qz9O").expect("write");
+        std::fs::write(
+            root.path().join("outside.json"),
+            r#"{"config": {"connector.class": "io.debezium.connector.postgresql.PostgresConnector", "database.password": "outside-Qz9J"}}"#,
+        )
+        .expect("write");
+        // The target config is the operator's: it reads any environment variable.
+        let config = format!(
+            "[tactical]\nurl = \"{}\"\napi_key = \"${{env:LIMITS_TEST_TRMM_KEY}}\"\n[connect]\nurl = \"{}\"\n{config_extra}",
+            sb.tactical_url, sb.connect_url
+        );
+        let l = Limits { root };
+        l.write("ofctl.toml", &config);
+        // A valid resource next to the offending one: nothing at all may be applied.
+        l.write(
+            "a-valid.yaml",
+            &script_doc("Valid", "  script_body: echo fine\n  shell: shell"),
+        );
+        l
+    }
+
+    fn dir(&self) -> std::path::PathBuf {
+        self.root.path().join("manifest")
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir().join(name), text).expect("write manifest file");
+    }
+
+    fn apply(&self, env: &[(&str, &str)]) -> Run {
+        let dir = self.dir();
+        let mut all = vec![("LIMITS_TEST_TRMM_KEY", SCRIPT_KEY)];
+        all.extend_from_slice(env);
+        ofctl(
+            &["apply", "-f", dir.to_str().unwrap(), "--auto-approve"],
+            &all,
+        )
+    }
+}
+
+fn script_doc(name: &str, spec: &str) -> String {
+    format!("apiVersion: ofctl.openframe.io/v1\nkind: TacticalScript\nmetadata:\n  name: {name}\nspec:\n{spec}\n")
+}
+
+/// Writes counted by the sandbox's Tactical RMM and Kafka Connect.
+fn sandbox_writes(sb: &Sandbox) -> u64 {
+    let s = sb.stats.snapshot();
+    s.tactical.writes + s.connect.writes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_reads_only_inside_its_folder_and_allowed_env() {
+    let sb = sandbox::start(SandboxOptions {
+        tactical_api_key: SCRIPT_KEY.into(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .expect("start the sandbox");
+    // (file, document, what the error must say), the offending field on line 7 of the file.
+    let body =
+        |value: &str| script_doc("Reader", &format!("  shell: shell\n  script_body: {value}"));
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "dotdot.yaml",
+            body("${file:../outside.txt}"),
+            "is outside the manifest folder",
+        ),
+        (
+            "absolute.yaml",
+            body("${file:/etc/hostname}"),
+            "an absolute path; a manifest may only read files inside its folder",
+        ),
+        (
+            "symlink.yaml",
+            body("${file:link.ps1}"),
+            "is outside the manifest folder",
+        ),
+        (
+            "env.yaml",
+            body("${env:LIMITS_TEST_TRMM_KEY}"),
+            "a manifest may only read environment variables matching OFCTL_*",
+        ),
+        ("big.yaml", body("${file:big.ps1}"), "over the 1 MiB limit"),
+    ];
+    for (file, doc, says) in &cases {
+        let l = Limits::new(&sb, "");
+        l.write(file, doc);
+        std::os::unix::fs::symlink(l.root.path().join("outside.txt"), l.dir().join("link.ps1"))
+            .expect("symlink");
+        std::fs::write(l.dir().join("big.ps1"), "#".repeat(1024 * 1024 + 1)).expect("write");
+        let run = l.apply(&[]);
+        assert_eq!(run.code, 1, "{file}: {run:?}");
+        let at = format!("{}:7:", l.dir().join(file).display());
+        assert!(
+            run.stderr.contains(&at) && run.stderr.contains(says),
+            "{file}: the error names {at} and says `{says}`: {run:?}"
+        );
+        assert!(run.stderr.contains("nothing was applied"), "{run:?}");
+        assert!(!run.stderr.contains(SCRIPT_KEY), "{run:?}");
+        assert!(!format!("{run:?}").contains("Qz9O"), "{run:?}");
+        assert_eq!(sandbox_writes(&sb), 0, "{file}: nothing is applied");
+    }
+
+    // `specFile:` has the same limit; the error points at the YAML's `specFile` line.
+    let l = Limits::new(&sb, "");
+    l.write(
+        "connector.yaml",
+        "apiVersion: ofctl.openframe.io/v1\nkind: KafkaConnector\nmetadata:\n  name: c\nspecFile: ../outside.json\n",
+    );
+    let run = l.apply(&[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let at = format!("{}:5:", l.dir().join("connector.yaml").display());
+    assert!(
+        run.stderr.contains(&at) && run.stderr.contains("is outside the manifest folder"),
+        "{run:?}"
+    );
+    assert!(!format!("{run:?}").contains("Qz9J"), "{run:?}");
+    assert_eq!(sandbox_writes(&sb), 0);
+
+    // What the operator allows: files inside the folder (through `..` that stays inside), and
+    // the names `[manifest] allowed_env` lists. The same manifest then applies.
+    let l = Limits::new(&sb, "[manifest]\nallowed_env = [\"LIMITS_TEST_*\"]\n");
+    std::fs::create_dir(l.dir().join("scripts")).expect("mkdir");
+    std::fs::write(l.dir().join("body.ps1"), "echo inside").expect("write");
+    l.write(
+        "scripts/reader.yaml",
+        &script_doc(
+            "Reader",
+            "  shell: shell\n  script_body: ${file:../body.ps1}\n  args: [\"${env:LIMITS_TEST_ARG}\"]",
+        ),
+    );
+    let run = l.apply(&[("LIMITS_TEST_ARG", "--verbose")]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        sandbox_writes(&sb) >= 2,
+        "both scripts were created: {run:?}"
+    );
+}
+
+/// Secrets of the connector below: at keys that name a secret (three forms of key), and a
+/// password inside a JDBC URL at a key that does not.
+const API_TOKEN: &str = "api-T0KEN-Qz9D";
+const AWS_SECRET: &str = "aws-S3CRET-Qz9E";
+const KEYSTORE_PASSWORD: &str = "ks-PASS-Qz9F";
+const JDBC_PASSWORD: &str = "jdbc-PW-Qz9G";
+/// At a key only `[redact] extra_keys` names.
+const VAULT_REF: &str = "vault-REF-Qz9K";
+const CONNECTOR_SECRETS: [&str; 5] = [
+    API_TOKEN,
+    AWS_SECRET,
+    KEYSTORE_PASSWORD,
+    JDBC_PASSWORD,
+    VAULT_REF,
+];
+
+/// An integrated tool whose Debezium connector holds those secrets (the token from the
+/// environment, the others written out, as a careless manifest would).
+fn secret_tool() -> String {
+    format!(
+        r#"apiVersion: ofctl.openframe.io/v1
+kind: IntegratedTool
+metadata:
+  name: secret-tool
+spec:
+  tool:
+    id: secret-tool
+    toolType: SECRET_TOOL
+    name: Secret Tool
+    enabled: true
+    debeziumConnectors:
+      - name: cdc-secrets
+        config:
+          connector.class: io.debezium.connector.postgresql.PostgresConnector
+          tasks.max: "1"
+          database.hostname: db
+          database.port: "5432"
+          database.user: app
+          database.dbname: app
+          plugin.name: pgoutput
+          topic.prefix: sec
+          some.api.token: ${{env:OFCTL_TEST_API_TOKEN}}
+          aws.secret.access.key: {AWS_SECRET}
+          ssl.keystore.password: {KEYSTORE_PASSWORD}
+          connection.url: "jdbc:postgresql://db:5432/app?user=app&password={JDBC_PASSWORD}&ssl=true"
+          transforms.vault.ref: {VAULT_REF}
+"#
+    )
+}
+
+/// The `desired_digest` of each change of a saved plan, by address.
+fn digests(plan_file: &std::path::Path) -> Vec<(String, String)> {
+    let plan: Value = serde_json::from_str(&std::fs::read_to_string(plan_file).expect("plan file"))
+        .expect("JSON");
+    plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            (
+                c["address"].as_str().unwrap_or_default().to_string(),
+                c["desired_digest"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_secrets_named_by_key_or_in_a_url_never_show() {
+    let sb = sandbox::start(SandboxOptions::default())
+        .await
+        .expect("start the sandbox");
+    let (_mongo, mongo_uri) = support::mongo();
+    let m = ManifestDir::new();
+    m.write(
+        "ofctl.toml",
+        &format!(
+            "tenant = \"t1\"\n[mongo]\nuri = \"{mongo_uri}\"\n[connect]\nurl = \"{}\"\n[api]\nallow_unauthenticated = true\n[redact]\nextra_keys = [\"vault.ref\"]\n",
+            sb.connect_url
+        ),
+    )
+    .write("tool.yaml", &secret_tool());
+    let dir = m.arg();
+    let env = [("OFCTL_TEST_API_TOKEN", API_TOKEN)];
+    let debug = [("OFCTL_TEST_API_TOKEN", API_TOKEN), ("OFCTL_LOG", "debug")];
+    let mut out = Outputs::default();
+
+    for format in ["text", "json", "markdown"] {
+        let run = ofctl(&["plan", "-f", dir, "--format", format], &debug);
+        assert_eq!(run.code, 2, "{run:?}");
+        out.run(&format!("plan --format {format}, debug log"), &run);
+    }
+    let saved = m.path().join("saved-plan.json");
+    let saved_arg = saved.to_str().unwrap();
+    let run = ofctl(&["plan", "-f", dir, "-o", saved_arg], &env);
+    assert_eq!(run.code, 2, "{run:?}");
+    out.add("saved plan file", std::fs::read_to_string(&saved).unwrap());
+
+    // Without a key, no secret enters a digest: another token gives the same digests.
+    let other = m.path().join("other-token.json");
+    let run = ofctl(
+        &["plan", "-f", dir, "-o", other.to_str().unwrap()],
+        &[("OFCTL_TEST_API_TOKEN", "another-token-value")],
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(digests(&saved), digests(&other));
+
+    // With OFCTL_PLAN_KEY, digests are keyed (HMAC) and cover the secrets: a changed secret,
+    // another key or no key make the saved plan stale.
+    let keyed = m.path().join("keyed.json");
+    let keyed_arg = keyed.to_str().unwrap();
+    let with_key = |key: &'static str, token: &'static str| {
+        [("OFCTL_TEST_API_TOKEN", token), ("OFCTL_PLAN_KEY", key)]
+    };
+    let run = ofctl(
+        &["plan", "-f", dir, "-o", keyed_arg],
+        &with_key("k-1", API_TOKEN),
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    out.add(
+        "saved keyed plan file",
+        std::fs::read_to_string(&keyed).unwrap(),
+    );
+    let keyed_digests = digests(&keyed);
+    assert!(
+        keyed_digests.iter().all(|(_, d)| d.starts_with("hmac:")),
+        "{keyed_digests:?}"
+    );
+    let changed = m.path().join("keyed-changed.json");
+    let run = ofctl(
+        &["plan", "-f", dir, "-o", changed.to_str().unwrap()],
+        &with_key("k-1", "another-token-value"),
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    let connector = |d: &[(String, String)]| {
+        d.iter()
+            .find(|(a, _)| a == "KafkaConnector/cdc-secrets")
+            .map(|(_, d)| d.clone())
+            .expect("the connector is planned")
+    };
+    assert_ne!(connector(&keyed_digests), connector(&digests(&changed)));
+    for (env, says) in [
+        (
+            with_key("k-1", "another-token-value"),
+            "the manifest or its variables changed since planning",
+        ),
+        (with_key("k-2", API_TOKEN), "OFCTL_PLAN_KEY"),
+    ] {
+        let run = ofctl(&["apply", keyed_arg], &env);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(run.stderr.contains(says), "{says}: {run:?}");
+        out.run("apply of a stale keyed plan", &run);
+    }
+    let run = ofctl(&["apply", keyed_arg], &env);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the plan was saved with OFCTL_PLAN_KEY set and it is not set now"),
+        "{run:?}"
+    );
+    assert_eq!(sandbox_writes(&sb), 0, "stale plans apply nothing");
+
+    let run = ofctl(
+        &["apply", keyed_arg],
+        &[
+            ("OFCTL_TEST_API_TOKEN", API_TOKEN),
+            ("OFCTL_PLAN_KEY", "k-1"),
+            ("OFCTL_LOG", "debug"),
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    out.run("apply PLANFILE, debug log", &run);
+    // The secrets were really written.
+    let live: Value = reqwest::get(format!("{}/connectors/cdc-secrets/config", sb.connect_url))
+        .await
+        .expect("GET config")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(live["some.api.token"], API_TOKEN);
+    assert_eq!(live["transforms.vault.ref"], VAULT_REF);
+    assert!(live["connection.url"]
+        .as_str()
+        .is_some_and(|u| u.contains(JDBC_PASSWORD)));
+
+    // Drift: secrets and the URL changed out of band, next to a visible change.
+    let mut config = live.clone();
+    config["ssl.keystore.password"] = json!("changed-Qz9H");
+    config["connection.url"] =
+        json!("jdbc:postgresql://db:5432/app?user=app&password=changed-Qz9I");
+    config["topic.prefix"] = json!("sec");
+    config["tasks.max"] = json!("2");
+    let put = reqwest::Client::new()
+        .put(format!("{}/connectors/cdc-secrets/config", sb.connect_url))
+        .json(&config)
+        .send()
+        .await
+        .expect("PUT");
+    assert!(put.status().is_success(), "{put:?}");
+    for format in ["text", "json", "markdown"] {
+        let run = ofctl(&["drift", "-f", dir, "--format", format], &debug);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert!(run.stdout.contains("tasks.max"), "{run:?}");
+        out.run(&format!("drift --format {format}, debug log"), &run);
+    }
+
+    let exported = ManifestDir::new();
+    let config_path = m.path().join("ofctl.toml");
+    let config_arg = config_path.to_str().unwrap();
+    let run = ofctl(
+        &["export", "-c", config_arg, "--kind", "KafkaConnector"],
+        &debug,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("cdc-secrets"), "{run:?}");
+    out.run("export, debug log", &run);
+    let run = ofctl(&["export", "-c", config_arg, "-o", exported.arg()], &env);
+    assert_eq!(run.code, 0, "{run:?}");
+    out.files("exported file", exported.path());
+
+    // The platform API lists the tool with its connector; a caller's value cannot become a
+    // secret that blanks text out of logs and metrics.
+    let mut watch = Watch::start_with_env(&["-f", dir, "--interval", "1h"], &debug);
+    let ready = Watch::until(Duration::from_secs(30), || async {
+        watch.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready.is_some(), "{}", watch.log());
+    let tools = reqwest::get(format!("{}/v1/tools", watch.api))
+        .await
+        .expect("GET /v1/tools");
+    assert_eq!(tools.status(), 200);
+    let tools = tools.text().await.unwrap();
+    assert!(
+        tools.contains("cdc-secrets") && tools.contains("(sensitive)"),
+        "{tools}"
+    );
+    out.add("GET /v1/tools", tools);
+    let post = reqwest::Client::new()
+        .post(format!("{}/v1/tools/api-tool", watch.api))
+        .header("content-type", "application/json")
+        .body(
+            json!({"tool": {"name": "API tool", "toolType": "API_TOOL",
+                "credentials": {"username": "u", "password": "reconcile_passes"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("POST /v1/tools/api-tool");
+    assert_eq!(post.status(), 200, "{}", watch.log());
+    let (status, metrics) = watch.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("reconcile_passes"), "{metrics}");
+    assert!(!metrics.contains("(sensitive)"), "{metrics}");
+    let (_, listed) = (
+        (),
+        reqwest::get(format!("{}/v1/tools", watch.api))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        listed.contains("api-tool") && !listed.contains("\"reconcile_passes\""),
+        "the API tool's password is masked by its key: {listed}"
+    );
+    out.add("GET /v1/tools after POST", listed);
+    assert_eq!(watch.terminate(), Some(0));
+    out.add("watch log (debug)", watch.log());
+
+    let extra: Vec<String> = CONNECTOR_SECRETS.iter().map(|s| s.to_string()).collect();
+    out.assert_clean(&extra);
+}
+
+/// Runs `openssl` with `args` in `dir`, failing the test with its output if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_private_ca_is_trusted_through_tls_ca_file() {
+    // A private CA and a certificate it signed for 127.0.0.1.
+    let pki = tempfile::tempdir().expect("tempdir");
+    let p = pki.path();
+    openssl(
+        p,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=ofctl test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        p,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        p.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write");
+    openssl(
+        p,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+
+    // A Pinot controller over HTTPS that has the declared schema, exactly.
+    let schema = json!({"schemaName": "devices", "dimensionFieldSpecs": [{"name": "a", "dataType": "STRING"}]});
+    let www = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(www.path().join("schemas")).expect("mkdir");
+    std::fs::write(www.path().join("schemas/devices"), schema.to_string()).expect("write");
+    let server = support::https_file_server(www, &p.join("server.pem"), &p.join("server.key"));
+
+    let m = ManifestDir::new();
+    m.write(
+        "schema.yaml",
+        &format!(
+            "apiVersion: ofctl.openframe.io/v1\nkind: PinotSchema\nmetadata:\n  name: devices\nspec: {schema}\n"
+        ),
+    );
+    let config = format!("[pinot]\nurl = \"https://127.0.0.1:{}\"\n", server.port);
+    m.write("ofctl.toml", &config);
+    let run = ofctl(&["plan", "-f", m.arg()], &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("certificate") && run.stderr.contains("[tls] ca_file"),
+        "an untrusted certificate is named, with the setting that trusts its CA: {run:?}"
+    );
+    let ca = p.join("ca.pem");
+    m.write(
+        "ofctl.toml",
+        &format!("{config}[tls]\nca_file = \"{}\"\n", ca.display()),
+    );
+    let run = ofctl(&["plan", "-f", m.arg()], &[]);
+    assert_eq!(run.code, 0, "read over HTTPS, nothing to change: {run:?}");
+    assert!(run.stdout.contains("No changes"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_never_follows_a_redirect() {
+    use axum::http::HeaderMap;
+    use std::sync::{Arc, Mutex};
+    // Where a redirect would lead: it records every X-API-KEY it is sent.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let elsewhere = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let record = Arc::clone(&record);
+        async move {
+            if let Some(key) = headers.get("x-api-key") {
+                record
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(key.as_bytes()).into_owned());
+            }
+            axum::Json(json!([]))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, elsewhere).await });
+    // The configured "Tactical RMM": redirects everything there.
+    let to = target.clone();
+    let redirecting = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let location = format!("{to}{uri}");
+        async move { axum::response::Redirect::permanent(&location) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirecting).await });
+
+    let m = ManifestDir::new();
+    m.write(
+        "ofctl.toml",
+        &format!("[tactical]\nurl = \"{url}\"\napi_key = \"${{env:OFCTL_TACTICAL_API_KEY}}\"\n"),
+    )
+    .write(
+        "s.yaml",
+        &script_doc("S", "  script_body: echo\n  shell: shell"),
+    );
+    let run = ofctl(
+        &["apply", "-f", m.arg(), "--auto-approve"],
+        &[("OFCTL_TACTICAL_API_KEY", TACTICAL_API_KEY)],
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("the server redirected (308) to {target}/scripts/"))
+            && run.stderr.contains("ofctl does not follow redirects")
+            && run.stderr.contains("`[tactical] url`"),
+        "{run:?}"
+    );
+    assert!(!format!("{run:?}").contains(TACTICAL_API_KEY), "{run:?}");
+    assert!(seen.lock().unwrap().is_empty(), "the key went elsewhere");
+}

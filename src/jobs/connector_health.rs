@@ -28,7 +28,7 @@ use crate::config::ConnectorHealthConfig;
 use crate::engine::Engine;
 use crate::kind::System;
 use crate::metrics::{ConnectorLabels, Metrics};
-use crate::provider::http::HttpClient;
+use crate::provider::http::{HttpClient, Tls};
 
 /// Traces that a restart cannot fix (openframe.md §5.4): restarting would only spin.
 const NON_RECOVERABLE: &[&str] = &[
@@ -125,6 +125,7 @@ impl ConnectorHealth {
     #[allow(clippy::too_many_arguments)]
     pub async fn new(
         connect_url: &str,
+        tls: &Tls,
         redis_url: Option<&str>,
         settings: ConnectorHealthConfig,
         tenant: String,
@@ -135,7 +136,7 @@ impl ConnectorHealth {
         alerts: Option<Database>,
     ) -> Result<Self, JobError> {
         // The job sends its requests one after another.
-        let http = HttpClient::new(System::Connect, connect_url, &[], 1)
+        let http = HttpClient::new(System::Connect, connect_url, &[], 1, tls)
             .map_err(|e| JobError(e.message))?;
         let store = match redis_url {
             Some(url) => {

@@ -100,8 +100,10 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     Ok(files)
 }
 
-/// Loads and validates every resource under `dir`.
+/// Loads and validates every resource under `dir`. The manifest reads files only inside `dir`
+/// (`${file:...}`, `specFile:`), and the environment only as `variables` allow.
 pub fn load(dir: &Path, variables: &Variables) -> Result<Manifest, ManifestErrors> {
+    let variables = &variables.confined_to(dir);
     if !dir.is_dir() {
         return Err(ManifestErrors(vec![ManifestError {
             file: dir.to_path_buf(),
@@ -359,8 +361,18 @@ fn load_document(
     // The spec: inline (positions from the YAML) or from a raw JSON file next to it.
     let (raw_spec, spec_doc, spec_file, spec_prefix, interpolate) = match obj.get("specFile") {
         Some(Value::String(rel)) => {
-            let path = file.parent().unwrap_or(Path::new(".")).join(rel);
+            let base = file.parent().unwrap_or(Path::new("."));
             // A missing file is the YAML's mistake, so that is where the error points.
+            let path =
+                crate::interpolate::checked_file(variables.root(), base, rel).map_err(|e| {
+                    let hint = match e {
+                        crate::interpolate::FileError::Io { .. } => {
+                            "; the path is relative to this YAML file"
+                        }
+                        _ => "",
+                    };
+                    at("/specFile", format!("spec file `{rel}`: {e}{hint}"))
+                })?;
             let text = match read_text(&path) {
                 Ok(text) => text,
                 Err(ReadError::Io(e)) => {

@@ -176,7 +176,6 @@ mod tests {
         compare: Compare::Exact,
         field_rules: &[],
         sensitive: &[],
-        sensitive_keys: &["password"],
         interpolate_spec_file: true,
     };
     const SUBSET: KindInfo = KindInfo {

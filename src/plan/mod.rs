@@ -255,8 +255,50 @@ fn fires(trigger: Trigger, before: Option<&Value>, after: Option<&Value>) -> boo
     }
 }
 
+/// How a plan digests specs, so that a saved plan lets nobody test a guess of a secret.
+///
+/// With the operator's key (`OFCTL_PLAN_KEY`), a digest is an HMAC-SHA256 of the whole spec:
+/// a changed secret makes a saved plan stale, and without the key nothing can be checked
+/// against it. Without a key, a digest is a plain hash of the spec with every secret value
+/// masked (values at secret keys, URL passwords, registered secrets): a plan file then shows
+/// nothing about secrets, and a secret that changed alone does not make a saved plan stale.
+pub struct Digests {
+    key: Option<Vec<u8>>,
+}
+
+impl Digests {
+    /// Keyed when `key` is given and not empty.
+    pub fn new(key: Option<Vec<u8>>) -> Self {
+        Self {
+            key: key.filter(|k| !k.is_empty()),
+        }
+    }
+
+    /// The digest of a desired or live `spec` of a kind.
+    pub fn of(&self, spec: &Value, info: &KindInfo) -> String {
+        if let Some(key) = &self.key {
+            return crate::json::keyed_digest(spec, key);
+        }
+        let mut masked = spec.clone();
+        crate::path::for_each_leaf(&mut masked, &mut |pointer, leaf| {
+            if leaf.is_null() {
+                return;
+            }
+            if info.is_sensitive(pointer) {
+                *leaf = Value::String(crate::redact::MASK.to_string());
+            } else if let Value::String(s) = leaf {
+                if let std::borrow::Cow::Owned(m) = crate::redact::redact(s) {
+                    *s = m;
+                }
+            }
+        });
+        digest(&masked)
+    }
+}
+
 /// Inputs for classifying one declared resource.
 pub struct Declared<'a> {
+    pub digests: &'a Digests,
     pub resource: &'a Resource,
     pub info: &'a KindInfo,
     pub desired: &'a Value,
@@ -279,8 +321,8 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
         force: false,
         diff: Vec::new(),
         depends_on: d.depends_on,
-        desired_digest: Some(digest(d.desired)),
-        live_fingerprint: d.live.map(digest),
+        desired_digest: Some(d.digests.of(d.desired, d.info)),
+        live_fingerprint: d.live.map(|live| d.digests.of(live, d.info)),
         source: Some(resource.source.clone()),
     };
     let Some(live) = d.live else {
@@ -413,8 +455,13 @@ pub fn guard_prunes(
     }
 }
 
-/// A managed live object the manifest no longer declares (only planned with `--prune`).
-pub fn prune_change(address: Address, live: &Value, depends_on: Vec<Address>) -> Change {
+/// A managed live object the manifest no longer declares (only planned with `--prune`), with
+/// its digest (see [`Digests`]).
+pub fn prune_change(
+    address: Address,
+    live_fingerprint: String,
+    depends_on: Vec<Address>,
+) -> Change {
     Change {
         address,
         action: Action::Delete,
@@ -426,7 +473,7 @@ pub fn prune_change(address: Address, live: &Value, depends_on: Vec<Address>) ->
         diff: Vec::new(),
         depends_on,
         desired_digest: None,
-        live_fingerprint: Some(digest(live)),
+        live_fingerprint: Some(live_fingerprint),
         source: None,
     }
 }
@@ -531,7 +578,13 @@ mod prune_guard_tests {
     fn prunes(names: &[&str]) -> Vec<Change> {
         names
             .iter()
-            .map(|n| prune_change(Address::new("NatsStream", *n), &json!({}), Vec::new()))
+            .map(|n| {
+                prune_change(
+                    Address::new("NatsStream", *n),
+                    digest(&json!({})),
+                    Vec::new(),
+                )
+            })
             .collect()
     }
 

@@ -10,8 +10,45 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::{ProviderError, RequestCount, RequestCounter};
+use crate::config::{ConfigError, TargetConfig};
 use crate::kind::System;
 use crate::redact::redact;
+
+/// Trust for the HTTPS systems on top of the built-in roots: the CA certificates of
+/// `[tls] ca_file` in the target config.
+#[derive(Clone, Default)]
+pub struct Tls {
+    roots: Vec<reqwest::Certificate>,
+}
+
+impl Tls {
+    /// The CAs `[tls] ca_file` names (none when it is not set).
+    pub fn from_config(config: &TargetConfig) -> Result<Self, ConfigError> {
+        let Some(path) = config.tls_ca_file() else {
+            return Ok(Self::default());
+        };
+        let error = |message: String| ConfigError::Value {
+            path: config.path.clone().unwrap_or_default(),
+            key: "tls.ca_file".into(),
+            message,
+        };
+        let pem = std::fs::read(&path)
+            .map_err(|e| error(format!("cannot read {}: {e}", path.display())))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            error(format!(
+                "{} is not a PEM certificate bundle: {e}",
+                path.display()
+            ))
+        })?;
+        if roots.is_empty() {
+            return Err(error(format!(
+                "{} holds no PEM certificate (`-----BEGIN CERTIFICATE-----`); give the CA that signed the systems' certificates",
+                path.display()
+            )));
+        }
+        Ok(Self { roots })
+    }
+}
 
 pub struct HttpClient {
     system: System,
@@ -52,12 +89,14 @@ impl Response {
 }
 
 impl HttpClient {
-    /// A client sending at most `concurrency` (at least 1) requests at a time.
+    /// A client sending at most `concurrency` (at least 1) requests at a time. It never
+    /// follows a redirect: one to another host would carry the API key or credentials there.
     pub fn new(
         system: System,
         base: &str,
         headers: &[(&'static str, String)],
         concurrency: usize,
+        tls: &Tls,
     ) -> Result<Self, ProviderError> {
         let concurrency = concurrency.max(1);
         let mut map = HeaderMap::new();
@@ -69,14 +108,17 @@ impl HttpClient {
             v.set_sensitive(true);
             map.insert(HeaderName::from_static(name), v);
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .default_headers(map)
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| {
-                ProviderError::permanent(format!("{system}: cannot build HTTP client: {e}"))
-            })?;
+            .timeout(Duration::from_secs(30));
+        for root in &tls.roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let client = builder.build().map_err(|e| {
+            ProviderError::permanent(format!("{system}: cannot build HTTP client: {e}"))
+        })?;
         Ok(Self {
             system,
             base: base.trim_end_matches('/').to_string(),
@@ -136,12 +178,38 @@ impl HttpClient {
             } else {
                 "request failed"
             };
+            // The causes say why (refused, a certificate the client does not trust, ...).
+            let mut detail = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                detail.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            if detail.to_ascii_lowercase().contains("certificate") {
+                detail.push_str(
+                    "; if a private CA signed the server's certificate, name it in `[tls] ca_file` of the target config",
+                );
+            }
             failed(
                 !e.is_connect(),
-                format!("{} {method} {}: {what}: {e}", self.system, redact(&url)),
+                format!("{} {method} {}: {what}: {detail}", self.system, redact(&url)),
             )
         })?;
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+                .unwrap_or_else(|| "(no Location header)".into());
+            return Err(ProviderError::permanent(format!(
+                "{} {method} {}: the server redirected ({status}) to {}; ofctl does not follow redirects (one could carry the API key or credentials to another host): set `[{}] url` in the target config to the address that answers",
+                self.system,
+                redact(&url),
+                redact(&location),
+                self.system
+            )));
+        }
         let bytes = response.bytes().await.map_err(|e| {
             failed(
                 true,
@@ -211,7 +279,7 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
 
-        let client = HttpClient::new(System::Pinot, &url, &[], 3).unwrap();
+        let client = HttpClient::new(System::Pinot, &url, &[], 3, &Tls::default()).unwrap();
         assert_eq!(client.concurrency(), 3);
         let responses =
             futures::future::join_all((0..12).map(|_| client.send(Method::GET, "/slow", None)))
@@ -219,5 +287,77 @@ mod tests {
         assert!(responses.iter().all(|r| r.as_ref().unwrap().status == 200));
         assert_eq!(seen.max.load(Ordering::SeqCst), 3);
         assert_eq!(client.requests().reads, 12);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let elsewhere = Arc::new(AtomicUsize::new(0));
+        let target = axum::Router::new()
+            .fallback(
+                |axum::extract::State(n): axum::extract::State<Arc<AtomicUsize>>| async move {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    "{}"
+                },
+            )
+            .with_state(Arc::clone(&elsewhere));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_url = format!(
+            "http://localhost:{}/steal",
+            listener.local_addr().unwrap().port()
+        );
+        tokio::spawn(async move { axum::serve(listener, target).await });
+        let location = target_url.clone();
+        let app = axum::Router::new().fallback(move || {
+            let location = location.clone();
+            async move { axum::response::Redirect::temporary(&location) }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let headers = [("x-api-key", "k-not-for-elsewhere".to_string())];
+        let client = HttpClient::new(System::Tactical, &url, &headers, 1, &Tls::default()).unwrap();
+        for method in [Method::GET, Method::POST] {
+            let err = client.send(method, "/scripts/", None).await.unwrap_err();
+            assert!(
+                err.message
+                    .contains(&format!("redirected (307) to {target_url}")),
+                "{}",
+                err.message
+            );
+            assert!(
+                err.message.contains("does not follow redirects"),
+                "{}",
+                err.message
+            );
+            assert!(err.message.contains("`[tactical] url`"), "{}", err.message);
+        }
+        assert_eq!(elsewhere.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").unwrap();
+        let config = TargetConfig::parse(
+            "[tls]\nca_file = \"ca.pem\"\n",
+            &dir.path().join("ofctl.toml"),
+        )
+        .unwrap();
+        let err = Tls::from_config(&config).err().unwrap().to_string();
+        assert!(
+            err.contains("tls.ca_file") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        let missing = TargetConfig::parse(
+            "[tls]\nca_file = \"nope.pem\"\n",
+            &dir.path().join("ofctl.toml"),
+        )
+        .unwrap();
+        let err = Tls::from_config(&missing).err().unwrap().to_string();
+        assert!(
+            err.contains("tls.ca_file") && err.contains("nope.pem"),
+            "{err}"
+        );
     }
 }

@@ -240,7 +240,8 @@ pub async fn authorize(
         tracing::info!(
             target: AUDIT_TARGET,
             peer = %peer,
-            token = %decision.token_id.as_deref().unwrap_or("-"),
+            // `token_id`, not `token`: a field named like a secret is masked in every log.
+            token_id = %decision.token_id.as_deref().unwrap_or("-"),
             tenant = %decision.tenant.as_deref().unwrap_or("-"),
             "audit: {method} {path} -> {}",
             response.status().as_u16()

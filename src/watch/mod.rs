@@ -572,19 +572,25 @@ impl TenantLoop {
                     },
                     Err(_) => (None, None),
                 };
-                match crate::jobs::connector_health::ConnectorHealth::new(
-                    &url,
-                    redis.as_deref(),
-                    config.connector_health.clone(),
-                    self.id.clone(),
-                    Arc::clone(&self.shared.metrics),
-                    Arc::clone(&self.declared_connectors),
-                    Arc::clone(&self.reconcile_now),
-                    tools,
-                    alerts,
-                )
-                .await
-                {
+                let job = match crate::provider::http::Tls::from_config(&self.config) {
+                    Ok(tls) => {
+                        crate::jobs::connector_health::ConnectorHealth::new(
+                            &url,
+                            &tls,
+                            redis.as_deref(),
+                            config.connector_health.clone(),
+                            self.id.clone(),
+                            Arc::clone(&self.shared.metrics),
+                            Arc::clone(&self.declared_connectors),
+                            Arc::clone(&self.reconcile_now),
+                            tools,
+                            alerts,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(crate::jobs::JobError(e.to_string())),
+                };
+                match job {
                     Ok(job) => jobs.push((Arc::new(job), config.connector_health.timing())),
                     Err(e) => {
                         tracing::error!(tenant = %self.id, "connector health job not started: {e}")

@@ -281,6 +281,22 @@ pub fn sandbox_process(latency: &str, tactical_api_key: &str) -> (Server, Sandbo
     (server, urls)
 }
 
+/// `openssl s_server` answering HTTPS on 127.0.0.1 with `cert` and `key`, serving the files
+/// under `dir` (`-WWW`: `GET /a/b` answers 200 with the file `a/b`).
+pub fn https_file_server(dir: tempfile::TempDir, cert: &Path, key: &Path) -> Server {
+    let port = free_port();
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_server", "-quiet", "-WWW", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .current_dir(dir.path())
+        .stdin(Stdio::null());
+    Server::start("openssl s_server", cmd, port, dir)
+}
+
 /// Result of one `ofctl` invocation.
 pub struct Run {
     pub code: i32,

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::kind::{Compare, Effect, FieldRule, Finding, KindInfo, System, Trigger};
-use crate::provider::http::{HttpClient, Response};
+use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::Observed;
 
@@ -34,17 +34,10 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
         effect: Effect::Restarts,
         reason: "every config write restarts the connector and its tasks",
     }],
+    // apis.md §2.8: Debezium's PASSWORD-typed keys all name a password (`database.password`,
+    // the ssl keystore/truststore passwords), as do `sasl.jaas.config` and
+    // `mongodb.connection.string`: the key rule every kind shares covers them.
     sensitive: &[],
-    // apis.md §2.8: Debezium's PASSWORD-typed keys (`database.password`, `mongodb.password`,
-    // `database.sslpassword`, the ssl keystore/truststore passwords: all end in `password`
-    // after a dot), and strings that embed credentials.
-    sensitive_keys: &[
-        "password",
-        "sslpassword",
-        "mongodb.connection.string",
-        "sasl.jaas.config",
-        "basic.auth.user.info",
-    ],
     interpolate_spec_file: true,
 }];
 
@@ -92,9 +85,14 @@ pub struct ConnectProvider {
 
 impl ConnectProvider {
     /// A provider sending at most `concurrency` requests at a time.
-    pub fn new(url: &str, concurrency: usize, owner: Owner) -> Result<Self, ProviderError> {
+    pub fn new(
+        url: &str,
+        concurrency: usize,
+        owner: Owner,
+        tls: &Tls,
+    ) -> Result<Self, ProviderError> {
         Ok(Self {
-            http: HttpClient::new(System::Connect, url, &[], concurrency)?,
+            http: HttpClient::new(System::Connect, url, &[], concurrency, tls)?,
             owner,
         })
     }
@@ -346,7 +344,13 @@ mod tests {
 
     #[test]
     fn topic_prefix_change_is_a_data_risk_finding() {
-        let p = ConnectProvider::new("http://127.0.0.1:1", 1, Owner::new("t", "e")).unwrap();
+        let p = ConnectProvider::new(
+            "http://127.0.0.1:1",
+            1,
+            Owner::new("t", "e"),
+            &Tls::default(),
+        )
+        .unwrap();
         let live = json!({"config": {"topic.prefix": "trmm", "a": "1"}, "state": "running"});
         let same = json!({"config": {"topic.prefix": "trmm", "a": "2"}, "state": "running"});
         assert!(p.findings(KIND, &same, &live).is_empty());

@@ -42,7 +42,6 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
         reason: "changing the replication factor needs a partition reassignment, which ofctl does not do; recreating the topic loses its messages",
     }],
     sensitive: &[],
-    sensitive_keys: &[],
     interpolate_spec_file: true,
 }];
 

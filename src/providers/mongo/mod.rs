@@ -79,11 +79,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// do not carry it yet (or whose update is unpublished). The manifest never has it.
 const FOLLOWERS_MARKER: &str = "followersPending";
 
-const fn kind(
-    kind: &'static str,
-    sensitive: &'static [&'static str],
-    interpolate: bool,
-) -> KindInfo {
+const fn kind(kind: &'static str, interpolate: bool) -> KindInfo {
     KindInfo {
         kind,
         system: System::Mongo,
@@ -91,15 +87,9 @@ const fn kind(
         // removed (the platform's save is a full replace).
         compare: Compare::Exact,
         field_rules: &[],
-        sensitive,
-        // Connector configs inside a tool (the same keys the KafkaConnector kind masks); a
-        // connection string's password is registered by the redactor as well.
-        sensitive_keys: &[
-            "password",
-            "sslpassword",
-            "mongodb.connection.string",
-            "sasl.jaas.config",
-        ],
+        // Secrets are named by their keys (a tool's `credentials`, the connector configs'
+        // passwords): the key rule every kind shares.
+        sensitive: &[],
         interpolate_spec_file: interpolate,
     }
 }
@@ -108,13 +98,13 @@ pub static KINDS: [KindInfo; 5] = [
     // Tool bodies carry hosts and credentials as placeholders to resolve. Credentials are
     // stored in clear by the platform (§15.7) and must never be printed. Secret values inside
     // the connector list (which diffs whole) are registered by key and masked wherever printed.
-    kind(TOOL, &["/credentials"], true),
+    kind(TOOL, true),
     // Agent and client files hold `${client.serverUrl}`-style strings that the device-side
     // client resolves: they are data, stored verbatim (openframe.md, Pitfalls).
-    kind(AGENT, &[], false),
-    kind(CLIENT, &[], false),
-    kind(RELEASE, &[], true),
-    kind(SECRET, &[], true),
+    kind(AGENT, false),
+    kind(CLIENT, false),
+    kind(RELEASE, true),
+    kind(SECRET, true),
 ];
 
 /// The NATS provider's stream kind: publishing needs the platform's streams to exist first.

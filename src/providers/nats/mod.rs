@@ -95,7 +95,6 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
         },
     ],
     sensitive: &[],
-    sensitive_keys: &[],
     interpolate_spec_file: true,
 }];
 

@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::kind::{Compare, Effect, Finding, KindInfo, System};
-use crate::provider::http::{HttpClient, Response};
+use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::owner::{Owner, OWNER_KEY};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::{Address, Observed};
@@ -38,7 +38,6 @@ pub static KINDS: [KindInfo; 2] = [
         compare: Compare::Exact,
         field_rules: &[],
         sensitive: &[],
-        sensitive_keys: &[],
         interpolate_spec_file: true,
     },
     KindInfo {
@@ -47,10 +46,9 @@ pub static KINDS: [KindInfo; 2] = [
         // Exact after stripping the §1.5 defaults on both sides; see normalize.rs for why.
         compare: Compare::Exact,
         field_rules: &[],
-        sensitive: &[],
         // Kafka client credentials in `streamConfigs` (`stream.kafka.…sasl.jaas.config`,
-        // `…ssl.truststore.password`) and Kinesis keys.
-        sensitive_keys: &["password", "sasl.jaas.config", "secretkey"],
+        // `…ssl.truststore.password`) and Kinesis keys name a secret: the shared key rule.
+        sensitive: &[],
         interpolate_spec_file: true,
     },
 ];
@@ -78,9 +76,14 @@ fn segment(name: &str) -> String {
 impl PinotProvider {
     /// A provider sending at most `concurrency` requests at a time (schema and table reads
     /// share the limit).
-    pub fn new(url: &str, concurrency: usize, owner: Owner) -> Result<Self, ProviderError> {
+    pub fn new(
+        url: &str,
+        concurrency: usize,
+        owner: Owner,
+        tls: &Tls,
+    ) -> Result<Self, ProviderError> {
         Ok(Self {
-            http: HttpClient::new(System::Pinot, url, &[], concurrency)?,
+            http: HttpClient::new(System::Pinot, url, &[], concurrency, tls)?,
             owner,
         })
     }

@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::kind::{Compare, KindInfo, System};
-use crate::provider::http::{HttpClient, Response};
+use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::Observed;
 
@@ -33,7 +33,6 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
     // env_vars exist so that secrets reach a script without showing in its arguments
     // (TRMM 0.15); their values are treated as secret in plans.
     sensitive: &["/env_vars"],
-    sensitive_keys: &[],
     // A script body is data for the agent's shell: PowerShell's `${env:X}` must stay verbatim.
     interpolate_spec_file: false,
 }];
@@ -77,6 +76,7 @@ impl TacticalProvider {
         api_key: &str,
         concurrency: usize,
         owner: Owner,
+        tls: &Tls,
     ) -> Result<Self, ProviderError> {
         Ok(Self {
             http: HttpClient::new(
@@ -84,6 +84,7 @@ impl TacticalProvider {
                 url,
                 &[("x-api-key", api_key.to_string())],
                 concurrency,
+                tls,
             )?,
             owner,
             known: Mutex::new(HashMap::new()),
