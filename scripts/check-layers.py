@@ -14,7 +14,7 @@ import sys
 
 LAYERS = [
     # pure data and pure functions
-    ["duration", "path", "json", "sandbox"],
+    ["duration", "path", "json"],
     ["redact", "interpolate"],
     ["resource"],
     ["kind"],
@@ -32,8 +32,9 @@ LAYERS = [
         "providers::pinot",
         "providers::tactical",
     ],
-    # the only module that names every provider
-    ["registry"],
+    # the only module that names every provider; the emulators, which share the providers'
+    # captured server defaults (providers::pinot::server_defaults)
+    ["registry", "sandbox"],
     ["manifest", "apply"],
     ["export", "engine"],
     ["jobs"],

@@ -22,6 +22,7 @@ use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, R
 use crate::resource::{Address, Observed};
 
 pub use normalize::{
+    server_defaults,
     canonical_schema, canonical_table, normalize_desired_schema, normalize_desired_table,
     split_table_name,
 };
