@@ -51,6 +51,10 @@ const RESTART_MAX: Duration = Duration::from_secs(60);
 /// Passes of this process running at once (the rest wait for a slot; the wait counts as lag).
 pub const MAX_CONCURRENT_PASSES: usize = 32;
 
+/// A tenant whose next interval pass is at least this far off closes its connections to the
+/// live systems until then.
+const RELEASE_CONNECTIONS_FROM: Duration = Duration::from_secs(30);
+
 /// `--tenants-dir` is rescanned this long after the last event in it, and at least this often.
 const RESCAN_DEBOUNCE: Duration = Duration::from_millis(500);
 const RESCAN_EVERY: Duration = Duration::from_secs(30);
@@ -176,8 +180,8 @@ pub struct TenantHandle {
 pub struct TenantView {
     pub config: TargetConfig,
     pub manifest_dir: PathBuf,
-    /// The last manifest that validated (none before the first good load).
-    pub manifest: Option<Manifest>,
+    /// The last manifest that validated (none before the first good load); the loop's own.
+    pub manifest: Option<Arc<Manifest>>,
     pub locks: LockMode,
 }
 
@@ -240,8 +244,9 @@ struct TenantLoop {
     passes_gate: Arc<Semaphore>,
     handle: Arc<TenantHandle>,
     config: TargetConfig,
-    /// The last manifest that validated; a broken edit never replaces it.
-    manifest: Option<Manifest>,
+    /// The last manifest that validated; a broken edit never replaces it. Shared with the
+    /// tenant's [`TenantView`] (one copy per tenant).
+    manifest: Option<Arc<Manifest>>,
     engine: Engine,
     locks: LockMode,
     interval_override: Option<Duration>,
@@ -257,6 +262,43 @@ struct TenantLoop {
     /// Deletes the last pass planned, with the digest of its desired state: a delete is applied
     /// only when the next pass over the same manifest plans it again.
     planned_deletes: Option<(String, BTreeSet<Address>)>,
+    /// The files as they were when last loaded without error.
+    loaded: Option<Fingerprint>,
+}
+
+/// Path, size and modification time of every file of a target (its manifest folder and its
+/// config), sorted: taken before a load, equal fingerprints mean the files were not changed
+/// since. `None` when a file cannot be listed (the load then runs and reports it).
+#[derive(PartialEq, Eq)]
+struct Fingerprint(Vec<(PathBuf, u64, std::time::SystemTime)>);
+
+impl Fingerprint {
+    fn of(target: &Target) -> Option<Self> {
+        fn walk(
+            dir: &Path,
+            out: &mut Vec<(PathBuf, u64, std::time::SystemTime)>,
+        ) -> std::io::Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    walk(&entry.path(), out)?;
+                } else {
+                    // Through symlinks: a mounted ConfigMap's files are links into a folder
+                    // that is swapped on update.
+                    let meta = std::fs::metadata(entry.path())?;
+                    out.push((entry.path(), meta.len(), meta.modified()?));
+                }
+            }
+            Ok(())
+        }
+        let mut files = Vec::new();
+        walk(&target.dir, &mut files).ok()?;
+        let config = target.config_path();
+        let meta = std::fs::metadata(&config).ok()?;
+        files.push((config, meta.len(), meta.modified().ok()?));
+        files.sort();
+        Some(Self(files))
+    }
 }
 
 /// How a target's work is locked: Redis when `[redis]` is set, unlocked otherwise.
@@ -299,7 +341,7 @@ impl TenantLoop {
                 if let Ok(mut d) = self.declared_connectors.write() {
                     *d = connectors;
                 }
-                self.manifest = Some(m);
+                self.manifest = Some(Arc::new(m));
                 Ok(())
             }
             Err(errors) => Err(errors.to_string()),
@@ -320,7 +362,13 @@ impl TenantLoop {
                 .pass_lag
                 .observe(started.saturating_duration_since(due).as_secs_f64());
         }
-        let reload = self.reload();
+        // An interval or job pass skips re-reading files whose sizes and times are those of the
+        // last good load; a file event (the fast path) and startup always re-read.
+        let files = Fingerprint::of(&self.target);
+        let unchanged =
+            matches!(trigger, "interval" | "job") && files.is_some() && files == self.loaded;
+        let reload = if unchanged { Ok(()) } else { self.reload() };
+        self.loaded = if reload.is_ok() { files } else { None };
         let manifest_error = reload.as_ref().err().cloned();
         if let Some(e) = &manifest_error {
             tracing::error!(tenant = %self.id, "manifest not applied, keeping the last good one:\n{}", crate::redact::redact(e));
@@ -336,13 +384,15 @@ impl TenantLoop {
             error: manifest_error.clone(),
         };
         let mut drift = Vec::new();
-        self.handle.set_view(TenantView {
-            config: self.config.clone(),
-            manifest_dir: self.target.dir.clone(),
-            manifest: self.manifest.clone(),
-            locks: self.locks.clone(),
-        });
-        if let Some(manifest) = self.manifest.clone() {
+        if !unchanged {
+            self.handle.set_view(TenantView {
+                config: self.config.clone(),
+                manifest_dir: self.target.dir.clone(),
+                manifest: self.manifest.clone(),
+                locks: self.locks.clone(),
+            });
+        }
+        if let Some(manifest) = self.manifest.as_deref().cloned() {
             let handle = Arc::clone(&self.handle);
             let _in_process = handle.gate.lock().await;
             let at_most = self.config.watch().lock_at_most_for;
@@ -635,6 +685,13 @@ impl TenantLoop {
             } else {
                 self.interval()
             };
+            if wait >= RELEASE_CONNECTIONS_FROM {
+                // No connection kept open through a long wait: a thousand tenants' idle
+                // clients (a Kafka client has threads of its own) cost more than reconnecting.
+                let idle = std::mem::replace(&mut self.engine, Engine::new(self.config.clone()));
+                // Closing a Kafka client joins its threads: not on a runtime worker.
+                tokio::task::spawn_blocking(move || drop(idle));
+            }
             let next = Instant::now() + wait;
             due = None;
             tokio::select! {
@@ -805,6 +862,7 @@ async fn supervise(
             jobs_digest: String::new(),
             life: life.clone(),
             planned_deletes: None,
+            loaded: None,
         };
         let started = Instant::now();
         let ended = tokio::spawn(tenant_loop.run()).await;
@@ -1130,4 +1188,42 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
     let _ = server.await;
     fleet.stop_all().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_changes_with_any_file_of_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target {
+            dir: dir.path().to_path_buf(),
+            config: None,
+        };
+        std::fs::write(dir.path().join("ofctl.toml"), "tenant = \"a\"\n").unwrap();
+        std::fs::create_dir(dir.path().join("nats")).unwrap();
+        std::fs::write(dir.path().join("nats/s.yaml"), "one").unwrap();
+        let first = Fingerprint::of(&target).unwrap();
+        assert!(Fingerprint::of(&target) == Some(Fingerprint(first.0.clone())));
+
+        // Same size, later time (filesystems keep at least 10 ms of mtime resolution).
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(dir.path().join("nats/s.yaml"), "two").unwrap();
+        let rewritten = Fingerprint::of(&target).unwrap();
+        assert!(rewritten != first);
+
+        std::fs::write(dir.path().join("nats/t.yaml"), "two").unwrap();
+        let added = Fingerprint::of(&target).unwrap();
+        assert!(added != rewritten);
+
+        std::fs::write(dir.path().join("ofctl.toml"), "tenant = \"bb\"\n").unwrap();
+        assert!(Fingerprint::of(&target).unwrap() != added);
+
+        std::fs::remove_file(dir.path().join("ofctl.toml")).unwrap();
+        assert!(
+            Fingerprint::of(&target).is_none(),
+            "a missing config always reloads"
+        );
+    }
 }
