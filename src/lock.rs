@@ -3,7 +3,8 @@
 //!
 //! Key `of:{<tenant>}:job-lock:<environment>:<name>` (the braces are a literal Redis Cluster
 //! hash tag), value exactly as ShedLock writes it, `ADDED:<ISO instant, milliseconds>Z@<host>`,
-//! acquired with `SET NX PX lockAtMostFor`. Release honours lockAtLeastFor: delete if it has
+//! acquired with `SET NX PX` (two thirds of lockAtMostFor, renewed while the work runs, so a
+//! dead holder's lock is gone within lockAtMostFor). Release honours lockAtLeastFor: delete if it has
 //! passed, otherwise shorten the expiry to what is left of it. Unlike ShedLock, release and
 //! renewal only touch the key while it still holds our value, so a replica whose lock expired
 //! never deletes or extends the lock a peer took since.
@@ -290,16 +291,16 @@ impl Locks {
             .arg(&value)
             .arg("NX")
             .arg("PX")
-            .arg(at_most.as_millis().max(1) as u64)
+            .arg(lease(at_most).as_millis().max(1) as u64)
             .query_async(&mut conn)
             .await
             .map_err(|e| self.err(e))?;
         Ok(set.map(|_| (key, value)))
     }
 
-    /// Extends the lock to `at_most` from now if it still holds `value`; `false` if it is not
-    /// ours any more.
-    async fn extend(&self, key: &str, value: &str, at_most: Duration) -> Result<bool, LockError> {
+    /// Extends the lock to `ttl` from now if it still holds `value`; `false` if it is not ours
+    /// any more.
+    async fn extend(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, LockError> {
         let script = Script::new(
             r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
               return redis.call('PEXPIRE', KEYS[1], ARGV[2])",
@@ -308,7 +309,7 @@ impl Locks {
         let extended: i64 = script
             .key(key)
             .arg(value)
-            .arg(at_most.as_millis().max(1) as u64)
+            .arg(ttl.as_millis().max(1) as u64)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.err(e))?;
@@ -348,9 +349,17 @@ impl Locks {
     }
 }
 
-/// Renews a held lock every third of `at_most` for as long as its work runs. A failed renewal
-/// is retried at the next turn (the lock still has at least two thirds of its time); finding
-/// the key held by someone else cancels `lost`.
+/// How long a held lock lives in Redis from its acquisition or last renewal: two thirds of
+/// `lock_at_most_for`, so the lock of a replica that dies expires at most that long after it,
+/// and a peer trying every interval (≤ a third of `lock_at_most_for`) takes over within
+/// `lock_at_most_for`.
+fn lease(at_most: Duration) -> Duration {
+    at_most * 2 / 3
+}
+
+/// Renews a held lock every quarter of `at_most` (to a full [`lease`] from then) for as long as
+/// its work runs; one failed renewal is survived (retried at the next turn, the lock still
+/// valid). Finding the key held by someone else cancels `lost`.
 async fn renew(
     locks: Locks,
     key: String,
@@ -358,10 +367,10 @@ async fn renew(
     at_most: Duration,
     lost: CancellationToken,
 ) {
-    let every = (at_most / 3).max(Duration::from_millis(50));
+    let every = (at_most / 4).max(Duration::from_millis(50));
     loop {
         tokio::time::sleep(every).await;
-        match locks.extend(&key, &value, at_most).await {
+        match locks.extend(&key, &value, lease(at_most)).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::error!("lock {key} is no longer ours: stopping the work it covered");
@@ -381,6 +390,50 @@ mod tests {
             super::lock_key("default", "default", "debeziumHealthCheck"),
             "of:{default}:job-lock:default:debeziumHealthCheck"
         );
+    }
+
+    #[tokio::test]
+    async fn without_a_usable_lock_service_nothing_may_run() {
+        use super::{Acquired, LockMode};
+        use std::time::Duration;
+        let at = (Duration::from_secs(5), Duration::ZERO);
+        // No [redis]: a single replica runs unlocked.
+        let none: Option<Result<String, String>> = None;
+        let mode = LockMode::new(none, "t", "e");
+        assert!(matches!(
+            mode.acquire("j", at.0, at.1).await,
+            Acquired::Unlocked
+        ));
+        // [redis] url that does not resolve: never run.
+        let mode = LockMode::new(
+            Some(Err::<String, _>("`redis.url`: OFCTL_REDIS is not set")),
+            "t",
+            "e",
+        );
+        let got = mode.acquire("j", at.0, at.1).await;
+        assert_eq!(got.skip_reason(), Some("lock_unavailable"));
+        // Redis not listening: never run, and the answer comes within the command timeout.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mode = LockMode::new(
+            Some(Ok::<_, String>(format!("redis://127.0.0.1:{port}"))),
+            "t",
+            "e",
+        );
+        let started = std::time::Instant::now();
+        let got = mode.acquire("j", at.0, at.1).await;
+        assert_eq!(got.skip_reason(), Some("lock_unavailable"), "{got:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // rediss:// is understood (TLS through rustls), not refused as unknown.
+        let mode = LockMode::new(
+            Some(Ok::<_, String>("rediss://redis.example:6380".into())),
+            "t",
+            "e",
+        );
+        assert!(matches!(mode, LockMode::Redis(_)));
     }
 
     #[test]

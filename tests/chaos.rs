@@ -12,7 +12,9 @@ mod support;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use support::{mongo, nats, redis, redis_on, sandbox_process, stream, ManifestDir, Watch};
+use support::{
+    mongo, nats, ofctl, redis, redis_on, redis_tls, sandbox_process, stream, ManifestDir, Watch,
+};
 
 /// Log filter for replicas: info, plus the reconcile lock's taken/releasing events.
 const LOG: (&str, &str) = ("OFCTL_LOG", "info,ofctl::watch=debug");
@@ -412,11 +414,7 @@ async fn kill_9_of_the_lock_holder_hands_the_tenant_over_within_lock_at_most_for
         "kill -9 of the lock holder: the peer took the tenant after {took:?} (lock_at_most_for {at_most:?}, interval 1 s)"
     );
     assert!(killed.elapsed() >= took);
-    assert!(
-        took <= at_most + Duration::from_millis(1500),
-        "{took:?}\n{}",
-        peer.log()
-    );
+    assert!(took <= at_most, "{took:?}\n{}", peer.log());
 }
 
 /// `ADDED:<yyyy-mm-ddThh:mm:ss.mmm>Z@<host>`, ShedLock's RedisLockProvider value.
@@ -668,6 +666,81 @@ async fn prune_never_wipes_a_tenant_and_never_touches_another() {
         "{}",
         watch.log()
     );
+
+    // Declared by a tenant, the old-style stream is adopted by a plan that says so.
+    let adopt = ManifestDir::new();
+    adopt
+        .write(
+            "ofctl.toml",
+            &format!("tenant = \"a\"\n[nats]\nurl = \"{nats_url}\"\n"),
+        )
+        .write("l.yaml", &stream("LEGACY", "  subjects: [legacy.>]"));
+    let plan = ofctl(&["plan", "-f", adopt.arg(), "--format", "json"], &[]);
+    let plan: Value = serde_json::from_str(&plan.stdout).expect("plan JSON");
+    let notes = plan["changes"][0]["notes"].to_string();
+    assert!(
+        notes.contains("old ownership marker") && notes.contains("ofctl/a/default"),
+        "{plan:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_file_events_neither_postpones_the_pass_forever_nor_delays_shutdown() {
+    let (_n, nats_url) = nats();
+    let (_r, redis_url) = redis();
+    let m = ManifestDir::new();
+    m.write(
+        "ofctl.toml",
+        &format!(
+            "tenant = \"t1\"\n[nats]\nurl = \"{nats_url}\"\n[redis]\nurl = \"{redis_url}\"\n\
+             [watch]\ninterval = \"1h\"\ndebounce = \"500ms\"\n"
+        ),
+    )
+    .write("s.yaml", &stream("ORDERS", "  subjects: [orders.>]"));
+    let mut watch = Watch::start_with_env(&["-f", m.arg()], &[LOG]);
+    assert!(
+        all_ready(std::slice::from_ref(&watch), Duration::from_secs(30)).await,
+        "{}",
+        watch.log()
+    );
+    // An edit, then a file touched every 100 ms: never 500 ms of quiet. The debounce ceiling
+    // (10 × debounce, 5 s here) still lets the pass run during the storm.
+    m.write("s.yaml", &stream("ORDERS", "  subjects: [orders.v2.>]"));
+    let calm = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = {
+        let (dir, calm) = (m.path().to_path_buf(), std::sync::Arc::clone(&calm));
+        std::thread::spawn(move || {
+            for i in 0..150 {
+                if calm.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                std::fs::write(dir.join("notes.txt"), format!("{i}")).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let applied = Watch::until(Duration::from_secs(9), || async {
+        stream_info(&nats_url, "ORDERS")
+            .await
+            .map(|c| c["subjects"].clone())
+            == Some(json!(["orders.v2.>"]))
+    })
+    .await;
+    assert!(!storm.is_finished(), "the storm ended before the check");
+    let applied =
+        applied.unwrap_or_else(|| panic!("pass postponed by the storm:\n{}", watch.log()));
+    eprintln!("edit applied {applied:?} into a storm of file events (debounce 500 ms)");
+
+    // The storm goes on, so the loop is in its next debounce wait (up to 5 s): shutdown
+    // interrupts it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    assert_eq!(watch.terminate(), Some(0), "{}", watch.log());
+    let took = started.elapsed();
+    calm.store(true, std::sync::atomic::Ordering::SeqCst);
+    storm.join().unwrap();
+    eprintln!("SIGTERM during the storm: exited in {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -794,4 +867,37 @@ async fn shedlock_and_ofctl_block_each_other_on_the_same_lock() {
     })
     .await;
     assert!(checked.is_some() && attempted.get(), "{}", watch.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_work_over_rediss_tls() {
+    let (_n, nats_url) = nats();
+    let (_r, rediss_url, ca) = redis_tls();
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", &base_config("t1", &nats_url, &rediss_url))
+        .write("s.yaml", &stream("ORDERS", "  subjects: [orders.>]"));
+    // The server's CA is trusted the way an operator adds one: SSL_CERT_FILE.
+    let ca = ca.to_string_lossy().into_owned();
+    let watch = Watch::start_with_env(&["-f", m.arg()], &[LOG, ("SSL_CERT_FILE", &ca)]);
+    // With [redis] set, a pass only runs once it holds its lock, so a created stream and ok
+    // passes prove the lock went over TLS.
+    let locked = Watch::until(Duration::from_secs(20), || async {
+        metric(
+            &watch.get("/metrics").await.1,
+            &format!("{PASSES_OK},trigger=\"interval\",result=\"ok\"}}"),
+        ) > 0
+    })
+    .await;
+    assert!(locked.is_some(), "{}", watch.log());
+    assert!(stream_exists(&nats_url, "ORDERS").await);
+    assert!(
+        watch.log().contains("reconcile lock taken"),
+        "{}",
+        watch.log()
+    );
+    assert!(
+        !watch.log().contains("lock service unavailable"),
+        "{}",
+        watch.log()
+    );
 }

@@ -143,7 +143,9 @@ async fn failed_task_is_restarted_and_backoff_resets_once_healthy() {
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the in-process emulator must keep answering while this thread blocks in
+// `terminate()`, or a job run caught by the SIGTERM waits for its request to time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_run_each_job_once_per_interval() {
     let sandbox = ofctl::sandbox::start(Default::default()).await.unwrap();
     let (_r, redis_url) = redis();

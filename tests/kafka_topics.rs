@@ -399,3 +399,58 @@ async fn export_then_plan_is_a_no_op() {
     assert_eq!(plan.code, 0, "{plan:?}\n{text}");
     assert_eq!(plan.json()["summary"]["noop"], 9);
 }
+
+/// Applies racing to create the same topics (as a retry whose first answer was lost does):
+/// the one that finds `TopicAlreadyExists` with the asked-for topic succeeds too.
+#[tokio::test]
+async fn a_create_that_finds_the_asked_for_topic_already_there_succeeds() {
+    let (_server, brokers) = kafka();
+    for round in 0..10 {
+        let m = ManifestDir::new();
+        m.write("ofctl.toml", &config(&brokers));
+        let names: Vec<String> = (0..8).map(|i| format!("race-{round}-{i}")).collect();
+        for n in &names {
+            m.write(
+                &format!("{n}.yaml"),
+                &topic(
+                    n,
+                    "  partitions: 2\n  replication_factor: 1\n  config:\n    retention.ms: 3600000",
+                ),
+            );
+        }
+        let dir = m.arg().to_string();
+        let started: Vec<_> = (0..3)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || ofctl(&["apply", "-f", &dir, "--auto-approve"], &[]))
+            })
+            .collect();
+        let runs: Vec<_> = started.into_iter().map(|h| h.join().unwrap()).collect();
+        // Every apply must succeed; the round proves something once two of them both
+        // planned (and so sent) every create.
+        for r in &runs {
+            assert_eq!(r.code, 0, "{r:?}");
+        }
+        for n in &names {
+            assert_eq!(live(&brokers, n).await.map(|l| l.0), Some(2), "{n}");
+        }
+        let creators = runs
+            .iter()
+            .filter(|r| {
+                names.iter().all(|n| {
+                    r.stdout
+                        .contains(&format!("KafkaTopic/{n} will be created"))
+                })
+            })
+            .count();
+        if creators < 2 {
+            eprintln!("round {round}: the applies did not overlap, trying again");
+            continue;
+        }
+        eprintln!(
+            "round {round}: {creators} applies planned and sent the 8 creates; all succeeded"
+        );
+        return;
+    }
+    panic!("in 10 rounds no two applies planned the same creates at once");
+}

@@ -501,3 +501,65 @@ mod saved_plan_tests {
         assert!(err.to_string().starts_with("p.json:1:1: "), "{err}");
     }
 }
+
+#[cfg(test)]
+mod prune_guard_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn prunes(names: &[&str]) -> Vec<Change> {
+        names
+            .iter()
+            .map(|n| prune_change(Address::new("NatsStream", *n), &json!({}), Vec::new()))
+            .collect()
+    }
+
+    fn refused(changes: &[Change]) -> Vec<&str> {
+        changes
+            .iter()
+            .filter_map(|c| c.blocked.as_deref())
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_system_is_not_pruned_unless_allowed() {
+        let options = PlanOptions {
+            prune: true,
+            max_deletes: Some(10),
+            ..Default::default()
+        };
+        let empty = |_: &Address| Some("nats".to_string());
+        let mut changes = prunes(&["A", "B"]);
+        guard_prunes(&mut changes, &empty, &options);
+        assert_eq!(refused(&changes).len(), 2);
+        assert!(refused(&changes)[0].contains("declares nothing for nats"));
+        let mut changes = prunes(&["A", "B"]);
+        let allowed = PlanOptions {
+            allow_empty: true,
+            ..options
+        };
+        guard_prunes(&mut changes, &empty, &allowed);
+        assert!(refused(&changes).is_empty());
+    }
+
+    #[test]
+    fn more_deletes_than_the_limit_are_refused_together() {
+        let declared = |_: &Address| None;
+        let options = |max| PlanOptions {
+            prune: true,
+            max_deletes: Some(max),
+            ..Default::default()
+        };
+        let mut changes = prunes(&["A", "B", "C"]);
+        guard_prunes(&mut changes, &declared, &options(3));
+        assert!(refused(&changes).is_empty());
+        let mut changes = prunes(&["A", "B", "C", "D"]);
+        guard_prunes(&mut changes, &declared, &options(3));
+        let why = refused(&changes);
+        assert_eq!(why.len(), 4);
+        assert!(
+            why[0].contains("delete 4 objects, more than the limit of 3"),
+            "{why:?}"
+        );
+    }
+}

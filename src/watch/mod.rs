@@ -318,6 +318,19 @@ impl TenantLoop {
         base.mul_f64(factor.max(0.05))
     }
 
+    /// Says once, when the loop starts or its config changes, what locking will not do.
+    fn announce_locks(&self) {
+        match &self.locks {
+            LockMode::Unlocked => {
+                tracing::warn!(tenant = %self.id, "no [redis] in the target config: passes and jobs run unlocked, so run a single replica (or set [redis] url)")
+            }
+            LockMode::Broken(why) => {
+                tracing::error!(tenant = %self.id, "[redis] is configured but unusable, so no pass or job runs until it is fixed: {}", crate::redact::redact(why))
+            }
+            LockMode::Redis(_) => {}
+        }
+    }
+
     /// Re-reads the target config and the manifest; keeps the last good ones on error.
     fn reload(&mut self) -> Result<(), String> {
         match self.target.load_config() {
@@ -325,6 +338,7 @@ impl TenantLoop {
                 if config.source_digest != self.config.source_digest {
                     self.engine = Engine::new(config.clone());
                     self.locks = lock_mode(&config);
+                    self.announce_locks();
                 }
                 self.config = config;
             }
@@ -651,9 +665,7 @@ impl TenantLoop {
     async fn run(mut self) {
         let mut trigger = "startup";
         let mut due = None;
-        if matches!(self.locks, LockMode::Unlocked) {
-            tracing::warn!(tenant = %self.id, "no [redis] in the target config: passes and jobs run unlocked, so run a single replica (or set [redis] url)");
-        }
+        self.announce_locks();
         let mut jobs = self.start_jobs().await;
         let mut passes = 0u64;
         loop {

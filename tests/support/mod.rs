@@ -532,6 +532,95 @@ pub fn redis_on(port: u16) -> Server {
     Server::start("redis-server", cmd, port, dir)
 }
 
+/// redis-server serving TLS only, with a certificate for 127.0.0.1 from a throw-away CA (made
+/// with the `openssl` command). Returns the server, its `rediss://` URL and the CA file.
+pub fn redis_tls() -> (Server, String, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("the openssl command makes the test certificates");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    std::fs::write(path("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write san.ext");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=ofctl-test-ca",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+    let port = free_port();
+    let mut cmd = Command::new(tool("redis-server"));
+    cmd.args([
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .args([
+        "--tls-auth-clients",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .arg("--tls-cert-file")
+    .arg(path("server.pem"))
+    .arg("--tls-key-file")
+    .arg(path("server.key"))
+    .arg("--tls-ca-cert-file")
+    .arg(path("ca.pem"))
+    .arg("--dir")
+    .arg(dir.path());
+    let ca = path("ca.pem");
+    let server = Server::start("redis-server (TLS)", cmd, port, dir);
+    (server, format!("rediss://127.0.0.1:{port}"), ca)
+}
+
 /// A running `ofctl watch`, stopped with SIGTERM (and killed if that fails) when dropped.
 pub struct Watch {
     child: Child,
