@@ -21,6 +21,11 @@
 //! the reconcile loops. The last line is
 //! `tenants=N cpu_pct=… rss_mb=… threads=… lag_p99_ms=… passes=…`.
 //!
+//! With `OFCTL_BENCH_REPLICAS=2`, two replicas share the tenants through their locks: after
+//! the same settling it counts each replica's passes over the window (ok, and skipped because
+//! the other held the lock), then stops one (SIGTERM) and measures how long until the other
+//! has run a pass of every tenant: `replicas=2 tenants=N a_ok=… b_ok=… skipped=… handover_s=…`.
+//!
 //! Settings: `OFCTL_BENCH_TENANTS` (default 1000), `OFCTL_BENCH_INTERVAL` (default `60s`).
 
 #[path = "../../tests/support/mod.rs"]
@@ -106,10 +111,12 @@ fn run(n: usize, interval: Duration) -> Result<(), String> {
     let interval_arg = format!("{}ms", interval.as_millis());
     let root_arg = root.path().to_str().ok_or("non-UTF-8 temp path")?;
     let started = Instant::now();
-    let watch = Watch::start_with_env(
-        &["--tenants-dir", root_arg, "--interval", &interval_arg],
-        &env,
-    );
+    let args = ["--tenants-dir", root_arg, "--interval", &interval_arg];
+    let watch = Watch::start_with_env(&args, &env);
+    if std::env::var("OFCTL_BENCH_REPLICAS").is_ok_and(|r| r == "2") {
+        let other = Watch::start_with_env(&args, &env);
+        return runtime.block_on(two_replicas(watch, other, n, interval));
+    }
     runtime.block_on(measure(&watch, n, interval, started))
 }
 
@@ -175,6 +182,55 @@ async fn measure(
     }
     println!(
         "tenants={n} cpu_pct={cpu_pct:.1} rss_mb={rss_max:.0} threads={threads_max} lag_p99_ms={lag} passes={total} min_per_tenant={min_per_tenant}"
+    );
+    Ok(())
+}
+
+async fn two_replicas(mut a: Watch, b: Watch, n: usize, interval: Duration) -> Result<(), String> {
+    let ready_limit = Duration::from_secs(60) + Duration::from_millis(500) * n as u32;
+    for w in [&a, &b] {
+        if Watch::until(ready_limit, || async { w.get("/readyz").await.0 == 200 })
+            .await
+            .is_none()
+        {
+            return Err(format!(
+                "a replica was not ready within {ready_limit:?}:\n{}",
+                tail(&w.log(), 30)
+            ));
+        }
+    }
+    tokio::time::sleep(interval.mul_f64(SETTLE_INTERVALS)).await;
+    let window = interval.mul_f64(WINDOW_INTERVALS);
+    let (before_a, before_b) = (a.get("/metrics").await.1, b.get("/metrics").await.1);
+    tokio::time::sleep(window).await;
+    let (after_a, after_b) = (a.get("/metrics").await.1, b.get("/metrics").await.1);
+    let sum = |m: &BTreeMap<String, (u64, u64)>| -> (u64, u64) {
+        m.values()
+            .fold((0, 0), |(o, s), (ok, other)| (o + ok, s + other))
+    };
+    let (a_ok, a_skipped) = sum(&per_tenant_passes(&after_a, &before_a));
+    let (b_ok, b_skipped) = sum(&per_tenant_passes(&after_b, &before_b));
+    // Stop one replica; the other must then pass every tenant.
+    let (_, at_stop) = b.get("/metrics").await;
+    let stopped = Instant::now();
+    a.terminate();
+    let limit = interval * 3;
+    let handover = Watch::until(limit, || async {
+        let (_, now) = b.get("/metrics").await;
+        let passes = per_tenant_passes(&now, &at_stop);
+        passes.len() >= n && passes.values().all(|(ok, _)| *ok > 0)
+    })
+    .await
+    .map(|_| format!("{:.1}", stopped.elapsed().as_secs_f64()))
+    .unwrap_or_else(|| format!("over_{}", limit.as_secs()));
+    eprintln!(
+        "watch: window {window:?}: replica A {a_ok} ok passes, {a_skipped} skipped; replica B {b_ok} ok, {b_skipped} skipped; \
+         every tenant passed by B within {handover} s of stopping A; load average {}",
+        loadavg()
+    );
+    println!(
+        "replicas=2 tenants={n} a_ok={a_ok} b_ok={b_ok} skipped={} handover_s={handover}",
+        a_skipped + b_skipped
     );
     Ok(())
 }
