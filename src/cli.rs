@@ -185,8 +185,17 @@ struct DriftArgs {
 #[derive(Args, Debug)]
 struct WatchArgs {
     /// Manifest folder; repeat for several tenants, each with the ofctl.toml in its folder.
-    #[arg(short = 'f', long = "file", value_name = "DIR", required = true)]
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "DIR",
+        required_unless_present = "tenants_dir"
+    )]
     dirs: Vec<PathBuf>,
+    /// Folder with one subfolder per tenant (each a manifest folder with its ofctl.toml);
+    /// subfolders added or removed while running are picked up without a restart.
+    #[arg(long, value_name = "DIR")]
+    tenants_dir: Option<PathBuf>,
     /// Target config (only with a single -f).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -539,8 +548,8 @@ async fn drift(args: DriftArgs, ui: Ui) -> anyhow::Result<u8> {
 }
 
 async fn watch(args: WatchArgs, ui: Ui) -> anyhow::Result<u8> {
-    if args.config.is_some() && args.dirs.len() > 1 {
-        bail!("-c applies to one manifest folder; with several -f, each folder needs its own ofctl.toml");
+    if args.config.is_some() && (args.dirs.len() > 1 || args.tenants_dir.is_some()) {
+        bail!("-c applies to one manifest folder; with several -f or --tenants-dir, each folder needs its own ofctl.toml");
     }
     let targets = args
         .dirs
@@ -562,6 +571,7 @@ async fn watch(args: WatchArgs, ui: Ui) -> anyhow::Result<u8> {
     crate::watch::run(
         crate::watch::WatchOptions {
             targets,
+            tenants_dir: args.tenants_dir,
             listen: args.listen,
             management_listen: args.management_listen,
             interval: args.interval,

@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,7 +65,18 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub skips: Family<SkipLabels, Counter>,
     pub loop_restarts: Family<TenantLabels, Counter>,
+    /// How late interval passes started past their due time (all tenants together).
+    pub pass_lag: Histogram,
 }
+
+/// Buckets of [`Metrics::pass_lag`], in seconds.
+const LAG_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The values of the `trigger` and `result` labels of `reconcile_passes`.
+const PASS_TRIGGERS: [&str; 4] = ["startup", "interval", "file", "job"];
+const PASS_RESULTS: [&str; 3] = ["ok", "error", "skipped"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -77,6 +89,7 @@ impl Default for Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let skips = Family::<SkipLabels, Counter>::default();
         let loop_restarts = Family::<TenantLabels, Counter>::default();
+        let pass_lag = Histogram::new(LAG_BUCKETS);
         registry.register("reconcile_passes", "Reconcile passes run", passes.clone());
         registry.register(
             "changes_applied",
@@ -109,6 +122,11 @@ impl Default for Metrics {
             "Tenant loops restarted after they died",
             loop_restarts.clone(),
         );
+        registry.register(
+            "pass_lag_seconds",
+            "How late interval passes started past their due time",
+            pass_lag.clone(),
+        );
         Self {
             registry,
             passes,
@@ -119,6 +137,7 @@ impl Default for Metrics {
             errors,
             skips,
             loop_restarts,
+            pass_lag,
         }
     }
 }
@@ -157,6 +176,24 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Drops a removed tenant's series: its drift gauge, pass counters and loop restarts.
+    pub fn forget_tenant(&self, tenant: &str) {
+        let labels = TenantLabels {
+            tenant: tenant.to_string(),
+        };
+        self.drift.remove(&labels);
+        self.loop_restarts.remove(&labels);
+        for trigger in PASS_TRIGGERS {
+            for result in PASS_RESULTS {
+                self.passes.remove(&PassLabels {
+                    tenant: tenant.to_string(),
+                    trigger: trigger.to_string(),
+                    result: result.to_string(),
+                });
+            }
+        }
     }
 
     pub fn render(&self) -> String {

@@ -194,3 +194,95 @@ async fn replicas_share_a_tenant_through_its_lock() {
         "locks released on shutdown"
     );
 }
+
+/// `--tenants-dir`: a subfolder added while running becomes a tenant (even when its config
+/// arrives after its manifest), edits reach the right tenant through the one file watcher, and
+/// a removed subfolder's loop stops, releases its lock and leaves readiness and the metrics.
+#[tokio::test]
+async fn tenant_folders_are_picked_up_and_dropped_while_running() {
+    let (_n, nats_url) = nats();
+    let (_r, redis_url) = redis();
+    let root = ManifestDir::new();
+    let tenant_config = |id: &str| {
+        config(&nats_url, &redis_url, "60s")
+            .replace("tenant = \"t1\"", &format!("tenant = \"{id}\""))
+    };
+    root.write("alpha/ofctl.toml", &tenant_config("alpha"))
+        .write("alpha/s.yaml", &stream("ALPHA", "  subjects: [alpha.>]"));
+    let mut watch = Watch::start(&["--tenants-dir", root.arg()]);
+    let ready = Watch::until(Duration::from_secs(10), || async {
+        watch.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready.is_some(), "{}", watch.log());
+    assert_eq!(subjects(&nats_url, "ALPHA").await, Some(json!(["alpha.>"])));
+
+    // A new folder, its manifest first and its config a moment later (as a copy would).
+    root.write("beta/s.yaml", &stream("BETA", "  subjects: [beta.>]"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    root.write("beta/ofctl.toml", &tenant_config("beta"));
+    let started = Watch::until(Duration::from_secs(10), || async {
+        subjects(&nats_url, "BETA").await == Some(json!(["beta.>"]))
+    })
+    .await;
+    assert!(
+        started.is_some(),
+        "new tenant folder not picked up:\n{}",
+        watch.log()
+    );
+    let both_ready = Watch::until(Duration::from_secs(10), || async {
+        let (code, _) = watch.get("/readyz").await;
+        let (_, drift) = watch.get("/v1/drift").await;
+        code == 200 && drift.contains("\"alpha\"") && drift.contains("\"beta\"")
+    })
+    .await;
+    assert!(both_ready.is_some(), "{}", watch.log());
+
+    // Each tenant's edits reach that tenant (the interval is 60 s: only a file event explains it).
+    root.write("alpha/s.yaml", &stream("ALPHA", "  subjects: [alpha.v2.>]"));
+    root.write("beta/s.yaml", &stream("BETA", "  subjects: [beta.v2.>]"));
+    let edited = Watch::until(Duration::from_secs(5), || async {
+        subjects(&nats_url, "ALPHA").await == Some(json!(["alpha.v2.>"]))
+            && subjects(&nats_url, "BETA").await == Some(json!(["beta.v2.>"]))
+    })
+    .await;
+    assert!(edited.is_some(), "edits not applied:\n{}", watch.log());
+
+    // Removing a folder stops that tenant only: gone from /v1/drift, /readyz and the metrics,
+    // no lock of it left in Redis; the other tenant still reacts to its files.
+    let (_, before) = watch.get("/metrics").await;
+    assert!(
+        before.contains("ofctl_drift_resources{tenant=\"alpha\"}"),
+        "{before}"
+    );
+    std::fs::remove_dir_all(root.path().join("alpha")).unwrap();
+    let removed = Watch::until(Duration::from_secs(10), || async {
+        let (_, drift) = watch.get("/v1/drift").await;
+        !drift.contains("\"alpha\"") && drift.contains("\"beta\"")
+    })
+    .await;
+    assert!(
+        removed.is_some(),
+        "removed tenant still listed:\n{}",
+        watch.log()
+    );
+    assert!(watch.log().contains("tenant removed"), "{}", watch.log());
+    let (_, metrics) = watch.get("/metrics").await;
+    assert!(!metrics.contains("tenant=\"alpha\"}"), "{metrics}");
+    assert!(
+        metrics.contains("ofctl_drift_resources{tenant=\"beta\"}"),
+        "{metrics}"
+    );
+    assert_eq!(watch.get("/readyz").await.0, 200, "{}", watch.log());
+    let keys = redis_keys(&redis_url).await;
+    assert!(!keys.iter().any(|k| k.contains("alpha")), "{keys:?}");
+    root.write("beta/s.yaml", &stream("BETA", "  subjects: [beta.v3.>]"));
+    let still = Watch::until(Duration::from_secs(5), || async {
+        subjects(&nats_url, "BETA").await == Some(json!(["beta.v3.>"]))
+    })
+    .await;
+    assert!(still.is_some(), "{}", watch.log());
+
+    assert_eq!(watch.terminate(), Some(0), "{}", watch.log());
+    assert!(redis_keys(&redis_url).await.is_empty());
+}

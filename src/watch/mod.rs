@@ -4,12 +4,20 @@
 //! same tenant at once. One tenant's failure never stalls another: each runs in its own task,
 //! and a loop that dies is restarted with backoff (reported unready while it is down).
 //!
+//! Tenants come from repeated `-f` folders and from the subfolders of `--tenants-dir`, which is
+//! rescanned on file events (and every [`RESCAN_EVERY`]): a new subfolder starts a tenant, a
+//! removed one stops its loop (its locks released) and drops it from readiness and metrics.
+//! One file watcher serves every tenant ([`files`]); a tenant's first interval pass falls at a
+//! random point of its interval, so a thousand tenants started together do not stay in step,
+//! and at most [`MAX_CONCURRENT_PASSES`] passes run at once.
+//!
 //! With `[redis]` configured, a pass whose lock cannot be taken does not run (fail closed). A
 //! pass starts no change after 90 % of `lock_at_most_for`, and its lock is renewed while it
 //! runs. With `prune = true` a delete happens only when two consecutive passes over the same
 //! manifest plan it, and the engine's prune guards (empty systems, `max_deletes`) apply.
 
 mod auth;
+mod files;
 pub use auth::AUDIT_TARGET;
 /// Log target of the line saying where `ofctl watch` listens (shown by default).
 pub const SERVE_TARGET: &str = "ofctl::serve";
@@ -23,10 +31,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use notify::{RecursiveMode, Watcher};
 use rand::Rng;
 use serde::Serialize;
-use tokio::sync::{mpsc, RwLock};
+use tokio::sync::{Notify, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{ApplyOptions, Status};
@@ -44,6 +51,13 @@ pub const RECONCILE_LOCK: &str = "ofctlReconcile";
 /// First wait before restarting a tenant loop that died; doubles up to [`RESTART_MAX`].
 const RESTART_MIN: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(60);
+
+/// Passes of this process running at once (the rest wait for a slot; the wait counts as lag).
+pub const MAX_CONCURRENT_PASSES: usize = 32;
+
+/// `--tenants-dir` is rescanned this long after the last event in it, and at least this often.
+const RESCAN_DEBOUNCE: Duration = Duration::from_millis(500);
+const RESCAN_EVERY: Duration = Duration::from_secs(30);
 
 /// TEST ONLY: `OFCTL_TEST_PANIC_TENANT=<tenant>` makes that tenant's loop panic once, at the
 /// start of its second pass, so tests can prove supervision and readiness. Read here only.
@@ -67,6 +81,11 @@ pub enum WatchError {
     Config(#[from] ConfigError),
     #[error("two targets are both tenant `{0}`; each tenant needs its own target config")]
     DuplicateTenant(String),
+    #[error("cannot list the tenants folder {dir} (--tenants-dir): {source}; check that it exists and is readable")]
+    TenantsDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -107,6 +126,9 @@ pub const DEFAULT_MANAGEMENT_LISTEN: &str = "127.0.0.1:8096";
 
 pub struct WatchOptions {
     pub targets: Vec<Target>,
+    /// Each subfolder is a tenant (a manifest folder with its ofctl.toml), picked up and
+    /// dropped while running.
+    pub tenants_dir: Option<PathBuf>,
     /// `--listen`; else the tenants' `[api] listen`; else [`DEFAULT_LISTEN`].
     pub listen: Option<SocketAddr>,
     /// `--management-listen`; else `[api] management_listen`; else [`DEFAULT_MANAGEMENT_LISTEN`].
@@ -173,8 +195,8 @@ pub struct TenantHandle {
 pub struct TenantView {
     pub config: TargetConfig,
     pub manifest_dir: PathBuf,
-    /// The last manifest that validated (none before the first good load).
-    pub manifest: Option<Manifest>,
+    /// The last manifest that validated (none before the first good load); the loop's own.
+    pub manifest: Option<Arc<Manifest>>,
     pub locks: LockMode,
     /// A clone of the loop's engine: API requests reuse its connections.
     pub engine: Engine,
@@ -219,14 +241,29 @@ fn policy_of(address: &crate::resource::Address, manifest: &Manifest) -> DriftPo
     }
 }
 
+/// What every tenant loop of a process shares besides [`Shared`].
+#[derive(Clone)]
+struct LoopContext {
+    shared: Arc<Shared>,
+    interval_override: Option<Duration>,
+    /// [`MAX_CONCURRENT_PASSES`] slots.
+    passes: Arc<Semaphore>,
+}
+
 struct TenantLoop {
     id: String,
     target: Target,
     shared: Arc<Shared>,
+    /// Cancelled at shutdown or when the tenant is removed.
+    stop: CancellationToken,
+    /// File events of this tenant (from the process's one watcher).
+    files: Arc<Notify>,
+    passes_gate: Arc<Semaphore>,
     handle: Arc<TenantHandle>,
     config: TargetConfig,
-    /// The last manifest that validated; a broken edit never replaces it.
-    manifest: Option<Manifest>,
+    /// The last manifest that validated; a broken edit never replaces it. Shared with the
+    /// tenant's [`TenantView`] (one copy per tenant).
+    manifest: Option<Arc<Manifest>>,
     engine: Engine,
     locks: LockMode,
     interval_override: Option<Duration>,
@@ -242,6 +279,43 @@ struct TenantLoop {
     /// Deletes the last pass planned, with the digest of its desired state: a delete is applied
     /// only when the next pass over the same manifest plans it again.
     planned_deletes: Option<(String, BTreeSet<Address>)>,
+    /// The files as they were when last loaded without error.
+    loaded: Option<Fingerprint>,
+}
+
+/// Path, size and modification time of every file of a target (its manifest folder and its
+/// config), sorted: taken before a load, equal fingerprints mean the files were not changed
+/// since. `None` when a file cannot be listed (the load then runs and reports it).
+#[derive(PartialEq, Eq)]
+struct Fingerprint(Vec<(PathBuf, u64, std::time::SystemTime)>);
+
+impl Fingerprint {
+    fn of(target: &Target) -> Option<Self> {
+        fn walk(
+            dir: &Path,
+            out: &mut Vec<(PathBuf, u64, std::time::SystemTime)>,
+        ) -> std::io::Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    walk(&entry.path(), out)?;
+                } else {
+                    // Through symlinks: a mounted ConfigMap's files are links into a folder
+                    // that is swapped on update.
+                    let meta = std::fs::metadata(entry.path())?;
+                    out.push((entry.path(), meta.len(), meta.modified()?));
+                }
+            }
+            Ok(())
+        }
+        let mut files = Vec::new();
+        walk(&target.dir, &mut files).ok()?;
+        let config = target.config_path();
+        let meta = std::fs::metadata(&config).ok()?;
+        files.push((config, meta.len(), meta.modified().ok()?));
+        files.sort();
+        Some(Self(files))
+    }
 }
 
 /// How a target's work is locked: Redis when `[redis]` is set, unlocked otherwise.
@@ -298,16 +372,34 @@ impl TenantLoop {
                 if let Ok(mut d) = self.declared_connectors.write() {
                     *d = connectors;
                 }
-                self.manifest = Some(m);
+                self.manifest = Some(Arc::new(m));
                 Ok(())
             }
             Err(errors) => Err(errors.to_string()),
         }
     }
 
-    async fn pass(&mut self, trigger: &'static str) -> PassRecord {
+    /// One pass; `due` is when an interval pass was due (the wait past it is recorded as lag).
+    async fn pass(&mut self, trigger: &'static str, due: Option<Instant>) -> PassRecord {
+        let gate = Arc::clone(&self.passes_gate);
+        let _slot = tokio::select! {
+            slot = gate.acquire() => slot.ok(),
+            _ = self.stop.cancelled() => None,
+        };
         let started = Instant::now();
-        let reload = self.reload();
+        if let Some(due) = due {
+            self.shared
+                .metrics
+                .pass_lag
+                .observe(started.saturating_duration_since(due).as_secs_f64());
+        }
+        // An interval or job pass skips re-reading files whose sizes and times are those of the
+        // last good load; a file event (the fast path) and startup always re-read.
+        let files = Fingerprint::of(&self.target);
+        let unchanged =
+            matches!(trigger, "interval" | "job") && files.is_some() && files == self.loaded;
+        let reload = if unchanged { Ok(()) } else { self.reload() };
+        self.loaded = if reload.is_ok() { files } else { None };
         let manifest_error = reload.as_ref().err().cloned();
         if let Some(e) = &manifest_error {
             tracing::error!(tenant = %self.id, "manifest not applied, keeping the last good one:\n{}", crate::redact::redact(e));
@@ -323,14 +415,16 @@ impl TenantLoop {
             error: manifest_error.clone(),
         };
         let mut drift = Vec::new();
-        self.handle.set_view(TenantView {
-            config: self.config.clone(),
-            manifest_dir: self.target.dir.clone(),
-            manifest: self.manifest.clone(),
-            locks: self.locks.clone(),
-            engine: self.engine.clone(),
-        });
-        if let Some(manifest) = self.manifest.clone() {
+        if !unchanged {
+            self.handle.set_view(TenantView {
+                config: self.config.clone(),
+                manifest_dir: self.target.dir.clone(),
+                manifest: self.manifest.clone(),
+                locks: self.locks.clone(),
+                engine: self.engine.clone(),
+            });
+        }
+        if let Some(manifest) = self.manifest.as_deref().cloned() {
             let handle = Arc::clone(&self.handle);
             let _in_process = handle.gate.lock().await;
             let at_most = self.config.watch().lock_at_most_for;
@@ -347,7 +441,7 @@ impl TenantLoop {
                 self.shared.metrics.skipped(&self.id, "reconcile", reason);
             } else {
                 tracing::debug!(tenant = %self.id, "reconcile lock taken");
-                let stop = work_stop(&self.shared, &acquired, at_most, &self.id);
+                let stop = work_stop(&self.stop, &acquired, at_most, &self.id);
                 if let Err(e) = self
                     .reconcile(manifest, &mut record, &mut drift, &stop)
                     .await
@@ -651,11 +745,8 @@ impl TenantLoop {
     }
 
     async fn run(mut self) {
-        let (tx, mut events) = mpsc::channel::<()>(64);
-        let _watcher = watch_files(&self.target, tx)
-            .map_err(|e| tracing::error!(tenant = %self.id, "file watching is off: {e}"))
-            .ok();
         let mut trigger = "startup";
+        let mut due = None;
         self.announce_locks();
         let mut jobs = self.start_jobs().await;
         let mut passes = 0u64;
@@ -663,7 +754,7 @@ impl TenantLoop {
             if passes == 1 && test_panic_due(&self.id) {
                 panic!("{TEST_PANIC_ENV}: test-only fault in tenant `{}`", self.id);
             }
-            let record = self.pass(trigger).await;
+            let record = self.pass(trigger, due).await;
             passes += 1;
             if self.config.source_digest != self.jobs_digest {
                 tracing::info!(tenant = %self.id, "target config changed: restarting the scheduled jobs");
@@ -680,12 +771,24 @@ impl TenantLoop {
                 "reconcile pass finished in {} ms",
                 record.duration_ms
             );
-            let sleep = tokio::time::sleep(self.interval());
+            // The first interval pass falls anywhere in [interval/2, 3·interval/2): tenants
+            // started together spread over a whole interval instead of firing in step.
+            let wait = if passes == 1 {
+                self.interval()
+                    .mul_f64(0.5 + rand::thread_rng().gen_range(0.0..1.0))
+            } else {
+                self.interval()
+            };
+            let next = Instant::now() + wait;
+            due = None;
             tokio::select! {
-                _ = self.shared.shutdown.cancelled() => break,
-                _ = sleep => trigger = "interval",
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep_until(next.into()) => {
+                    trigger = "interval";
+                    due = Some(next);
+                }
                 _ = self.reconcile_now.notified() => trigger = "job",
-                Some(()) = events.recv() => {
+                _ = self.files.notified() => {
                     // Editors save in bursts (temp file, rename, chmod): wait for quiet, but
                     // no longer than the ceiling, and not past shutdown.
                     let debounce = self.config.watch().debounce;
@@ -693,13 +796,13 @@ impl TenantLoop {
                     tokio::pin!(ceiling);
                     loop {
                         tokio::select! {
-                            _ = self.shared.shutdown.cancelled() => break,
+                            _ = self.stop.cancelled() => break,
                             _ = &mut ceiling => break,
                             _ = tokio::time::sleep(debounce) => break,
-                            more = events.recv() => if more.is_none() { break },
+                            _ = self.files.notified() => {}
                         }
                     }
-                    if self.shared.shutdown.is_cancelled() {
+                    if self.stop.is_cancelled() {
                         break;
                     }
                     trigger = "file";
@@ -713,14 +816,15 @@ impl TenantLoop {
 }
 
 /// A token that stops the work a lock covers: at its deadline (90 % of `at_most`), when the
-/// lock turns out to be lost, or at shutdown. Cancel it when the work is done.
+/// lock turns out to be lost, or when `until` is (shutdown, tenant removed). Cancel it when the
+/// work is done.
 fn work_stop(
-    shared: &Shared,
+    until: &CancellationToken,
     acquired: &Acquired,
     at_most: Duration,
     tenant: &str,
 ) -> CancellationToken {
-    let stop = shared.shutdown.child_token();
+    let stop = until.child_token();
     let lost = match acquired {
         Acquired::Held(g) => g.lost(),
         _ => CancellationToken::new(),
@@ -805,47 +909,34 @@ async fn apply_changes(
     Ok(report)
 }
 
-/// Watches the manifest folder and the target config; each event is a nudge, not data.
-fn watch_files(
-    target: &Target,
-    tx: mpsc::Sender<()>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(e) = event {
-            if !matches!(e.kind, notify::EventKind::Access(_)) {
-                let _ = tx.try_send(());
-            }
-        }
-    })?;
-    watcher.watch(&target.dir, RecursiveMode::Recursive)?;
-    let config = target.config_path();
-    if !config.starts_with(&target.dir) {
-        if let Some(parent) = config.parent().filter(|p| p.exists()) {
-            watcher.watch(parent, RecursiveMode::NonRecursive)?;
-        }
-    }
-    Ok(watcher)
-}
-
-/// Runs a tenant's loop until shutdown, restarting it with backoff whenever it dies (a panic):
-/// the tenant is unready and its jobs are stopped while it is down.
+/// Runs a tenant's loop until `stop` (shutdown, tenant removed), restarting it with backoff
+/// whenever it dies (a panic): the tenant is unready and its jobs are stopped while it is down.
 async fn supervise(
     target: Target,
     handle: Arc<TenantHandle>,
-    shared: Arc<Shared>,
-    interval_override: Option<Duration>,
+    ctx: LoopContext,
+    stop: CancellationToken,
+    files: Arc<Notify>,
 ) {
+    let LoopContext {
+        shared,
+        interval_override,
+        passes,
+    } = ctx;
     let id = handle.id.clone();
     let mut backoff = RESTART_MIN;
     loop {
         let config = target
             .load_config()
             .unwrap_or_else(|_| handle.view().config);
-        let life = shared.shutdown.child_token();
+        let life = stop.child_token();
         let tenant_loop = TenantLoop {
             id: id.clone(),
             target: target.clone(),
             shared: Arc::clone(&shared),
+            stop: stop.clone(),
+            files: Arc::clone(&files),
+            passes_gate: Arc::clone(&passes),
             handle: Arc::clone(&handle),
             engine: Engine::new(config.clone()),
             locks: lock_mode(&config),
@@ -858,12 +949,13 @@ async fn supervise(
             jobs_digest: String::new(),
             life: life.clone(),
             planned_deletes: None,
+            loaded: None,
         };
         let started = Instant::now();
         let ended = tokio::spawn(tenant_loop.run()).await;
         life.cancel();
         let Err(died) = ended else { return };
-        if shared.shutdown.is_cancelled() || !died.is_panic() {
+        if stop.is_cancelled() || !died.is_panic() {
             return;
         }
         let cause = died.into_panic();
@@ -887,7 +979,7 @@ async fn supervise(
         shared.metrics.error(&id, "loop_died");
         tracing::error!(tenant = %id, "the tenant loop died ({}); restarting it in {backoff:?}", crate::redact::redact(&cause));
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(RESTART_MAX);
@@ -898,6 +990,213 @@ fn tenant_id(config: &TargetConfig, dir: &Path) -> String {
     config
         .tenant()
         .unwrap_or_else(|_| dir.display().to_string())
+}
+
+/// A tenant loop this process runs.
+struct Running {
+    id: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    route: Option<files::RouteId>,
+}
+
+/// The tenants of this process: started from `-f` and `--tenants-dir`, stopped when their
+/// folder leaves the tenants folder.
+struct Fleet {
+    ctx: LoopContext,
+    router: Option<files::FileRouter>,
+    /// By manifest folder.
+    running: BTreeMap<PathBuf, Running>,
+    /// Subfolders of `--tenants-dir` that could not start, with why (logged once per reason)
+    /// and the route that rescans when they change.
+    refused: BTreeMap<PathBuf, (String, Option<files::RouteId>)>,
+    rescan: Arc<Notify>,
+}
+
+impl Fleet {
+    /// Starts a tenant's loop; refuses a tenant id that already runs.
+    async fn start(&mut self, target: Target, config: TargetConfig) -> Result<(), WatchError> {
+        let shared = &self.ctx.shared;
+        let id = tenant_id(&config, &target.dir);
+        if shared.handles.read().await.contains_key(&id) {
+            return Err(WatchError::DuplicateTenant(id));
+        }
+        let api = config.api()?;
+        if api.allow_unauthenticated {
+            tracing::warn!(tenant = %id, "[api] allow_unauthenticated = true: anyone who reaches the API port may write this tenant's tools and release version; keep the port behind a NetworkPolicy");
+        } else if api.tokens.is_empty() {
+            tracing::warn!(tenant = %id, "no [api] token configured: /v1/* answers 403 for this tenant (set `[api] token = \"${{env:OFCTL_API_TOKEN}}\"`)");
+        }
+        shared.tenants.write().await.insert(
+            id.clone(),
+            TenantStatus {
+                manifest_dir: target.dir.clone(),
+                ..Default::default()
+            },
+        );
+        let handle = Arc::new(TenantHandle {
+            id: id.clone(),
+            view: std::sync::RwLock::new(TenantView {
+                manifest_dir: target.dir.clone(),
+                manifest: None,
+                locks: lock_mode(&config),
+                engine: Engine::new(config.clone()),
+                config,
+            }),
+            gate: Default::default(),
+        });
+        shared
+            .handles
+            .write()
+            .await
+            .insert(id.clone(), Arc::clone(&handle));
+        let files = Arc::new(Notify::new());
+        let route = self.router.as_ref().and_then(|router| {
+            router
+                .add(
+                    Some((&target.dir, true)),
+                    Some(&target.config_path()),
+                    Arc::clone(&files),
+                )
+                .map_err(|e| tracing::error!(tenant = %id, "file watching is off for this tenant (passes still run on the interval): {e}"))
+                .ok()
+        });
+        let stop = shared.shutdown.child_token();
+        let dir = target.dir.clone();
+        let task = tokio::spawn(supervise(
+            target,
+            handle,
+            self.ctx.clone(),
+            stop.clone(),
+            files,
+        ));
+        self.running.insert(
+            dir,
+            Running {
+                id,
+                stop,
+                task,
+                route,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops a tenant's loop (a pass in progress starts no further change and releases its
+    /// lock) and forgets it: status, readiness, API handle, metrics, file route.
+    async fn stop(&mut self, dir: &Path) {
+        let Some(running) = self.running.remove(dir) else {
+            return;
+        };
+        running.stop.cancel();
+        let _ = running.task.await;
+        let shared = &self.ctx.shared;
+        shared.tenants.write().await.remove(&running.id);
+        shared.handles.write().await.remove(&running.id);
+        shared.metrics.forget_tenant(&running.id);
+        if let (Some(router), Some(route)) = (&self.router, running.route) {
+            router.remove(route);
+        }
+        tracing::info!(tenant = %running.id, "tenant removed: its folder {} is gone", dir.display());
+    }
+
+    /// Starts the subfolders of `root` that do not run yet and stops the tenants whose folder
+    /// is gone. A subfolder whose config does not load (or whose tenant id is taken) is
+    /// retried at the next rescan; changes inside it trigger one.
+    async fn scan(&mut self, root: &Path) -> Result<(), WatchError> {
+        let listing = std::fs::read_dir(root).map_err(|source| WatchError::TenantsDir {
+            dir: root.to_path_buf(),
+            source,
+        })?;
+        let mut present = BTreeSet::new();
+        for entry in listing.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') || !entry.path().is_dir() {
+                continue;
+            }
+            present.insert(entry.path());
+        }
+        let gone: Vec<PathBuf> = self
+            .running
+            .keys()
+            .filter(|d| d.starts_with(root) && !present.contains(*d))
+            .cloned()
+            .collect();
+        for dir in gone {
+            self.stop(&dir).await;
+        }
+        let refused_gone: Vec<PathBuf> = self
+            .refused
+            .keys()
+            .filter(|d| !present.contains(*d))
+            .cloned()
+            .collect();
+        for dir in refused_gone {
+            self.forget_refused(&dir);
+        }
+        for dir in present {
+            if self.running.contains_key(&dir) {
+                continue;
+            }
+            let target = Target {
+                dir: dir.clone(),
+                config: None,
+            };
+            // Without its own config a folder is not a tenant yet (it may be being copied in).
+            if !target.config_path().is_file() {
+                self.refuse(dir, "it has no ofctl.toml yet".into());
+                continue;
+            }
+            let started = match target.load_config() {
+                Ok(config) => self.start(target, config).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match started {
+                Ok(()) => {
+                    self.forget_refused(&dir);
+                    tracing::info!("tenant folder {} started", dir.display());
+                }
+                Err(e) => self.refuse(dir, e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every loop to end (after shutdown).
+    async fn stop_all(&mut self) {
+        for (_, running) in std::mem::take(&mut self.running) {
+            running.stop.cancel();
+            let _ = running.task.await;
+        }
+    }
+
+    fn refuse(&mut self, dir: PathBuf, why: String) {
+        if self.refused.get(&dir).is_some_and(|(w, _)| *w == why) {
+            return;
+        }
+        tracing::error!(
+            "tenant folder {} not started (retried when it changes): {}",
+            dir.display(),
+            crate::redact::redact(&why)
+        );
+        let route = match self.refused.remove(&dir) {
+            Some((_, route)) => route,
+            None => self.router.as_ref().and_then(|router| {
+                router
+                    .add(Some((&dir, true)), None, Arc::clone(&self.rescan))
+                    .ok()
+            }),
+        };
+        self.refused.insert(dir, (why, route));
+    }
+
+    fn forget_refused(&mut self, dir: &Path) {
+        if let Some((_, Some(route))) = self.refused.remove(dir) {
+            if let Some(router) = &self.router {
+                router.remove(route);
+            }
+        }
+    }
 }
 
 /// The address a listener binds: the flag, else the one address the tenants' configs agree
@@ -929,62 +1228,17 @@ fn listen_address(
     Ok(chosen.map_or_else(|| default.parse().expect("valid default"), |(_, a)| a))
 }
 
-/// Binds one listener, or says which address could not be had.
-async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, WatchError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| WatchError::Listen { addr, source })
-}
-
-/// Runs until `shared.shutdown` is cancelled: the tenant loops and both HTTP listeners.
-pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), WatchError> {
-    let mut loops = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut listens = Vec::new();
-    let mut management_listens = Vec::new();
-    for target in &options.targets {
-        let config = target.load_config()?;
-        let id = tenant_id(&config, &target.dir);
-        if !seen.insert(id.clone()) {
-            return Err(WatchError::DuplicateTenant(id));
-        }
-        let api = config.api()?;
-        if api.allow_unauthenticated {
-            tracing::warn!(tenant = %id, "[api] allow_unauthenticated = true: anyone who reaches the API port may write this tenant's tools and release version; keep the port behind a NetworkPolicy");
-        } else if api.tokens.is_empty() {
-            tracing::warn!(tenant = %id, "no [api] token configured: /v1/* answers 403 for this tenant (set `[api] token = \"${{env:OFCTL_API_TOKEN}}\"`)");
-        }
+/// Binds the platform API and the management port, at the flags' addresses or those the
+/// tenants started so far agree on.
+async fn listeners(
+    options: &WatchOptions,
+    shared: &Shared,
+) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener), WatchError> {
+    let (mut listens, mut management_listens) = (Vec::new(), Vec::new());
+    for (id, handle) in shared.handles.read().await.iter() {
+        let api = handle.view().config.api()?;
         listens.push((id.clone(), api.listen));
         management_listens.push((id.clone(), api.management_listen));
-        shared.tenants.write().await.insert(
-            id.clone(),
-            TenantStatus {
-                manifest_dir: target.dir.clone(),
-                ..Default::default()
-            },
-        );
-        let handle = Arc::new(TenantHandle {
-            id: id.clone(),
-            view: std::sync::RwLock::new(TenantView {
-                manifest_dir: target.dir.clone(),
-                manifest: None,
-                locks: lock_mode(&config),
-                config: config.clone(),
-                engine: Engine::new(config.clone()),
-            }),
-            gate: Default::default(),
-        });
-        shared
-            .handles
-            .write()
-            .await
-            .insert(id.clone(), Arc::clone(&handle));
-        loops.push(supervise(
-            target.clone(),
-            handle,
-            Arc::clone(&shared),
-            options.interval,
-        ));
     }
     let api_addr = listen_address(options.listen, &listens, DEFAULT_LISTEN, "listen", "listen")?;
     let management_addr = listen_address(
@@ -994,23 +1248,142 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
         "management_listen",
         "management-listen",
     )?;
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| WatchError::Listen { addr, source })
+    };
     let api = bind(api_addr).await?;
     let management = bind(management_addr).await?;
     tracing::info!(target: SERVE_TARGET, "platform API on http://{api_addr}/v1, management on http://{management_addr}/management/v1/health");
-    let api_server = http::serve(
+    Ok((api, management))
+}
+
+/// Runs until `shared.shutdown` is cancelled: the tenant loops and both HTTP listeners.
+pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), WatchError> {
+    let router = files::FileRouter::new()
+        .map_err(|e| {
+            tracing::error!("file watching is off (passes still run on the interval): {e}")
+        })
+        .ok();
+    let rescan = Arc::new(Notify::new());
+    let mut fleet = Fleet {
+        ctx: LoopContext {
+            shared: Arc::clone(&shared),
+            interval_override: options.interval,
+            passes: Arc::new(Semaphore::new(MAX_CONCURRENT_PASSES)),
+        },
+        router,
+        running: BTreeMap::new(),
+        refused: BTreeMap::new(),
+        rescan: Arc::clone(&rescan),
+    };
+    for target in &options.targets {
+        let config = target.load_config()?;
+        if let Err(e) = fleet.start(target.clone(), config).await {
+            shared.shutdown.cancel();
+            fleet.stop_all().await;
+            return Err(e);
+        }
+    }
+    let root_route = match (&options.tenants_dir, &fleet.router) {
+        (Some(root), Some(router)) => router
+            .add(Some((root, false)), None, Arc::clone(&rescan))
+            .map_err(|e| tracing::error!("new tenant folders are noticed every {RESCAN_EVERY:?} only: cannot watch {}: {e}", root.display()))
+            .ok(),
+        _ => None,
+    };
+    if let Some(root) = &options.tenants_dir {
+        if let Err(e) = fleet.scan(root).await {
+            shared.shutdown.cancel();
+            fleet.stop_all().await;
+            return Err(e);
+        }
+    }
+    let (api, management) = match listeners(&options, &shared).await {
+        Ok(bound) => bound,
+        Err(e) => {
+            shared.shutdown.cancel();
+            fleet.stop_all().await;
+            return Err(e);
+        }
+    };
+    let api_server = tokio::spawn(http::serve(
         api,
         http::api_router(Arc::clone(&shared)),
         Arc::clone(&shared),
-    );
-    let management_server = http::serve(
+    ));
+    let management_server = tokio::spawn(http::serve(
         management,
         http::management_router(Arc::clone(&shared)),
         Arc::clone(&shared),
-    );
-    let tasks: Vec<_> = loops.into_iter().map(tokio::spawn).collect();
-    tokio::join!(api_server, management_server);
-    for t in tasks {
-        let _ = t.await;
+    ));
+    if let Some(root) = &options.tenants_dir {
+        loop {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => break,
+                _ = rescan.notified() => {
+                    // Wait for the burst (a folder copied in) to end.
+                    loop {
+                        tokio::select! {
+                            _ = shared.shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(RESCAN_DEBOUNCE) => break,
+                            _ = rescan.notified() => {}
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(RESCAN_EVERY) => {}
+            }
+            if shared.shutdown.is_cancelled() {
+                break;
+            }
+            if let Err(e) = fleet.scan(root).await {
+                tracing::error!("{e}");
+            }
+        }
     }
+    if let (Some(router), Some(route)) = (&fleet.router, root_route) {
+        router.remove(route);
+    }
+    let _ = tokio::join!(api_server, management_server);
+    fleet.stop_all().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_changes_with_any_file_of_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target {
+            dir: dir.path().to_path_buf(),
+            config: None,
+        };
+        std::fs::write(dir.path().join("ofctl.toml"), "tenant = \"a\"\n").unwrap();
+        std::fs::create_dir(dir.path().join("nats")).unwrap();
+        std::fs::write(dir.path().join("nats/s.yaml"), "one").unwrap();
+        let first = Fingerprint::of(&target).unwrap();
+        assert!(Fingerprint::of(&target) == Some(Fingerprint(first.0.clone())));
+
+        // Same size, later time (filesystems keep at least 10 ms of mtime resolution).
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(dir.path().join("nats/s.yaml"), "two").unwrap();
+        let rewritten = Fingerprint::of(&target).unwrap();
+        assert!(rewritten != first);
+
+        std::fs::write(dir.path().join("nats/t.yaml"), "two").unwrap();
+        let added = Fingerprint::of(&target).unwrap();
+        assert!(added != rewritten);
+
+        std::fs::write(dir.path().join("ofctl.toml"), "tenant = \"bb\"\n").unwrap();
+        assert!(Fingerprint::of(&target).unwrap() != added);
+
+        std::fs::remove_file(dir.path().join("ofctl.toml")).unwrap();
+        assert!(
+            Fingerprint::of(&target).is_none(),
+            "a missing config always reloads"
+        );
+    }
 }

@@ -22,9 +22,8 @@ use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, R
 use crate::resource::{Address, Observed};
 
 pub use normalize::{
-    server_defaults,
     canonical_schema, canonical_table, normalize_desired_schema, normalize_desired_table,
-    split_table_name,
+    server_defaults, split_table_name,
 };
 
 pub const SCHEMA: &str = "PinotSchema";
