@@ -350,6 +350,14 @@ impl TenantLoop {
 
     /// Re-reads the target config and the manifest; keeps the last good ones on error.
     fn reload(&mut self) -> Result<(), String> {
+        // A config that was read from a file and is now gone (a folder being removed or
+        // re-synced) is not an empty config: no endpoints, no locks and no API token.
+        if let Some(path) = self.config.path.as_ref().filter(|p| !p.exists()) {
+            return Err(format!(
+                "target config {} is gone; keeping the last good one",
+                path.display()
+            ));
+        }
         match self.target.load_config() {
             Ok(config) => {
                 if config.source_digest != self.config.source_digest {
