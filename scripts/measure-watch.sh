@@ -60,3 +60,16 @@ for i in 1 2 3 4 5; do
   done
   echo "edit $i applied after $((($(date +%s%N) - start) / 1000000)) ms"
 done
+
+# Steady-state cost of one reconcile pass of the whole desired state (nothing to change): the
+# same folder at a 1 s interval, CPU over 20 s divided by the passes counted in that time.
+kill -TERM "$pid" && wait "$pid" 2>/dev/null || true
+"$OFCTL_BIN" watch -f "$work/m" --interval 1s --listen "127.0.0.1:$port" --management-listen "127.0.0.1:$management_port" >"$work/watch.log" 2>&1 &
+pid=$!
+count_passes() { curl -s "$api/metrics" | awk '/^ofctl_reconcile_passes_total\{/ {n += $NF} END {print n + 0}'; }
+for _ in $(seq 100); do [ "$(count_passes)" -gt 2 ] && break; sleep 0.1; done
+t0=$(cpu_ticks) n0=$(count_passes)
+sleep 20
+t1=$(cpu_ticks) n1=$(count_passes)
+awk -v t=$((t1 - t0)) -v hz="$hz" -v n=$((n1 - n0)) \
+  'BEGIN {printf "pass: %.1f ms of CPU per steady-state pass (%d passes in 20 s)\n", 1000 * t / hz / n, n}'
