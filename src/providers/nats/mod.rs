@@ -98,6 +98,30 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
     interpolate_spec_file: true,
 }];
 
+/// JetStream's error code for a stream that does not exist.
+const STREAM_NOT_FOUND: u64 = 10059;
+
+/// Up to this many declared streams are read one STREAM.INFO each; more, or a read for prune
+/// or export, list the account (all of it, a page at a time).
+const NAMED_READ_LIMIT: usize = 16;
+
+/// JetStream's error object for `subject` as a [`ProviderError`].
+fn jetstream_error(subject: &str, err: &Value) -> ProviderError {
+    let code = err.get("code").and_then(Value::as_u64).unwrap_or(0);
+    let err_code = err.get("err_code").and_then(Value::as_u64).unwrap_or(0);
+    let description = err
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown error");
+    let message = format!("JetStream rejected {subject}: {description} (err_code {err_code})");
+    // 503: JetStream temporarily unavailable (e.g. no meta leader yet).
+    if code == 503 {
+        ProviderError::transient(message)
+    } else {
+        ProviderError::permanent(message)
+    }
+}
+
 pub struct NatsProvider {
     url: String,
     /// Shared with every provider of the process that uses the same URL.
@@ -142,6 +166,20 @@ impl NatsProvider {
 
     /// One JetStream API request; JetStream's own error object becomes a [`ProviderError`].
     async fn api(&self, subject: String, body: Value, write: bool) -> Result<Value, ProviderError> {
+        let response = self.request(subject.clone(), body, write).await?;
+        match response.get("error") {
+            Some(err) => Err(jetstream_error(&subject, err)),
+            None => Ok(response),
+        }
+    }
+
+    /// One JetStream API request, its answer as JetStream gave it (an error object included).
+    async fn request(
+        &self,
+        subject: String,
+        body: Value,
+        write: bool,
+    ) -> Result<Value, ProviderError> {
         let client = self.client().await?;
         if write {
             self.counter.write();
@@ -196,23 +234,42 @@ impl NatsProvider {
         let response: Value = serde_json::from_slice(&msg.payload).map_err(|e| {
             ProviderError::permanent(format!("{subject}: unreadable response: {e}"))
         })?;
-        if let Some(err) = response.get("error") {
-            let code = err.get("code").and_then(Value::as_u64).unwrap_or(0);
-            let err_code = err.get("err_code").and_then(Value::as_u64).unwrap_or(0);
-            let description = err
-                .get("description")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown error");
-            let message =
-                format!("JetStream rejected {subject}: {description} (err_code {err_code})");
-            // 503: JetStream temporarily unavailable (e.g. no meta leader yet).
-            return Err(if code == 503 {
-                ProviderError::transient(message)
-            } else {
-                ProviderError::permanent(message)
-            });
-        }
         Ok(response)
+    }
+
+    /// The named streams, one STREAM.INFO each (in parallel): on a server shared by many
+    /// tenants, a tenant's read then costs what it declares, not what every tenant declares.
+    async fn read_named(&self, names: &[String]) -> Result<Vec<Observed>, ProviderError> {
+        let infos = futures::future::try_join_all(names.iter().map(|name| async move {
+            let subject = format!("$JS.API.STREAM.INFO.{name}");
+            let response = self.request(subject.clone(), json!({}), false).await?;
+            match response.get("error") {
+                Some(err)
+                    if err.get("err_code").and_then(Value::as_u64) == Some(STREAM_NOT_FOUND) =>
+                {
+                    Ok(None)
+                }
+                Some(err) => Err(jetstream_error(&subject, err)),
+                None => Ok(response.get("config").cloned()),
+            }
+        }))
+        .await?;
+        Ok(names
+            .iter()
+            .zip(infos)
+            .filter_map(|(name, config)| Some(self.observed(name, &config?)))
+            .collect())
+    }
+
+    fn observed(&self, name: &str, config: &Value) -> Observed {
+        let (spec, marker) = normalize_live(name, config);
+        let (managed, notes) = self.owner.observe(marker.as_deref());
+        Observed {
+            name: name.to_string(),
+            spec,
+            managed,
+            notes,
+        }
     }
 
     fn wire_config(&self, name: &str, desired: &Value) -> Value {
@@ -237,8 +294,11 @@ impl Provider for NatsProvider {
     async fn read(
         &self,
         _kind: &str,
-        _scope: ReadScope<'_>,
+        scope: ReadScope<'_>,
     ) -> Result<Vec<Observed>, ProviderError> {
+        if !scope.all && scope.names.len() <= NAMED_READ_LIMIT {
+            return self.read_named(scope.names).await;
+        }
         // STREAM.LIST returns full stream info in pages, so the whole account is one or a few
         // requests however many streams the manifest names.
         let mut observed = Vec::new();
@@ -264,14 +324,7 @@ impl Provider for NatsProvider {
                 let Some(name) = config.get("name").and_then(Value::as_str) else {
                     continue;
                 };
-                let (spec, marker) = normalize_live(name, config);
-                let (managed, notes) = self.owner.observe(marker.as_deref());
-                observed.push(Observed {
-                    name: name.to_string(),
-                    spec,
-                    managed,
-                    notes,
-                });
+                observed.push(self.observed(name, config));
             }
             offset += streams.len() as u64;
             if streams.is_empty() || offset >= total {
