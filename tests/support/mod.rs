@@ -551,20 +551,22 @@ pub fn api_client() -> reqwest::Client {
         .expect("client")
 }
 
-/// redis-server serving TLS only, with a certificate for 127.0.0.1 from a throw-away CA (made
-/// with the `openssl` command). Returns the server, its `rediss://` URL and the CA file.
-pub fn redis_tls() -> (Server, String, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = |name: &str| dir.path().join(name);
+/// A throw-away certificate authority (`ca.pem`, `ca.key`) and a server certificate it signed
+/// for 127.0.0.1 (`server.pem`, `server.key`), written into `dir` with the `openssl` command
+/// (scripts/dev-stack.sh installs it).
+pub fn write_test_pki(dir: &Path) {
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
-            .current_dir(dir.path())
+            .current_dir(dir)
             .output()
             .expect("the openssl command makes the test certificates");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    std::fs::write(path("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write san.ext");
     openssl(&[
         "req",
         "-x509",
@@ -578,7 +580,11 @@ pub fn redis_tls() -> (Server, String, PathBuf) {
         "-days",
         "1",
         "-subj",
-        "/CN=ofctl-test-ca",
+        "/CN=ofctl test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
     ]);
     openssl(&[
         "req",
@@ -592,6 +598,11 @@ pub fn redis_tls() -> (Server, String, PathBuf) {
         "-subj",
         "/CN=127.0.0.1",
     ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext.cnf");
     openssl(&[
         "x509",
         "-req",
@@ -607,8 +618,16 @@ pub fn redis_tls() -> (Server, String, PathBuf) {
         "-days",
         "1",
         "-extfile",
-        "san.ext",
+        "ext.cnf",
     ]);
+}
+
+/// redis-server serving TLS only, with a certificate for 127.0.0.1 from a throw-away CA (made
+/// with the `openssl` command). Returns the server, its `rediss://` URL and the CA file.
+pub fn redis_tls() -> (Server, String, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    write_test_pki(dir.path());
     let port = free_port();
     let mut cmd = Command::new(tool("redis-server"));
     cmd.args([
