@@ -90,7 +90,7 @@ fn run(n: usize, interval: Duration) -> Result<(), String> {
     let root = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let generated = Instant::now();
     for i in 0..n {
-        generate_tenant(root.path(), i, &mongo_uri, &redis_url)?;
+        generate_tenant(root.path(), i, &mongo_uri)?;
     }
     eprintln!(
         "watch: {n} tenants generated in {:?} under {}",
@@ -105,6 +105,7 @@ fn run(n: usize, interval: Duration) -> Result<(), String> {
         ("OFCTL_TACTICAL_URL", urls.tactical.as_str()),
         ("OFCTL_TACTICAL_API_KEY", TACTICAL_API_KEY),
         ("OFCTL_KAFKA_BROKERS", brokers.as_str()),
+        ("OFCTL_REDIS_URL", redis_url.as_str()),
         // The default log level of a deployment: a line per pass is not part of the cost.
         ("OFCTL_LOG", "warn"),
     ]);
@@ -240,7 +241,9 @@ async fn two_replicas(mut a: Watch, b: Watch, n: usize, interval: Duration) -> R
 /// Connect connectors, Pinot schemas and tables, and the Tactical RMM script get a per-tenant
 /// suffix or prefix; the MongoDB documents (tools, agents, platform documents) go to a
 /// database of their own per tenant, as their ids are the platform's fixed ids.
-fn generate_tenant(root: &Path, i: usize, mongo_uri: &str, redis_url: &str) -> Result<(), String> {
+/// The shipped config's `[redis]` reads `OFCTL_REDIS_URL` (set for the watch process) and its
+/// scheduled jobs are switched off: the figures are the reconcile loops'.
+fn generate_tenant(root: &Path, i: usize, mongo_uri: &str) -> Result<(), String> {
     let id = format!("t{i:04}");
     let dir = root.join(&id);
     copy_renamed(&support::repo_root().join("desired-state"), &dir, &id)?;
@@ -249,8 +252,13 @@ fn generate_tenant(root: &Path, i: usize, mongo_uri: &str, redis_url: &str) -> R
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
     let database_uri = mongo_uri.replace("/openframe?", &format!("/of_{id}?"));
     let mut out = String::new();
+    let mut section = String::new();
     for line in config.lines() {
+        if let Some(name) = line.strip_prefix('[') {
+            section = name.split(']').next().unwrap_or_default().to_string();
+        }
         let line = match line.split_once(" = ") {
+            Some(("enabled", _)) if section.starts_with("jobs.") => "enabled = false".to_string(),
             Some(("tenant", _)) => format!("tenant = \"{id}\""),
             Some(("uri", _)) => format!("uri = \"{database_uri}\""),
             Some(("\"pinot.tables.devices.name\"", _)) => {
@@ -273,10 +281,6 @@ fn generate_tenant(root: &Path, i: usize, mongo_uri: &str, redis_url: &str) -> R
         out.push_str(&line);
         out.push('\n');
     }
-    out.push_str(&format!(
-        "\n[redis]\nurl = \"{redis_url}\"\n\n[jobs.connector_health]\nenabled = false\n\n\
-         [jobs.api_key_stats]\nenabled = false\n\n[jobs.publish_fallback]\nenabled = false\n"
-    ));
     std::fs::write(&config_path, out).map_err(|e| format!("{}: {e}", config_path.display()))
 }
 
