@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use support::{
-    api_client, mongo, nats, ofctl, redis, redis_on, redis_tls, sandbox_process, stream,
-    ManifestDir, Watch, API_SECTION, API_TOKEN,
+    api_client, metric, mongo, nats, ofctl, redis, redis_on, redis_tls, sandbox_process, stream,
+    stream_config, ManifestDir, Watch, API_SECTION, API_TOKEN,
 };
 
 /// Log filter for replicas: info, plus the reconcile lock's taken/releasing events.
@@ -22,14 +22,6 @@ const LOG: (&str, &str) = ("OFCTL_LOG", "info,ofctl::watch=debug");
 
 fn reconcile_key(tenant: &str) -> String {
     format!("of:{{{tenant}}}:job-lock:default:ofctlReconcile")
-}
-
-fn metric(metrics: &str, prefix: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 async fn metric_sum(replicas: &[Watch], prefix: &str) -> u64 {
@@ -87,18 +79,8 @@ async fn lock_keys(url: &str) -> Vec<String> {
         .unwrap()
 }
 
-async fn stream_info(url: &str, name: &str) -> Option<Value> {
-    let client = async_nats::connect(url).await.ok()?;
-    let msg = client
-        .request(format!("$JS.API.STREAM.INFO.{name}"), "".into())
-        .await
-        .ok()?;
-    let info: Value = serde_json::from_slice(&msg.payload).ok()?;
-    info.get("config").cloned()
-}
-
 async fn stream_exists(url: &str, name: &str) -> bool {
-    stream_info(url, name).await.is_some()
+    stream_config(url, name).await.is_some()
 }
 
 async fn delete_stream(url: &str, name: &str) {
@@ -568,11 +550,11 @@ async fn prune_never_wipes_a_tenant_and_never_touches_another() {
     let marker =
         |info: Option<Value>| info.unwrap()["metadata"]["ofctl.openframe.io/managed-by"].clone();
     assert_eq!(
-        marker(stream_info(&nats_url, "A1").await),
+        marker(stream_config(&nats_url, "A1").await),
         "ofctl/a/default"
     );
     assert_eq!(
-        marker(stream_info(&nats_url, "B1").await),
+        marker(stream_config(&nats_url, "B1").await),
         "ofctl/b/default"
     );
     let all = |expect: Vec<&'static str>| {
@@ -717,7 +699,7 @@ async fn a_storm_of_file_events_neither_postpones_the_pass_forever_nor_delays_sh
         })
     };
     let applied = Watch::until(Duration::from_secs(9), || async {
-        stream_info(&nats_url, "ORDERS")
+        stream_config(&nats_url, "ORDERS")
             .await
             .map(|c| c["subjects"].clone())
             == Some(json!(["orders.v2.>"]))

@@ -39,13 +39,7 @@ fn chain() -> String {
 }
 
 async fn stream_exists(url: &str, name: &str) -> bool {
-    let client = async_nats::connect(url).await.expect("connect");
-    let msg = client
-        .request(format!("$JS.API.STREAM.INFO.{name}"), "".into())
-        .await
-        .expect("stream info request");
-    let info: Value = serde_json::from_slice(&msg.payload).expect("json");
-    info.get("config").is_some()
+    support::stream_config(url, name).await.is_some()
 }
 
 fn addresses(plan: &Value) -> Vec<String> {

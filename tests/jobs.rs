@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{redis, ManifestDir, Watch};
+use support::{metric, redis, ManifestDir, Watch};
 
 fn job_config(connect: &str, redis: &str) -> String {
     format!(
@@ -57,14 +57,6 @@ async fn restart_state(redis_url: &str, name: &str) -> Option<Value> {
         .await
         .unwrap();
     raw.and_then(|r| serde_json::from_str(&r).ok())
-}
-
-fn metric(metrics: &str, prefix: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[tokio::test]

@@ -3,24 +3,13 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{endpoint_config, nats, ofctl, stream, ManifestDir};
+use support::{endpoint_config, nats, ofctl, stream, stream_config, ManifestDir};
 
 async fn js(url: &str) -> async_nats::jetstream::Context {
     let client = async_nats::connect(url)
         .await
         .expect("connect to test nats");
     async_nats::jetstream::new(client)
-}
-
-/// Raw stream config as the server reports it.
-async fn stream_config(url: &str, name: &str) -> Option<Value> {
-    let client = async_nats::connect(url).await.expect("connect");
-    let msg = client
-        .request(format!("$JS.API.STREAM.INFO.{name}"), "".into())
-        .await
-        .expect("stream info request");
-    let info: Value = serde_json::from_slice(&msg.payload).expect("json");
-    info.get("config").cloned()
 }
 
 fn actions(plan: &Value) -> Vec<(String, String)> {

@@ -15,13 +15,10 @@ fn config(nats: &str, redis: &str, interval: &str) -> String {
 }
 
 async fn subjects(url: &str, name: &str) -> Option<Value> {
-    let client = async_nats::connect(url).await.ok()?;
-    let msg = client
-        .request(format!("$JS.API.STREAM.INFO.{name}"), "".into())
-        .await
-        .ok()?;
-    let info: Value = serde_json::from_slice(&msg.payload).ok()?;
-    info.pointer("/config/subjects").cloned()
+    support::stream_config(url, name)
+        .await?
+        .get("subjects")
+        .cloned()
 }
 
 async fn redis_keys(url: &str) -> Vec<String> {

@@ -895,3 +895,24 @@ pub fn assert_unreachable_is_a_clear_error(
         "{plan:?}"
     );
 }
+
+/// A stream's config as the NATS server reports it (`$JS.API.STREAM.INFO`), `None` when the
+/// stream does not exist. Panics when the server does not answer: callers expect it up.
+pub async fn stream_config(url: &str, name: &str) -> Option<serde_json::Value> {
+    let client = async_nats::connect(url).await.expect("connect to NATS");
+    let msg = client
+        .request(format!("$JS.API.STREAM.INFO.{name}"), "".into())
+        .await
+        .expect("stream info request");
+    let info: serde_json::Value = serde_json::from_slice(&msg.payload).expect("stream info JSON");
+    info.get("config").cloned()
+}
+
+/// The sum of the Prometheus samples whose line starts with `prefix`.
+pub fn metric(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
