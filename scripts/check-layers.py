@@ -21,7 +21,9 @@ LAYERS = [
     ["plan"],
     # the target config: generic sections, credentials from the environment
     ["config"],
-    # the provider API (trait, errors, shared clients) and process-wide services
+    # process-wide clients, one per endpoint, shared by tenants
+    ["shared"],
+    # the provider API (trait, errors, REST and NATS clients) and process-wide services
     ["provider", "lock", "metrics"],
     # one plug-in per live system
     [

@@ -244,15 +244,38 @@ impl Engine {
         })
     }
 
+    /// The plan from `obs`, with the digests that let a saved plan be refused when live state
+    /// or the manifest changed since (see [`plan::Digests`]).
     pub fn plan(
         &mut self,
         obs: &Observation,
         options: &PlanOptions,
         config_path: Option<PathBuf>,
     ) -> Result<Plan, EngineError> {
-        let mut changes = Vec::new();
         let digests =
             plan::Digests::new(std::env::var_os(PLAN_KEY_ENV).map(|k| k.into_encoded_bytes()));
+        self.plan_with(obs, options, config_path, Some(&digests))
+    }
+
+    /// The plan from `obs` for a caller that applies it at once from the same observation and
+    /// never saves or shows its digests (a watch pass): digesting copies and hashes every
+    /// spec, most of a steady-state pass's planning.
+    pub fn plan_to_apply_now(
+        &mut self,
+        obs: &Observation,
+        options: &PlanOptions,
+    ) -> Result<Plan, EngineError> {
+        self.plan_with(obs, options, None, None)
+    }
+
+    fn plan_with(
+        &mut self,
+        obs: &Observation,
+        options: &PlanOptions,
+        config_path: Option<PathBuf>,
+        digests: Option<&plan::Digests>,
+    ) -> Result<Plan, EngineError> {
+        let mut changes = Vec::new();
         for r in &obs.manifest.resources {
             let info = crate::registry::kind_info(&r.address.kind).expect("validated kind");
             let provider = self.provider(info.system)?;
@@ -263,7 +286,7 @@ impl Engine {
                 .unwrap_or_default();
             changes.push(plan::classify(
                 Declared {
-                    digests: &digests,
+                    digests,
                     resource: r,
                     info,
                     desired,
@@ -290,7 +313,7 @@ impl Engine {
                 if o.managed && !obs.desired.contains_key(address) && !retained.contains(address) {
                     let info = crate::registry::kind_info(&address.kind).expect("a live kind");
                     let deps = obs.depends_on.get(address).cloned().unwrap_or_default();
-                    let fingerprint = digests.of(&o.spec, info);
+                    let fingerprint = digests.map(|d| d.of(&o.spec, info));
                     prunes.push(plan::prune_change(address.clone(), fingerprint, deps));
                 }
             }

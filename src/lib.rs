@@ -25,4 +25,5 @@ pub mod redact;
 pub mod registry;
 pub mod resource;
 pub mod sandbox;
+pub mod shared;
 pub mod watch;

@@ -34,12 +34,14 @@ pub struct LockError {
 /// The lock service of one tenant: Redis, connected on first use and reconnected by itself.
 #[derive(Clone)]
 pub struct Locks {
+    /// The process's one multiplexed connection per Redis URL, made on first use: tenants'
+    /// locks share it (see [`crate::shared`]).
     conn: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
     client: redis::Client,
     prefix: String,
     host: String,
     url: String,
-    /// Set while Redis is unreachable, so an outage is logged once, not per attempt.
+    /// Set while Redis is unreachable, so an outage is logged once, not per attempt or tenant.
     outage: Arc<AtomicBool>,
 }
 
@@ -194,13 +196,14 @@ impl Locks {
             url: shown.clone(),
             source,
         })?;
+        let key = format!("redis#{url}");
         Ok(Self {
-            conn: Default::default(),
+            conn: crate::shared::default(&key),
             client,
             prefix: lock_key(tenant, environment, ""),
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             url: shown,
-            outage: Default::default(),
+            outage: crate::shared::default(&key),
         })
     }
 

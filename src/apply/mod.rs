@@ -408,7 +408,7 @@ mod tests {
             .map(|i| Work {
                 change: crate::plan::prune_change(
                     Address::new("NatsStream", format!("{:?}{i}", provider.system)),
-                    crate::json::digest(&json!({})),
+                    Some(crate::json::digest(&json!({}))),
                     Vec::new(),
                 ),
                 system: provider.system,

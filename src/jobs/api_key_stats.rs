@@ -26,6 +26,8 @@ pub const CLASS: &str = "com.openframe.data.document.apikey.ApiKeyStats";
 pub struct ApiKeyStatsSync {
     redis: ConnectionManager,
     stats: Collection<Document>,
+    /// Keeps the process's shared Mongo client for `stats` (see `open_database`).
+    _database: crate::providers::mongo::PlatformDatabase,
     live_prefix: String,
     processing_prefix: String,
 }
@@ -49,6 +51,7 @@ impl ApiKeyStatsSync {
         Ok(Self {
             redis,
             stats: db.collection(COLLECTION),
+            _database: db,
             live_prefix: format!("of:{{{tenant}}}:stats:"),
             processing_prefix: format!("of:{{{tenant}}}:stats-sync:"),
         })

@@ -13,9 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::providers::mongo::PlatformDatabase;
 use async_trait::async_trait;
 use mongodb::bson::{doc, oid::ObjectId, Document};
-use mongodb::Database;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use reqwest::Method;
@@ -109,7 +109,7 @@ pub struct ConnectorHealth {
     /// Reads the tools stored in Mongo, whose enabled ones' connectors are expected too.
     tools: Option<tokio::sync::Mutex<Engine>>,
     /// Where alerts go (`connector_alerts`), when the target has Mongo.
-    alerts: Option<Database>,
+    alerts: Option<PlatformDatabase>,
 }
 
 /// The platform's alert documents (openframe.md §5.4; `ConnectorAlert` in
@@ -133,7 +133,7 @@ impl ConnectorHealth {
         declared: Arc<RwLock<Vec<String>>>,
         reconcile_now: Arc<Notify>,
         tools: Option<Engine>,
-        alerts: Option<Database>,
+        alerts: Option<PlatformDatabase>,
     ) -> Result<Self, JobError> {
         // The job sends its requests one after another.
         let http = HttpClient::new(System::Connect, connect_url, &[], 1, tls)

@@ -11,10 +11,10 @@
 
 use std::sync::Arc;
 
+use crate::providers::mongo::PlatformDatabase;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use mongodb::Database;
 use tokio::sync::Notify;
 
 use super::{Job, JobError};
@@ -25,7 +25,7 @@ use crate::providers::mongo::{
 };
 
 pub struct PublishFallback {
-    db: Database,
+    db: PlatformDatabase,
     max_attempts: u32,
     tenant: String,
     metrics: Arc<Metrics>,

@@ -298,7 +298,9 @@ impl Digests {
 
 /// Inputs for classifying one declared resource.
 pub struct Declared<'a> {
-    pub digests: &'a Digests,
+    /// `None` for a plan applied at once from the same observation and never saved: its
+    /// digests would serve no staleness check.
+    pub digests: Option<&'a Digests>,
     pub resource: &'a Resource,
     pub info: &'a KindInfo,
     pub desired: &'a Value,
@@ -321,8 +323,11 @@ pub fn classify(d: Declared<'_>, options: &PlanOptions) -> Change {
         force: false,
         diff: Vec::new(),
         depends_on: d.depends_on,
-        desired_digest: Some(d.digests.of(d.desired, d.info)),
-        live_fingerprint: d.live.map(|live| d.digests.of(live, d.info)),
+        desired_digest: d.digests.map(|digests| digests.of(d.desired, d.info)),
+        live_fingerprint: d
+            .digests
+            .zip(d.live)
+            .map(|(digests, live)| digests.of(live, d.info)),
         source: Some(resource.source.clone()),
     };
     let Some(live) = d.live else {
@@ -459,7 +464,7 @@ pub fn guard_prunes(
 /// its digest (see [`Digests`]).
 pub fn prune_change(
     address: Address,
-    live_fingerprint: String,
+    live_fingerprint: Option<String>,
     depends_on: Vec<Address>,
 ) -> Change {
     Change {
@@ -473,7 +478,7 @@ pub fn prune_change(
         diff: Vec::new(),
         depends_on,
         desired_digest: None,
-        live_fingerprint: Some(live_fingerprint),
+        live_fingerprint,
         source: None,
     }
 }
@@ -581,7 +586,7 @@ mod prune_guard_tests {
             .map(|n| {
                 prune_change(
                     Address::new("NatsStream", *n),
-                    digest(&json!({})),
+                    Some(digest(&json!({}))),
                     Vec::new(),
                 )
             })

@@ -1,6 +1,8 @@
 //! The JSON-over-HTTP plumbing the REST providers (Pinot, Kafka Connect, Tactical RMM) share:
 //! one client per system with timeouts, a limit on requests in flight, request counting and
-//! error mapping.
+//! error mapping. The connection pool underneath is the process's one per trust setting
+//! ([`super::shared`]): a thousand tenants' providers reach the same servers over the same
+//! keep-alive connections, and TLS roots are loaded once, not per tenant and system.
 
 use std::time::Duration;
 
@@ -19,6 +21,8 @@ use crate::redact::redact;
 #[derive(Clone, Default)]
 pub struct Tls {
     roots: Vec<reqwest::Certificate>,
+    /// Digest of the CA bundle (empty without one): clients with equal trust share a pool.
+    digest: String,
 }
 
 impl Tls {
@@ -46,14 +50,19 @@ impl Tls {
                 path.display()
             )));
         }
-        Ok(Self { roots })
+        Ok(Self {
+            roots,
+            digest: crate::json::digest(&Value::String(String::from_utf8_lossy(&pem).into())),
+        })
     }
 }
 
 pub struct HttpClient {
     system: System,
     base: String,
-    client: reqwest::Client,
+    client: std::sync::Arc<reqwest::Client>,
+    /// Sent with every request (an API key): per provider, as the pool is shared.
+    headers: HeaderMap,
     counter: RequestCounter,
     /// Requests in flight to this system, whichever kind or operation sends them: the
     /// `[engine] concurrency` of the target config.
@@ -108,21 +117,23 @@ impl HttpClient {
             v.set_sensitive(true);
             map.insert(HeaderName::from_static(name), v);
         }
-        let mut builder = reqwest::Client::builder()
-            .default_headers(map)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30));
-        for root in &tls.roots {
-            builder = builder.add_root_certificate(root.clone());
-        }
-        let client = builder.build().map_err(|e| {
-            ProviderError::permanent(format!("{system}: cannot build HTTP client: {e}"))
+        let client = crate::shared::get_or_make(&format!("http#{}", tls.digest), || {
+            let mut builder = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30));
+            for root in &tls.roots {
+                builder = builder.add_root_certificate(root.clone());
+            }
+            builder.build().map_err(|e| {
+                ProviderError::permanent(format!("{system}: cannot build HTTP client: {e}"))
+            })
         })?;
         Ok(Self {
             system,
             base: base.trim_end_matches('/').to_string(),
             client,
+            headers: map,
             counter: RequestCounter::default(),
             in_flight: Semaphore::new(concurrency),
             concurrency,
@@ -158,7 +169,10 @@ impl HttpClient {
             self.counter.write();
         }
         let url = format!("{}{}", self.base, path);
-        let mut request = self.client.request(method.clone(), &url);
+        let mut request = self
+            .client
+            .request(method.clone(), &url)
+            .headers(self.headers.clone());
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -7,7 +7,6 @@
 pub mod http;
 pub mod nats_client;
 pub mod owner;
-pub mod shared;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -738,6 +738,8 @@ struct Cluster {
     connectors: BTreeMap<String, Connector>,
     /// Requests still to be failed by an admin-triggered rebalance.
     pending_rebalances: u32,
+    /// The window is a stale worker config rather than a rebalance: only forwarded writes fail.
+    stale_writes_only: bool,
 }
 
 /// Shared worker state; clone freely.
@@ -751,6 +753,7 @@ impl ConnectState {
             worker_id: worker_id.into(),
             connectors: BTreeMap::new(),
             pending_rebalances: 0,
+            stale_writes_only: false,
         })))
     }
 
@@ -815,8 +818,11 @@ async fn rebalance_guard(State(s): State<ConnectState>, req: Request, next: Next
     if let Some(kind) = rebalance_kind(req.method(), req.uri().path()) {
         let hit = {
             let mut cluster = s.lock();
-            let hit = cluster.pending_rebalances > 0;
-            cluster.pending_rebalances = cluster.pending_rebalances.saturating_sub(1);
+            let spared = cluster.stale_writes_only && matches!(kind, Rebalance::Expected);
+            let hit = cluster.pending_rebalances > 0 && !spared;
+            if hit {
+                cluster.pending_rebalances -= 1;
+            }
             hit
         };
         if hit {
@@ -1229,7 +1235,9 @@ async fn fail_task(
 }
 
 /// The next `count` (default 1) affected requests fail as during a rebalance: forwarded writes
-/// with 409, `GET /connectors/{n}` and `GET /connectors/{n}/config` with 500.
+/// with 409, `GET /connectors/{n}` and `GET /connectors/{n}/config` with 500. With
+/// `writes_only=true`, as on a worker whose config is stale while no rebalance is due
+/// (`completeOrForwardRequest` refuses, `completeRequest` serves): only the writes fail.
 async fn start_rebalance(State(s): State<ConnectState>, RawQuery(query): RawQuery) -> Res {
     let pairs = query_pairs(query.as_deref());
     let count = match query_get(&pairs, "count") {
@@ -1238,6 +1246,9 @@ async fn start_rebalance(State(s): State<ConnectState>, RawQuery(query): RawQuer
             .parse::<u32>()
             .map_err(|_| error(StatusCode::BAD_REQUEST, format!("invalid count '{c}'")))?,
     };
-    s.lock().pending_rebalances = count;
-    Ok(Json(json!({ "pending": count })).into_response())
+    let writes_only = query_get(&pairs, "writes_only") == Some("true");
+    let mut cluster = s.lock();
+    cluster.pending_rebalances = count;
+    cluster.stale_writes_only = writes_only;
+    Ok(Json(json!({ "pending": count, "writes_only": writes_only })).into_response())
 }

@@ -971,7 +971,7 @@ async fn connect_rebalance_admin() {
     let r = e
         .connect(Method::POST, "/__sandbox/rebalance?count=2", None)
         .await;
-    assert_eq!(r.json(), json!({"pending": 2}));
+    assert_eq!(r.json(), json!({"pending": 2, "writes_only": false}));
     let r = e.connect(Method::GET, "/connectors/pg", None).await;
     assert_eq!(
         r.json(),
@@ -998,6 +998,28 @@ async fn connect_rebalance_admin() {
         r.json()["message"],
         "Cannot complete request momentarily due to stale configuration (typically caused by a concurrent config change)"
     );
+    assert_eq!(
+        e.connect(Method::PUT, "/connectors/pg/config", Some(pg_config()))
+            .await
+            .status,
+        200
+    );
+
+    // A stale worker config: reads by name are served, the next forwarded write is refused.
+    e.connect(
+        Method::POST,
+        "/__sandbox/rebalance?count=1&writes_only=true",
+        None,
+    )
+    .await;
+    assert_eq!(
+        e.connect(Method::GET, "/connectors/pg", None).await.status,
+        200
+    );
+    let r = e
+        .connect(Method::PUT, "/connectors/pg/config", Some(pg_config()))
+        .await;
+    assert_eq!(r.status, 409);
     assert_eq!(
         e.connect(Method::PUT, "/connectors/pg/config", Some(pg_config()))
             .await

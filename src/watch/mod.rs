@@ -526,7 +526,7 @@ impl TenantLoop {
         };
         let plan = self
             .engine
-            .plan(&obs, &options, None)
+            .plan_to_apply_now(&obs, &options)
             .map_err(|e| e.to_string())?;
         let confirmed = self.confirm_deletes(&obs, &plan);
         let mut heal = Vec::new();
@@ -626,17 +626,22 @@ impl TenantLoop {
         obs: &crate::engine::Observation,
         plan: &crate::plan::Plan,
     ) -> BTreeSet<Address> {
+        let deletes: BTreeSet<Address> = plan
+            .pending()
+            .filter(|c| c.action == Action::Delete && c.blocked.is_none())
+            .map(|c| c.address.clone())
+            .collect();
+        if deletes.is_empty() {
+            // Nothing to confirm next pass either; skips digesting the whole desired state.
+            self.planned_deletes = None;
+            return deletes;
+        }
         let desired: serde_json::Map<String, serde_json::Value> = obs
             .desired
             .iter()
             .map(|(a, v)| (a.to_string(), v.clone()))
             .collect();
         let digest = crate::json::digest(&serde_json::Value::Object(desired));
-        let deletes: BTreeSet<Address> = plan
-            .pending()
-            .filter(|c| c.action == Action::Delete && c.blocked.is_none())
-            .map(|c| c.address.clone())
-            .collect();
         let confirmed = match &self.planned_deletes {
             Some((previous, planned)) if *previous == digest => {
                 deletes.intersection(planned).cloned().collect()

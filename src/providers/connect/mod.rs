@@ -112,6 +112,46 @@ impl ConnectProvider {
         }
     }
 
+    /// `names` one by one, when they take no more than one round of concurrent requests: the
+    /// expanded list holds every connector of the cluster (all tenants' on a shared Connect,
+    /// megabytes a pass), two GETs per declared connector do not grow with the cluster.
+    async fn read_named(&self, names: &[String]) -> Result<Vec<Observed>, ProviderError> {
+        let observed: Vec<Option<Observed>> =
+            futures::future::try_join_all(names.iter().map(|name| async move {
+                let Some(info) = self.get(&connector_path(name, "")).await? else {
+                    return Ok(None);
+                };
+                // Deleted between the two GETs: observed without a status, as the list shows
+                // a connector whose status is not known yet.
+                let status = self.get(&connector_path(name, "/status")).await?;
+                Ok::<_, ProviderError>(Some(self.observed(name, &info, status.as_ref())))
+            }))
+            .await?;
+        Ok(observed.into_iter().flatten().collect())
+    }
+
+    /// A GET whose 404 means the connector does not exist.
+    async fn get(&self, path: &str) -> Result<Option<Value>, ProviderError> {
+        let response = self.http.send(Method::GET, path, None).await?;
+        match response.status {
+            404 => Ok(None),
+            _ if response.is_success() => Ok(Some(response.body)),
+            _ => Err(error(&Method::GET, path, &response)),
+        }
+    }
+
+    fn observed(&self, name: &str, info: &Value, status: Option<&Value>) -> Observed {
+        let live = normalize_live(name, info, status);
+        let (managed, mut notes) = self.owner.observe(live.marker.as_deref());
+        notes.extend(live.notes);
+        Observed {
+            name: name.to_string(),
+            spec: live.spec,
+            managed,
+            notes,
+        }
+    }
+
     async fn create(&self, name: &str, desired: &Value) -> Result<(), ProviderError> {
         let state = normalize::state_of(desired);
         let mut body =
@@ -187,6 +227,9 @@ impl Provider for ConnectProvider {
         _kind: &str,
         scope: ReadScope<'_>,
     ) -> Result<Vec<Observed>, ProviderError> {
+        if !scope.all && scope.names.len() <= self.http.concurrency() {
+            return self.read_named(scope.names).await;
+        }
         let path = "/connectors?expand=info&expand=status";
         let response = self.call(Method::GET, path, None).await?;
         let Some(connectors) = response.body.as_object() else {
@@ -205,15 +248,7 @@ impl Provider for ConnectProvider {
                     "connect GET {path}: connector {name} came without its `info`"
                 )));
             };
-            let live = normalize_live(name, info, entry.get("status"));
-            let (managed, mut notes) = self.owner.observe(live.marker.as_deref());
-            notes.extend(live.notes);
-            observed.push(Observed {
-                name: name.clone(),
-                spec: live.spec,
-                managed,
-                notes,
-            });
+            observed.push(self.observed(name, info, entry.get("status")));
         }
         Ok(observed)
     }

@@ -45,6 +45,8 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
     interpolate_spec_file: true,
 }];
 
+/// A read of at most this many declared topics asks for each by name (see `topics`).
+const NAMED_READ_LIMIT: usize = 16;
 /// How long a metadata request may take (the brokers being unreachable ends in this).
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per admin request; the operation timeout lets the controller finish topic creation first.
@@ -92,7 +94,7 @@ impl KafkaProvider {
     pub fn new(brokers: &str) -> Result<Self, ProviderError> {
         // One admin client (and its librdkafka threads) per broker list in the process, shared
         // by every tenant that uses those brokers.
-        let admin = crate::provider::shared::get_or_make(brokers, || {
+        let admin = crate::shared::get_or_make(brokers, || {
             ClientConfig::new()
                 .set("bootstrap.servers", brokers)
                 .set("client.id", "ofctl")
@@ -101,6 +103,9 @@ impl KafkaProvider {
                 // client's first two requests then waited ~50 ms (measured against noida-db:
                 // 1-8 ms without). An admin client talks to the brokers anyway.
                 .set("enable.sparse.connections", "false")
+                // A metadata request for named topics (a scoped read) must not make the
+                // broker create them: librdkafka's default for this client type is true.
+                .set("allow.auto.create.topics", "false")
                 .create::<AdminClient<DefaultClientContext>>()
                 .map_err(|e| {
                     ProviderError::permanent(format!("kafka: cannot create a client: {e}"))
@@ -128,21 +133,38 @@ impl KafkaProvider {
         }
     }
 
-    /// One metadata request for every topic; internal topics (`__consumer_offsets`, ...) are
-    /// the brokers' own and left out.
-    async fn topics(&self) -> Result<HashMap<String, TopicInfo>, ProviderError> {
-        self.counter.read();
+    /// Partitions and replication of topics: with `names`, a metadata request for each of
+    /// them (a few per tenant, whatever the cluster holds); without, one request for every
+    /// topic. Absent topics and internal ones (`__consumer_offsets`, ...) are left out.
+    async fn topics(
+        &self,
+        names: Option<&[String]>,
+    ) -> Result<HashMap<String, TopicInfo>, ProviderError> {
         let admin = Arc::clone(&self.admin);
+        let requests: Vec<Option<String>> = match names {
+            Some(names) => names.iter().cloned().map(Some).collect(),
+            None => vec![None],
+        };
+        for _ in &requests {
+            self.counter.read();
+        }
         // librdkafka's metadata call blocks its thread until the answer or the timeout.
-        let metadata = tokio::task::spawn_blocking(move || {
-            admin.inner().fetch_metadata(None, METADATA_TIMEOUT)
+        let answers = tokio::task::spawn_blocking(move || {
+            requests
+                .iter()
+                .map(|topic| {
+                    admin
+                        .inner()
+                        .fetch_metadata(topic.as_deref(), METADATA_TIMEOUT)
+                })
+                .collect::<Result<Vec<_>, _>>()
         })
         .await
         .map_err(|e| ProviderError::transient(format!("kafka metadata request aborted: {e}")))?
         .map_err(|e| self.request_error("metadata request", e))?;
-        Ok(metadata
-            .topics()
+        Ok(answers
             .iter()
+            .flat_map(|metadata| metadata.topics())
             .filter(|t| !t.name().starts_with("__") && t.error().is_none())
             .map(|t| {
                 let partitions = t.partitions();
@@ -313,7 +335,10 @@ impl Provider for KafkaProvider {
         _kind: &str,
         scope: ReadScope<'_>,
     ) -> Result<Vec<Observed>, ProviderError> {
-        let topics = self.topics().await?;
+        // Named reads while they stay few: the whole cluster's metadata grows with every
+        // tenant's topics, a request per declared topic does not.
+        let named = !scope.all && scope.names.len() <= NAMED_READ_LIMIT;
+        let topics = self.topics(named.then_some(scope.names)).await?;
         let wanted: Vec<&str> = topics
             .keys()
             .map(String::as_str)

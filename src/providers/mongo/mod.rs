@@ -28,11 +28,11 @@ use tokio::sync::OnceCell;
 
 use crate::config::TargetConfig;
 use crate::kind::{Compare, KindInfo, System};
-use crate::provider::shared;
 use crate::provider::{
     OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
 };
 use crate::resource::{Address, Observed, Resource};
+use crate::shared;
 use crypto::{generate_secret, EncryptionKey};
 use document::{PUBLISH_MARKER, PUBLISH_PENDING};
 use publish::{agent_message, agent_subject, client_message, CLIENT_SUBJECT};
@@ -124,7 +124,7 @@ pub struct MongoProvider {
     uri: String,
     database: Option<String>,
     /// Shared with every provider of the process that uses the same URI and database.
-    db: Arc<OnceCell<Database>>,
+    db: Arc<OnceCell<PlatformDatabase>>,
     /// NATS URL for publishing, or why there is none (only an error when a publish is due).
     nats_url: Result<String, String>,
     /// Shared like `db`, per NATS URL.
@@ -181,8 +181,32 @@ fn object(value: Option<&Value>) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// The platform database, holding the process's client for its server (see [`open_database`]).
+#[derive(Clone)]
+pub struct PlatformDatabase {
+    database: Database,
+    /// Keeps the shared client's entry alive while this database is in use.
+    _client: Arc<mongodb::Client>,
+}
+
+impl std::ops::Deref for PlatformDatabase {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.database
+    }
+}
+
 /// The platform database: `[mongo] database`, else the URI's path, else `openframe`.
-pub async fn open_database(uri: &str, database: Option<String>) -> Result<Database, ProviderError> {
+///
+/// Tenants usually keep their documents in databases of their own on one server, so the
+/// client (its connection pool and server monitors) is the process's one per server and
+/// credentials: the URI without its database path, and the database credentials are checked
+/// against (`authSource`, by default the path's database, as the driver decides).
+pub async fn open_database(
+    uri: &str,
+    database: Option<String>,
+) -> Result<PlatformDatabase, ProviderError> {
     let mut options = ClientOptions::parse(uri)
         .await
         .map_err(|e| ProviderError::permanent(format!("invalid [mongo] uri: {e}")))?;
@@ -192,9 +216,50 @@ pub async fn open_database(uri: &str, database: Option<String>) -> Result<Databa
     let name = database
         .or_else(|| options.default_database.clone())
         .unwrap_or_else(|| "openframe".into());
-    let client = mongodb::Client::with_options(options)
-        .map_err(|e| transient_or_permanent("cannot create the Mongo client", &e))?;
-    Ok(client.database(&name))
+    let default_source = options
+        .default_database
+        .clone()
+        .unwrap_or_else(|| "admin".into());
+    let auth_source = options
+        .credential
+        .as_mut()
+        .map(|credential| credential.source.get_or_insert(default_source).clone());
+    let key = format!(
+        "{}#auth={}",
+        without_database(uri),
+        auth_source.unwrap_or_default()
+    );
+    let client = shared::get_or_make(&key, || {
+        mongodb::Client::with_options(options)
+            .map_err(|e| transient_or_permanent("cannot create the Mongo client", &e))
+    })?;
+    Ok(PlatformDatabase {
+        database: client.database(&name),
+        _client: client,
+    })
+}
+
+/// `uri` without its `/database` path (options kept): `mongodb://u:p@h1,h2/db?x=1` →
+/// `mongodb://u:p@h1,h2?x=1`.
+fn without_database(uri: &str) -> String {
+    let (before_query, query) = match uri.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (uri, None),
+    };
+    let authority_start = before_query.find("://").map_or(0, |i| i + 3);
+    // User info may hold no unescaped `/`, hosts none at all: the path starts at the first
+    // `/` after the last `@`.
+    let hosts_start = before_query[authority_start..]
+        .rfind('@')
+        .map_or(authority_start, |i| authority_start + i + 1);
+    let base = match before_query[hosts_start..].find('/') {
+        Some(i) => &before_query[..hosts_start + i],
+        None => before_query,
+    };
+    match query {
+        Some(q) => format!("{base}?{q}"),
+        None => base.to_string(),
+    }
 }
 
 fn is_release_agent(spec: &Value) -> bool {
@@ -226,7 +291,7 @@ impl MongoProvider {
         }
     }
 
-    async fn db(&self) -> Result<&Database, ProviderError> {
+    async fn db(&self) -> Result<&PlatformDatabase, ProviderError> {
         self.db
             .get_or_try_init(|| open_database(&self.uri, self.database.clone()))
             .await
@@ -992,6 +1057,47 @@ mod tests {
 
     fn provider() -> MongoProvider {
         MongoProvider::new("mongodb://127.0.0.1:1/x".into(), &TargetConfig::default())
+    }
+
+    #[test]
+    fn tenants_databases_on_one_server_share_a_client_key() {
+        assert_eq!(
+            without_database("mongodb://u:p%2Fq@h1:27017,h2/of_t1?authSource=admin&tls=true"),
+            "mongodb://u:p%2Fq@h1:27017,h2?authSource=admin&tls=true"
+        );
+        assert_eq!(without_database("mongodb://h/"), "mongodb://h");
+        assert_eq!(without_database("mongodb://h"), "mongodb://h");
+        assert_eq!(
+            without_database("mongodb+srv://cluster.example/db"),
+            "mongodb+srv://cluster.example"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_client_per_server_and_auth_source() {
+        let a = open_database("mongodb://127.0.0.1:1/of_a", None)
+            .await
+            .unwrap();
+        let b = open_database("mongodb://127.0.0.1:1/of_b", None)
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&a._client, &b._client));
+        assert_eq!((a.name(), b.name()), ("of_a", "of_b"));
+        // Credentials checked against each path's database: not the same login.
+        let c = open_database("mongodb://u:p@127.0.0.1:1/of_a", None)
+            .await
+            .unwrap();
+        let d = open_database("mongodb://u:p@127.0.0.1:1/of_b", None)
+            .await
+            .unwrap();
+        assert!(!Arc::ptr_eq(&c._client, &d._client));
+        let e = open_database("mongodb://u:p@127.0.0.1:1/of_a?authSource=admin", None)
+            .await
+            .unwrap();
+        let f = open_database("mongodb://u:p@127.0.0.1:1/of_b?authSource=admin", None)
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&e._client, &f._client));
     }
 
     #[test]

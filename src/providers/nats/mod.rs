@@ -134,7 +134,7 @@ pub struct NatsProvider {
 impl NatsProvider {
     pub fn new(url: impl Into<String>, owner: Owner) -> Self {
         let url = url.into();
-        let client = crate::provider::shared::lazy(&url);
+        let client = crate::shared::lazy(&url);
         Self {
             url,
             client,

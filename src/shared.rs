@@ -35,13 +35,17 @@ pub fn get_or_make<T: Send + Sync + 'static, E>(
     Ok(made)
 }
 
+/// The process's one `T` for `key`, starting from `T::default()` (an empty connection slot,
+/// a flag) when no one holds it.
+pub fn default<T: Default + Send + Sync + 'static>(key: &str) -> Arc<T> {
+    get_or_make(key, || Ok::<_, std::convert::Infallible>(T::default()))
+        .unwrap_or_else(|never| match never {})
+}
+
 /// The process's one lazily connected `T` for `key`: every provider holding it shares the
 /// first successful connection (a failed attempt leaves it empty for the next one to retry).
 pub fn lazy<T: Send + Sync + 'static>(key: &str) -> Arc<tokio::sync::OnceCell<T>> {
-    get_or_make(key, || {
-        Ok::<_, std::convert::Infallible>(tokio::sync::OnceCell::new())
-    })
-    .unwrap_or_else(|never| match never {})
+    default(key)
 }
 
 #[cfg(test)]
