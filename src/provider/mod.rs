@@ -7,6 +7,7 @@
 pub mod http;
 pub mod nats_client;
 pub mod owner;
+pub mod section;
 pub mod shared;
 
 use std::collections::BTreeMap;

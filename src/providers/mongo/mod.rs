@@ -23,11 +23,13 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::options::{ClientOptions, FindOptions};
 use mongodb::{Collection, Database};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
-use crate::config::TargetConfig;
+use crate::config::{ConfigError, TargetConfig};
 use crate::kind::{Compare, KindInfo, System};
+use crate::provider::section::{Section, SectionInfo};
 use crate::provider::shared;
 use crate::provider::{
     OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
@@ -74,6 +76,75 @@ const TOOL_UPDATE_STREAM: &str = "TOOL_UPDATE";
 const CLIENT_UPDATE_STREAM: &str = "CLIENT_UPDATE";
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `[mongo]` of the target config.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MongoSection {
+    uri: String,
+    database: Option<String>,
+    /// The platform's `security.encryption.password` and `.salt`, which encrypt the agent
+    /// registration secret (openframe.md §12).
+    encryption_password: Option<String>,
+    encryption_salt: Option<String>,
+}
+
+/// `[mongo] uri`: the platform database's server (a secret: it may hold a password).
+pub const SECTION: SectionInfo = SectionInfo {
+    system: System::Mongo,
+    name: "mongo",
+    endpoint_key: "uri",
+    check: |config| {
+        let Some(mongo) = Section::<MongoSection>::read(config, &SECTION)? else {
+            return Ok(());
+        };
+        let fields = &mongo.fields;
+        let encryption = [
+            (
+                "encryption_password",
+                &fields.encryption_password,
+                "OFCTL_ENCRYPTION_PASSWORD",
+            ),
+            (
+                "encryption_salt",
+                &fields.encryption_salt,
+                "OFCTL_ENCRYPTION_SALT",
+            ),
+        ];
+        for (key, value, hint) in encryption {
+            if let Some(value) = value {
+                mongo.refuse_plaintext(key, value, hint)?;
+            }
+        }
+        mongo.refuse_uri_password("uri", &fields.uri)
+    },
+    endpoint: |config| database_address(config).map(|(uri, _)| uri),
+};
+
+/// Where the platform database is: `[mongo] uri`, resolved, and `database` (see
+/// [`open_database`]).
+pub fn database_address(config: &TargetConfig) -> Result<(String, Option<String>), ConfigError> {
+    let mongo = Section::<MongoSection>::require(config, &SECTION)?;
+    let uri = mongo.resolve_secret("uri", &mongo.fields.uri)?;
+    Ok((uri, mongo.fields.database))
+}
+
+/// `(password, salt)` for the registration secret, both secret; `None` unless both are set.
+fn encryption_settings(
+    mongo: &Section<'_, MongoSection>,
+) -> Option<Result<(String, String), ConfigError>> {
+    let fields = &mongo.fields;
+    let (password, salt) = (
+        fields.encryption_password.as_ref()?,
+        fields.encryption_salt.as_ref()?,
+    );
+    Some((|| {
+        Ok((
+            mongo.resolve_secret("encryption_password", password)?,
+            mongo.resolve_secret("encryption_salt", salt)?,
+        ))
+    })())
+}
 
 /// Synthetic field on the live ReleaseVersion: documents that follow the release version but
 /// do not carry it yet (or whose update is unpublished). The manifest never has it.
@@ -202,19 +273,24 @@ fn is_release_agent(spec: &Value) -> bool {
 }
 
 impl MongoProvider {
-    pub fn new(uri: String, config: &TargetConfig) -> Self {
-        let nats_url = config
-            .endpoint(System::Nats)
-            .map_err(|e| format!("publishing update messages needs NATS: {e}"));
-        let encryption = match config.mongo_encryption() {
+    /// The provider of `[mongo]`, publishing to `nats_url` (`[nats] url`, which the registry
+    /// reads: only a publish fails without it).
+    pub fn new(
+        config: &TargetConfig,
+        nats_url: Result<String, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let mongo = Section::<MongoSection>::require(config, &SECTION)?;
+        let uri = mongo.resolve_secret("uri", &mongo.fields.uri)?;
+        let nats_url = nats_url.map_err(|e| format!("publishing update messages needs NATS: {e}"));
+        let encryption = match encryption_settings(&mongo) {
             None => Err("creating the registration secret needs `[mongo] encryption_password` and `encryption_salt` (the platform's security.encryption.password and .salt) in the target config".to_string()),
             Some(Err(e)) => Err(e.to_string()),
             Some(Ok((password, salt))) => EncryptionKey::derive(&password, &salt).map_err(|e| e.to_string()),
         };
-        let database = config.mongo_database();
+        let database = mongo.fields.database;
         let db = shared::lazy(&format!("{uri}#{}", database.as_deref().unwrap_or("")));
         let nats = shared::lazy(nats_url.as_deref().unwrap_or(""));
-        Self {
+        Ok(Self {
             uri,
             database,
             db,
@@ -223,7 +299,7 @@ impl MongoProvider {
             encryption,
             max_publish_attempts: i64::from(config.jobs().publish_fallback.max_attempts),
             counter: RequestCounter::default(),
-        }
+        })
     }
 
     async fn db(&self) -> Result<&Database, ProviderError> {
@@ -991,7 +1067,33 @@ mod tests {
     use serde_json::json;
 
     fn provider() -> MongoProvider {
-        MongoProvider::new("mongodb://127.0.0.1:1/x".into(), &TargetConfig::default())
+        let config = TargetConfig::parse(
+            "[mongo]\nuri = \"mongodb://127.0.0.1:1/x\"\n",
+            std::path::Path::new("ofctl.toml"),
+        )
+        .unwrap();
+        let no_nats = Err(config.missing(System::Nats, "nats", "url"));
+        MongoProvider::new(&config, no_nats).unwrap()
+    }
+
+    #[test]
+    fn encryption_settings_resolve_from_the_environment_and_are_secret() {
+        std::env::set_var(
+            "OFCTL_TEST_CFG_ENC_PW",
+            "a-password-for-the-config-test-0001",
+        );
+        let cfg = TargetConfig::parse(
+            "[mongo]\nuri = \"mongodb://h/db\"\nencryption_password = \"${env:OFCTL_TEST_CFG_ENC_PW}\"\nencryption_salt = \"${env:OFCTL_TEST_CFG_ENC_SALT:-0011223344556677}\"\n",
+            std::path::Path::new("ofctl.toml"),
+        )
+        .unwrap();
+        let mongo = Section::<MongoSection>::read(&cfg, &SECTION)
+            .unwrap()
+            .unwrap();
+        let (pw, salt) = encryption_settings(&mongo).unwrap().unwrap();
+        assert_eq!(pw, "a-password-for-the-config-test-0001");
+        assert_eq!(salt, "0011223344556677");
+        assert!(!crate::redact::redact(&pw).contains(&pw));
     }
 
     #[test]
