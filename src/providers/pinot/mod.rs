@@ -61,7 +61,7 @@ pub static KINDS: [KindInfo; 2] = [
     KindInfo {
         kind: TABLE,
         system: System::Pinot,
-        // Exact after stripping the §1.5 defaults on both sides; see normalize.rs for why.
+        // Exact after stripping the §1.5 defaults on both sides; see normalize/mod.rs for why.
         compare: Compare::Exact,
         field_rules: &[],
         // Kafka client credentials in `streamConfigs` (`stream.kafka.…sasl.jaas.config`,
