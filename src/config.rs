@@ -884,6 +884,13 @@ mod tests {
     }
 
     #[test]
+    fn every_generic_section_is_known() {
+        let text = "tenant = \"t\"\nenvironment = \"e\"\n[variables]\n[engine]\n[watch]\n[jobs]\n[api]\n[redis]\nurl = \"redis://127.0.0.1\"\n[redact]\n[manifest]\n[tls]\n";
+        let cfg = TargetConfig::parse(text, Path::new("ofctl.toml")).unwrap();
+        cfg.check_sections(&[]).unwrap();
+    }
+
+    #[test]
     fn a_section_parses_with_the_line_of_its_error() {
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields)]
