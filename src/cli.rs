@@ -431,8 +431,8 @@ fn manifest_dir(inputs: &Inputs) -> PathBuf {
 
 fn load_config(inputs: &Inputs, dir: &Path) -> anyhow::Result<TargetConfig> {
     let mut config = match &inputs.config {
-        Some(path) => TargetConfig::load(path, true)?,
-        None => TargetConfig::load(&dir.join("ofctl.toml"), false)?,
+        Some(path) => crate::registry::load_config(path, true)?,
+        None => crate::registry::load_config(&dir.join("ofctl.toml"), false)?,
     };
     for (k, v) in &inputs.vars {
         config
@@ -589,7 +589,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<u8> {
             bail!("unknown kind `{k}`");
         }
     }
-    let config = TargetConfig::load(&args.config, true)?;
+    let config = crate::registry::load_config(&args.config, true)?;
     let mut engine = Engine::new(config);
     let objects = engine.read_all(&args.kinds).await?;
     let mut files: std::collections::BTreeMap<String, String> = Default::default();

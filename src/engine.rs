@@ -126,7 +126,7 @@ impl Engine {
         }
         if prune {
             for info in crate::registry::all_kinds() {
-                if self.config.endpoint(info.system).is_ok() {
+                if crate::registry::endpoint(info.system, &self.config).is_ok() {
                     kinds.insert(info.kind);
                 }
             }
@@ -395,15 +395,13 @@ impl Engine {
     /// Without such a document the provider is built from the config alone, and its error
     /// names the missing key.
     async fn tactical_from_tool_document(&mut self) -> Result<(), EngineError> {
-        use crate::providers::mongo;
-        let configured = self
-            .config
-            .endpoint(System::Tactical)
+        use crate::providers::{mongo, tactical};
+        let configured = crate::registry::endpoint(System::Tactical, &self.config)
             .is_ok_and(|u| !u.trim().is_empty())
-            && matches!(self.config.tactical_api_key(), Some(Ok(k)) if !k.is_empty());
+            && matches!(tactical::api_key(&self.config), Ok(Some(k)) if !k.is_empty());
         if configured
             || self.cache().contains_key(&System::Tactical)
-            || self.config.endpoint(System::Mongo).is_err()
+            || crate::registry::endpoint(System::Mongo, &self.config).is_err()
         {
             return Ok(());
         }
@@ -450,7 +448,7 @@ impl Engine {
         ) else {
             return Ok(Vec::new());
         };
-        if self.config.endpoint(tool_info.system).is_err() {
+        if crate::registry::endpoint(tool_info.system, &self.config).is_err() {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
@@ -498,7 +496,7 @@ impl Engine {
         let mut out = Vec::new();
         for info in crate::registry::all_kinds() {
             let wanted = if kinds.is_empty() {
-                self.config.endpoint(info.system).is_ok()
+                crate::registry::endpoint(info.system, &self.config).is_ok()
             } else {
                 kinds.iter().any(|k| k == info.kind)
             };

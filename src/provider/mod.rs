@@ -7,6 +7,7 @@
 pub mod http;
 pub mod nats_client;
 pub mod owner;
+pub mod section;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -115,7 +115,7 @@ impl Target {
     }
 
     fn load_config(&self) -> Result<TargetConfig, ConfigError> {
-        TargetConfig::load(&self.config_path(), self.config.is_some())
+        crate::registry::load_config(&self.config_path(), self.config.is_some())
     }
 }
 
@@ -655,6 +655,7 @@ impl TenantLoop {
     /// Starts the scheduled jobs this target's config enables and has the systems for, stopping
     /// those started from an earlier config first (each finishes a run in progress).
     async fn start_jobs(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        use crate::providers::mongo;
         self.jobs_stop.cancel();
         self.jobs_stop = self.life.child_token();
         self.jobs_digest = self.config.source_digest.clone();
@@ -662,15 +663,10 @@ impl TenantLoop {
         let redis = self.config.redis_url().and_then(Result::ok);
         let mut jobs: Vec<(Arc<dyn crate::jobs::Job>, crate::config::JobTiming)> = Vec::new();
         if config.connector_health.enabled {
-            if let Ok(url) = self.config.endpoint(crate::kind::System::Connect) {
+            if let Ok(url) = crate::registry::endpoint(crate::kind::System::Connect, &self.config) {
                 // With Mongo: the stored tools' connectors are expected too, and alerts go there.
-                let (tools, alerts) = match self.config.endpoint(crate::kind::System::Mongo) {
-                    Ok(uri) => match crate::providers::mongo::open_database(
-                        &uri,
-                        self.config.mongo_database(),
-                    )
-                    .await
-                    {
+                let (tools, alerts) = match mongo::database_address(&self.config) {
+                    Ok((uri, database)) => match mongo::open_database(&uri, database).await {
                         Ok(db) => (Some(self.engine.clone()), Some(db)),
                         Err(e) => {
                             tracing::error!(tenant = %self.id, "connector health job without Mongo (no registered tools, no alerts): {}", e.message);
@@ -706,14 +702,11 @@ impl TenantLoop {
             }
         }
         if config.api_key_stats.enabled {
-            let mongo = self.config.endpoint(crate::kind::System::Mongo);
-            if let (Some(redis_url), Ok(mongo_uri)) = (redis.as_deref(), mongo) {
+            let mongo = mongo::database_address(&self.config);
+            if let (Some(redis_url), Ok((mongo_uri, database))) = (redis.as_deref(), mongo) {
                 let tenant = self.config.tenant().unwrap_or_else(|_| self.id.clone());
                 match crate::jobs::api_key_stats::ApiKeyStatsSync::new(
-                    redis_url,
-                    &mongo_uri,
-                    self.config.mongo_database(),
-                    &tenant,
+                    redis_url, &mongo_uri, database, &tenant,
                 )
                 .await
                 {
@@ -725,10 +718,10 @@ impl TenantLoop {
             }
         }
         if config.publish_fallback.enabled {
-            if let Ok(mongo_uri) = self.config.endpoint(crate::kind::System::Mongo) {
+            if let Ok((mongo_uri, database)) = mongo::database_address(&self.config) {
                 match crate::jobs::publish_fallback::PublishFallback::new(
                     &mongo_uri,
-                    self.config.mongo_database(),
+                    database,
                     config.publish_fallback.max_attempts,
                     self.id.clone(),
                     Arc::clone(&self.shared.metrics),

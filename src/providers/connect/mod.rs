@@ -10,15 +10,33 @@ mod normalize;
 use async_trait::async_trait;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::kind::{Compare, Effect, FieldRule, Finding, KindInfo, System, Trigger};
 use crate::provider::http::{HttpClient, Response, Tls};
+use crate::provider::section::{self, Section, SectionInfo};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::Observed;
 
 use crate::provider::owner::Owner;
 pub use normalize::{check_spec, normalize_desired, normalize_live, wire_config, OWNER_KEY};
+
+/// `[connect]` of the target config.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectSection {
+    url: String,
+}
+
+/// `[connect] url`: the Kafka Connect REST API.
+pub const SECTION: SectionInfo = SectionInfo {
+    system: System::Connect,
+    name: "connect",
+    endpoint_key: "url",
+    check: |config| Section::<ConnectSection>::read(config, &SECTION).map(drop),
+    endpoint: |config| section::endpoint(config, &SECTION, |s: &ConnectSection| &s.url),
+};
 
 pub const KIND: &str = "KafkaConnector";
 

@@ -20,15 +20,33 @@ use rdkafka::admin::{
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::kind::{Compare, Effect, FieldRule, Finding, KindInfo, System, Trigger};
+use crate::provider::section::{self, Section, SectionInfo};
 use crate::provider::{
     OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
 };
 use crate::resource::Observed;
 
 pub use normalize::{live_spec, normalize_desired};
+
+/// `[kafka]` of the target config.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaSection {
+    brokers: String,
+}
+
+/// `[kafka] brokers`: the bootstrap servers, comma-separated.
+pub const SECTION: SectionInfo = SectionInfo {
+    system: System::Kafka,
+    name: "kafka",
+    endpoint_key: "brokers",
+    check: |config| Section::<KafkaSection>::read(config, &SECTION).map(drop),
+    endpoint: |config| section::endpoint(config, &SECTION, |s: &KafkaSection| &s.brokers),
+};
 
 pub static KINDS: [KindInfo; 1] = [KindInfo {
     kind: "KafkaTopic",

@@ -19,6 +19,9 @@ pub const UPDATED_AT: &str = "updatedAt";
 /// message was never acknowledged. The manifest never has it, so the plan shows it as a change.
 pub const PUBLISH_MARKER: &str = "publish";
 pub const PUBLISH_PENDING: &str = "pending";
+/// Synthetic field on the live ReleaseVersion: documents that follow the release version but
+/// do not carry it yet (or whose update is unpublished). The manifest never has it.
+pub const FOLLOWERS_MARKER: &str = "followersPending";
 /// The agent status the platform's fallback publishes for (`IntegratedToolAgent.status`).
 pub const ENABLED: &str = "ENABLED";
 
@@ -215,6 +218,13 @@ pub fn live_spec(doc: &Document, max_attempts: i64) -> Value {
         map.insert(PUBLISH_MARKER.into(), Value::String(PUBLISH_PENDING.into()));
     }
     Value::Object(map)
+}
+
+/// The version a document carries, if any (an empty string counts as none).
+pub fn version(v: &Value) -> Option<&str> {
+    v.get("version")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// The document's `_id` as a string (agents, tools and the client configuration use strings).

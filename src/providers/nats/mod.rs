@@ -10,17 +10,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::OnceCell;
 
 use crate::kind::{Compare, Effect, FieldRule, KindInfo, System, Trigger};
 use crate::provider::owner::{Owner, OWNER_KEY};
+use crate::provider::section::{self, Section, SectionInfo};
 use crate::provider::{
     OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
 };
 use crate::resource::Observed;
 
 pub use normalize::{normalize_desired, normalize_live};
+
+/// `[nats]` of the target config.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NatsSection {
+    url: String,
+}
+
+/// `[nats] url`: the streams' server, and where the Mongo provider publishes.
+pub const SECTION: SectionInfo = SectionInfo {
+    system: System::Nats,
+    name: "nats",
+    endpoint_key: "url",
+    check: |config| match Section::<NatsSection>::read(config, &SECTION)? {
+        Some(nats) => nats.refuse_uri_password("url", &nats.fields.url),
+        None => Ok(()),
+    },
+    endpoint: |config| section::endpoint(config, &SECTION, |s: &NatsSection| &s.url),
+};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a request in flight checks that the connection is still up.

@@ -13,17 +13,35 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::kind::{Compare, Effect, Finding, KindInfo, System};
 use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::owner::{Owner, OWNER_KEY};
+use crate::provider::section::{self, Section, SectionInfo};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::{Address, Observed};
 
 pub use normalize::{
     canonical_schema, canonical_table, normalize_desired_schema, normalize_desired_table,
     server_defaults, split_table_name,
+};
+
+/// `[pinot]` of the target config.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinotSection {
+    url: String,
+}
+
+/// `[pinot] url`: the controller.
+pub const SECTION: SectionInfo = SectionInfo {
+    system: System::Pinot,
+    name: "pinot",
+    endpoint_key: "url",
+    check: |config| Section::<PinotSection>::read(config, &SECTION).map(drop),
+    endpoint: |config| section::endpoint(config, &SECTION, |s: &PinotSection| &s.url),
 };
 
 pub const SCHEMA: &str = "PinotSchema";
@@ -43,7 +61,7 @@ pub static KINDS: [KindInfo; 2] = [
     KindInfo {
         kind: TABLE,
         system: System::Pinot,
-        // Exact after stripping the §1.5 defaults on both sides; see normalize.rs for why.
+        // Exact after stripping the §1.5 defaults on both sides; see normalize/mod.rs for why.
         compare: Compare::Exact,
         field_rules: &[],
         // Kafka client credentials in `streamConfigs` (`stream.kafka.…sasl.jaas.config`,

@@ -13,15 +13,54 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::Method;
+use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::{ConfigError, TargetConfig};
 use crate::kind::{Compare, KindInfo, System};
 use crate::provider::http::{HttpClient, Response, Tls};
+use crate::provider::section::{self, Section, SectionInfo};
 use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
 use crate::resource::Observed;
 
 use crate::provider::owner::Owner;
 pub use normalize::{normalize_desired, normalize_live};
+
+/// `[tactical]` of the target config. Where it lacks the URL or the key, the platform's tool
+/// document may give them (`registry::build_tactical`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TacticalSection {
+    url: String,
+    api_key: Option<String>,
+}
+
+/// `[tactical] url`: the server root of the REST API.
+pub const SECTION: SectionInfo = SectionInfo {
+    system: System::Tactical,
+    name: "tactical",
+    endpoint_key: "url",
+    check: |config| {
+        let Some(tactical) = Section::<TacticalSection>::read(config, &SECTION)? else {
+            return Ok(());
+        };
+        match &tactical.fields.api_key {
+            Some(key) => tactical.refuse_plaintext("api_key", key, "OFCTL_TACTICAL_API_KEY"),
+            None => Ok(()),
+        }
+    },
+    endpoint: |config| section::endpoint(config, &SECTION, |s: &TacticalSection| &s.url),
+};
+
+/// `[tactical] api_key`, resolved (a secret); `None` when the file has none.
+pub fn api_key(config: &TargetConfig) -> Result<Option<String>, ConfigError> {
+    let Some(tactical) = Section::<TacticalSection>::read(config, &SECTION)? else {
+        return Ok(None);
+    };
+    let key = tactical.fields.api_key.as_deref();
+    key.map(|key| tactical.resolve_secret("api_key", key))
+        .transpose()
+}
 
 pub static KINDS: [KindInfo; 1] = [KindInfo {
     kind: "TacticalScript",

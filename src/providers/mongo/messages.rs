@@ -1,30 +1,46 @@
-//! Update messages and their exactly-once bookkeeping (openframe.md §9, §10).
-//!
-//! A publish happens once per real change: the document is written with
-//! `publishState.published = false` first, then the message is published with a JetStream
-//! ack, then `published = true` is recorded. A crash in between leaves a visible pending state
-//! that the next run repairs; before publishing again it looks at the last message on the
-//! subject, and if that is the very message (same `Nats-Msg-Id`), it only records it.
+//! What the update messages say: their subjects, the streams that capture them, their payloads
+//! as the platform's mappers built them, and which changes call for one (openframe.md §4, §9).
 
-use mongodb::bson::{doc, Bson, Document};
 use serde_json::{json, Value};
 
-use super::document::PUBLISH_STATE;
-use crate::json::digest;
+use super::document::version;
 
 pub const CLIENT_SUBJECT: &str = "machine.all.client-update";
 
-pub fn agent_subject(agent_id: &str) -> String {
+/// The platform's streams that capture the update subjects (openframe.md §4, §9).
+pub const TOOL_UPDATE_STREAM: &str = "TOOL_UPDATE";
+pub const CLIENT_UPDATE_STREAM: &str = "CLIENT_UPDATE";
+
+/// One update message: where it goes and what it says.
+pub struct Message {
+    pub subject: String,
+    pub payload: Value,
+}
+
+impl Message {
+    /// The update of the agent `agent_id` whose document holds `spec`.
+    pub fn agent(agent_id: &str, spec: &Value) -> Self {
+        Self {
+            subject: agent_subject(agent_id),
+            payload: agent_message(agent_id, spec),
+        }
+    }
+
+    /// The update of the client configuration whose document holds `spec`.
+    pub fn client(spec: &Value) -> Self {
+        Self {
+            subject: CLIENT_SUBJECT.to_string(),
+            payload: client_message(spec),
+        }
+    }
+}
+
+fn agent_subject(agent_id: &str) -> String {
     format!("machine.all.tool.{agent_id}.update")
 }
 
 fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
-}
-
-/// The version a document carries, if any (an empty string counts as none).
-pub fn version(v: &Value) -> Option<&str> {
-    str_field(v, "version").filter(|s| !s.is_empty())
 }
 
 /// Download elements as the platform's mapper sends them: `agentFileName` carries the
@@ -63,7 +79,7 @@ fn download_elements(configs: Option<&Value>, version: Option<&str>) -> Value {
 
 /// `machine.all.tool.<agentId>.update`. Assets (with their own versions in their links) are
 /// included because an asset version change is itself a reason to publish (§9, later shape).
-pub fn agent_message(agent_id: &str, spec: &Value) -> Value {
+fn agent_message(agent_id: &str, spec: &Value) -> Value {
     let v = version(spec);
     let assets = spec.get("assets").and_then(Value::as_array).map(|assets| {
         assets
@@ -90,7 +106,7 @@ pub fn agent_message(agent_id: &str, spec: &Value) -> Value {
 
 /// `machine.all.client-update`. The document's key is the singular `downloadConfiguration`;
 /// the message's is plural. The oldest files used the plural in the document too.
-pub fn client_message(spec: &Value) -> Value {
+fn client_message(spec: &Value) -> Value {
     let v = version(spec);
     let configs = spec
         .get("downloadConfiguration")
@@ -138,45 +154,6 @@ pub fn agent_change(before: &Value, after: &Value) -> Option<String> {
         }
     }
     (!reasons.is_empty()).then(|| reasons.join(", "))
-}
-
-/// The state written before publishing (the platform's `nonPublished(current)`): a fresh
-/// `{published:false, publishedAt:null, attempts:0}` after a completed publish, otherwise the
-/// same with `attempts + 1` and `publishedAt` kept.
-pub fn pending_state(current: Option<&Document>) -> Document {
-    let state = current.and_then(|d| d.get_document(PUBLISH_STATE).ok().map(|s| (d, s)));
-    match state {
-        Some((d, s)) if s.get_bool("published").ok() == Some(false) => {
-            let attempts = super::document::publish_attempts(d);
-            let mut next = doc! {
-                "published": false,
-                "publishedAt": s.get("publishedAt").cloned().unwrap_or(Bson::Null),
-            };
-            next.insert(
-                "attempts",
-                i32::try_from(attempts + 1)
-                    .map(Bson::Int32)
-                    .unwrap_or(Bson::Int64(attempts + 1)),
-            );
-            next
-        }
-        _ => doc! {"published": false, "publishedAt": Bson::Null, "attempts": 0},
-    }
-}
-
-/// Identifies one logical publish: the same subject, payload and pending state (its
-/// `publishedAt`, unchanged by retries) give the same id, so JetStream's duplicate window and
-/// the repair check both recognise a retry, while the same payload published again after a
-/// later change (A → B → A) gets a new id.
-pub fn message_id(subject: &str, payload: &Value, state: &Document) -> String {
-    let since = state
-        .get("publishedAt")
-        .map(super::document::to_json)
-        .unwrap_or(Value::Null);
-    format!(
-        "ofctl-{}",
-        digest(&json!({"subject": subject, "payload": payload, "since": since}))
-    )
 }
 
 #[cfg(test)]
@@ -264,29 +241,5 @@ mod tests {
             ),
             None
         );
-    }
-
-    #[test]
-    fn pending_state_arithmetic() {
-        let fresh = pending_state(None);
-        assert_eq!(fresh.get_i32("attempts").unwrap(), 0);
-        assert!(!fresh.get_bool("published").unwrap());
-        let retry = pending_state(Some(&doc! {"publishState": {
-        "published": false, "publishedAt": Bson::Null, "attempts": 2}}));
-        assert_eq!(retry.get_i32("attempts").unwrap(), 3);
-        let after_success = pending_state(Some(&doc! {"publishState": {
-        "published": true, "attempts": 4}}));
-        assert_eq!(after_success.get_i32("attempts").unwrap(), 0);
-    }
-
-    #[test]
-    fn message_ids_are_stable_across_retries_only() {
-        let p = json!({"version": "1"});
-        let s1 = pending_state(None);
-        let s2 = pending_state(Some(&doc! {"publishState": s1.clone()}));
-        assert_eq!(message_id("s", &p, &s1), message_id("s", &p, &s2));
-        let later =
-            doc! {"published": false, "publishedAt": mongodb::bson::DateTime::now(), "attempts": 0};
-        assert_ne!(message_id("s", &p, &s1), message_id("s", &p, &later));
     }
 }
