@@ -101,14 +101,13 @@ async fn desired_state_creates_then_converges_with_two_reads() {
     let (partitions, config) = live(&brokers, "tool-events.test").await.unwrap();
     assert_eq!((partitions, config.len()), (10, 0));
 
-    // Unchanged manifest: no changes, a metadata request per declared topic (9: a tenant's
-    // read does not grow with the cluster's topics) and one DescribeConfigs, no writes.
+    // Unchanged manifest: no changes, one metadata and one DescribeConfigs request, no writes.
     let again = ofctl(&["plan", "-f", m.arg(), "--log-level", "info"], &env);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stdout.contains("No changes"), "{again:?}");
     assert_eq!(
         again.logged_requests("read live state in")["kafka"],
-        json!({"reads": 10, "writes": 0}),
+        json!({"reads": 2, "writes": 0}),
         "{again:?}"
     );
 }
@@ -345,85 +344,49 @@ async fn a_create_that_finds_the_asked_for_topic_already_there_succeeds() {
     assert_eq!(live(&brokers, "retried").await.map(|l| l.0), Some(2));
 }
 
-/// Reads ask for the declared topics by name; that must not make the broker create them
-/// (librdkafka's admin client would allow auto-creation unless told not to), and a prune
-/// still sees every topic.
+/// Tenants on the same brokers share one fetch of the cluster's topic list (at most one a
+/// second), and a write through the client drops it, so a read right after sees the write.
 #[tokio::test]
-async fn a_named_read_creates_nothing_and_a_prune_lists_the_whole_cluster() {
+async fn tenants_share_the_topic_list_and_a_write_refreshes_it() {
+    use ofctl::provider::{OpAction, Operation, Provider, ReadScope};
     let (_server, brokers) = kafka();
-    let provider = ofctl::providers::kafka::KafkaProvider::new(&brokers).unwrap();
-    use ofctl::provider::{Provider, ReadScope};
-    let names = vec!["absent.one".to_string(), "absent.two".to_string()];
-    let read = provider
-        .read(
-            "KafkaTopic",
-            ReadScope {
-                names: &names,
-                all: false,
-            },
-        )
-        .await
-        .expect("named read");
-    assert!(read.is_empty(), "{read:?}");
-    let all = admin(&brokers)
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(5))
-        .expect("metadata");
-    let listed: Vec<&str> = all.topics().iter().map(|t| t.name()).collect();
-    assert!(
-        !listed.iter().any(|t| t.starts_with("absent.")),
-        "a named read created topics: {listed:?}"
+    let (a, b) = (
+        ofctl::providers::kafka::KafkaProvider::new(&brokers).unwrap(),
+        ofctl::providers::kafka::KafkaProvider::new(&brokers).unwrap(),
     );
-    // The control: this broker does create a topic a default client asks metadata for.
-    let control = admin(&brokers);
-    let _ = control
-        .inner()
-        .fetch_metadata(Some("absent.control"), Duration::from_secs(5));
-    assert!(
-        live(&brokers, "absent.control").await.is_some(),
-        "the broker no longer auto-creates, so this test proves nothing: find another control"
-    );
+    let names = vec!["shared.list".to_string()];
+    let scope = ReadScope {
+        names: &names,
+        all: false,
+    };
+    assert!(a.read("KafkaTopic", scope).await.unwrap().is_empty());
+    assert!(b.read("KafkaTopic", scope).await.unwrap().is_empty());
+    // A's read fetched the list; B's, within the second, used it (no DescribeConfigs either:
+    // nothing declared exists).
+    assert_eq!((a.requests().reads, b.requests().reads), (1, 0));
 
-    let m = ManifestDir::new();
-    m.write("ofctl.toml", &config(&brokers))
-        .write(
-            "a.yaml",
-            &topic("present.a", "  partitions: 1\n  replication_factor: 1"),
+    let desired = a
+        .normalize_desired(
+            "KafkaTopic",
+            "shared.list",
+            &json!({"partitions": 3, "replication_factor": 1}),
         )
-        .write(
-            "b.yaml",
-            &topic("present.b", "  partitions: 2\n  replication_factor: 1"),
-        );
+        .unwrap();
+    a.apply(Operation {
+        kind: "KafkaTopic",
+        name: "shared.list",
+        action: OpAction::Create,
+        desired: Some(&desired),
+        live: None,
+        force: false,
+    })
+    .await
+    .expect("create");
+    let seen = b.read("KafkaTopic", scope).await.unwrap();
     assert_eq!(
-        ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &[]).code,
-        0
+        seen.len(),
+        1,
+        "a read right after the create must see it: {seen:?}"
     );
-    let named = provider
-        .read(
-            "KafkaTopic",
-            ReadScope {
-                names: &["present.b".to_string()],
-                all: false,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(named.len(), 1);
-    assert_eq!(named[0].name, "present.b");
-    assert_eq!(named[0].spec["partitions"], 2, "{:?}", named[0].spec);
-    let everything = provider
-        .read(
-            "KafkaTopic",
-            ReadScope {
-                names: &[],
-                all: true,
-            },
-        )
-        .await
-        .unwrap();
-    let seen: Vec<&str> = everything.iter().map(|o| o.name.as_str()).collect();
-    assert!(
-        seen.contains(&"present.a") && seen.contains(&"present.b"),
-        "{seen:?}"
-    );
+    assert_eq!(seen[0].spec["partitions"], 3, "{:?}", seen[0].spec);
 }

@@ -10,7 +10,7 @@ mod normalize;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::admin::{
@@ -63,8 +63,8 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
     interpolate_spec_file: true,
 }];
 
-/// A read of at most this many declared topics asks for each by name (see `topics`).
-const NAMED_READ_LIMIT: usize = 16;
+/// How old the cluster's topic list may be when a read uses it (see [`Cluster`]).
+const METADATA_MAX_AGE: Duration = Duration::from_secs(1);
 /// How long a metadata request may take (the brokers being unreachable ends in this).
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per admin request; the operation timeout lets the controller finish topic creation first.
@@ -73,9 +73,25 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct KafkaProvider {
     brokers: String,
-    admin: Arc<AdminClient<DefaultClientContext>>,
+    cluster: Arc<Cluster>,
     counter: RequestCounter,
 }
+
+/// What every tenant on the same brokers shares: one admin client (and its librdkafka
+/// threads), and the cluster's topic list.
+///
+/// Metadata comes for every topic or for one: librdkafka has no request for a few named ones,
+/// and one-topic requests leave a topic object behind in the client that its threads scan
+/// for ever (a thousand tenants' topics took a core). So the whole list is fetched, at most
+/// once per [`METADATA_MAX_AGE`] for all tenants together (passes waiting meanwhile take the
+/// fetch under way), and dropped on any write through this client so a read after a write
+/// sees it.
+struct Cluster {
+    admin: AdminClient<DefaultClientContext>,
+    topics: tokio::sync::Mutex<Option<(Instant, Arc<Topics>)>>,
+}
+
+type Topics = HashMap<String, TopicInfo>;
 
 /// A topic as the cluster metadata describes it.
 struct TopicInfo {
@@ -110,10 +126,8 @@ fn code_error(what: &str, code: RDKafkaErrorCode) -> ProviderError {
 
 impl KafkaProvider {
     pub fn new(brokers: &str) -> Result<Self, ProviderError> {
-        // One admin client (and its librdkafka threads) per broker list in the process, shared
-        // by every tenant that uses those brokers.
-        let admin = crate::shared::get_or_make(brokers, || {
-            ClientConfig::new()
+        let cluster = crate::shared::get_or_make(brokers, || {
+            let admin = ClientConfig::new()
                 .set("bootstrap.servers", brokers)
                 .set("client.id", "ofctl")
                 // With sparse connections (the default) librdkafka connects to the brokers a
@@ -121,17 +135,18 @@ impl KafkaProvider {
                 // client's first two requests then waited ~50 ms (measured against noida-db:
                 // 1-8 ms without). An admin client talks to the brokers anyway.
                 .set("enable.sparse.connections", "false")
-                // A metadata request for named topics (a scoped read) must not make the
-                // broker create them: librdkafka's default for this client type is true.
-                .set("allow.auto.create.topics", "false")
                 .create::<AdminClient<DefaultClientContext>>()
                 .map_err(|e| {
                     ProviderError::permanent(format!("kafka: cannot create a client: {e}"))
-                })
+                })?;
+            Ok::<_, ProviderError>(Cluster {
+                admin,
+                topics: Default::default(),
+            })
         })?;
         Ok(Self {
             brokers: brokers.to_string(),
-            admin,
+            cluster,
             counter: RequestCounter::default(),
         })
     }
@@ -151,52 +166,45 @@ impl KafkaProvider {
         }
     }
 
-    /// Partitions and replication of topics: with `names`, a metadata request for each of
-    /// them (a few per tenant, whatever the cluster holds); without, one request for every
-    /// topic. Absent topics and internal ones (`__consumer_offsets`, ...) are left out.
-    async fn topics(
-        &self,
-        names: Option<&[String]>,
-    ) -> Result<HashMap<String, TopicInfo>, ProviderError> {
-        let admin = Arc::clone(&self.admin);
-        let requests: Vec<Option<String>> = match names {
-            Some(names) => names.iter().cloned().map(Some).collect(),
-            None => vec![None],
-        };
-        for _ in &requests {
-            self.counter.read();
+    /// Partitions and replication of every topic but the internal ones (`__consumer_offsets`,
+    /// ...), as fetched for any tenant less than [`METADATA_MAX_AGE`] ago (see [`Cluster`]).
+    async fn topics(&self) -> Result<Arc<Topics>, ProviderError> {
+        let mut cached = self.cluster.topics.lock().await;
+        if let Some((at, topics)) = &*cached {
+            if at.elapsed() < METADATA_MAX_AGE {
+                return Ok(Arc::clone(topics));
+            }
         }
+        self.counter.read();
+        let cluster = Arc::clone(&self.cluster);
         // librdkafka's metadata call blocks its thread until the answer or the timeout.
-        let answers = tokio::task::spawn_blocking(move || {
-            requests
-                .iter()
-                .map(|topic| {
-                    admin
-                        .inner()
-                        .fetch_metadata(topic.as_deref(), METADATA_TIMEOUT)
-                })
-                .collect::<Result<Vec<_>, _>>()
+        let metadata = tokio::task::spawn_blocking(move || {
+            cluster.admin.inner().fetch_metadata(None, METADATA_TIMEOUT)
         })
         .await
         .map_err(|e| ProviderError::transient(format!("kafka metadata request aborted: {e}")))?
         .map_err(|e| self.request_error("metadata request", e))?;
-        Ok(answers
-            .iter()
-            .flat_map(|metadata| metadata.topics())
-            .filter(|t| !t.name().starts_with("__") && t.error().is_none())
-            .map(|t| {
-                let partitions = t.partitions();
-                // Partition 0's replica count, as `kafka-topics --describe` reports it.
-                let replication_factor = partitions.first().map_or(0, |p| p.replicas().len());
-                (
-                    t.name().to_string(),
-                    TopicInfo {
-                        partitions: partitions.len(),
-                        replication_factor,
-                    },
-                )
-            })
-            .collect())
+        let topics: Arc<Topics> = Arc::new(
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| !t.name().starts_with("__") && t.error().is_none())
+                .map(|t| {
+                    let partitions = t.partitions();
+                    // Partition 0's replica count, as `kafka-topics --describe` reports it.
+                    let replication_factor = partitions.first().map_or(0, |p| p.replicas().len());
+                    (
+                        t.name().to_string(),
+                        TopicInfo {
+                            partitions: partitions.len(),
+                            replication_factor,
+                        },
+                    )
+                })
+                .collect(),
+        );
+        *cached = Some((Instant::now(), Arc::clone(&topics)));
+        Ok(topics)
     }
 
     /// One DescribeConfigs request for `names`: each topic's own overrides.
@@ -211,6 +219,7 @@ impl KafkaProvider {
         let specifiers: Vec<ResourceSpecifier<'_>> =
             names.iter().map(|n| ResourceSpecifier::Topic(n)).collect();
         let results = self
+            .cluster
             .admin
             .describe_configs(&specifiers, &Self::options())
             .await
@@ -265,6 +274,7 @@ impl KafkaProvider {
         );
         self.counter.write();
         let results = self
+            .cluster
             .admin
             .create_topics([&topic], &Self::options())
             .await
@@ -313,6 +323,7 @@ impl KafkaProvider {
         if let Some(total) = steps.grow_to {
             self.counter.write();
             let results = self
+                .cluster
                 .admin
                 .create_partitions([&NewPartitions::new(name, total)], &Self::options())
                 .await
@@ -326,6 +337,7 @@ impl KafkaProvider {
             );
             self.counter.write();
             let results = self
+                .cluster
                 .admin
                 .alter_configs([&alter], &Self::options())
                 .await
@@ -353,10 +365,7 @@ impl Provider for KafkaProvider {
         _kind: &str,
         scope: ReadScope<'_>,
     ) -> Result<Vec<Observed>, ProviderError> {
-        // Named reads while they stay few: the whole cluster's metadata grows with every
-        // tenant's topics, a request per declared topic does not.
-        let named = !scope.all && scope.names.len() <= NAMED_READ_LIMIT;
-        let topics = self.topics(named.then_some(scope.names)).await?;
+        let topics = self.topics().await?;
         let wanted: Vec<&str> = topics
             .keys()
             .map(String::as_str)
@@ -389,27 +398,34 @@ impl Provider for KafkaProvider {
     async fn apply(&self, op: Operation<'_>) -> Result<(), ProviderError> {
         let empty = Value::Null;
         let desired = op.desired.unwrap_or(&empty);
-        match op.action {
-            OpAction::Create => self.create(op.name, desired).await,
-            OpAction::Update => {
-                self.update(op.name, desired, op.live.unwrap_or(&empty))
-                    .await
-            }
-            OpAction::Delete => {
-                self.counter.write();
-                let results = self
-                    .admin
-                    .delete_topics(&[op.name], &Self::options())
-                    .await
-                    .map_err(|e| self.request_error("delete_topics", e))?;
-                // Already gone is what a delete wants.
-                Self::topic_result(
-                    "delete topic",
-                    results,
-                    &[RDKafkaErrorCode::UnknownTopicOrPartition],
-                )
+        let result = async {
+            match op.action {
+                OpAction::Create => self.create(op.name, desired).await,
+                OpAction::Update => {
+                    self.update(op.name, desired, op.live.unwrap_or(&empty))
+                        .await
+                }
+                OpAction::Delete => {
+                    self.counter.write();
+                    let results = self
+                        .cluster
+                        .admin
+                        .delete_topics(&[op.name], &Self::options())
+                        .await
+                        .map_err(|e| self.request_error("delete_topics", e))?;
+                    // Already gone is what a delete wants.
+                    Self::topic_result(
+                        "delete topic",
+                        results,
+                        &[RDKafkaErrorCode::UnknownTopicOrPartition],
+                    )
+                }
             }
         }
+        .await;
+        // Whatever the answer, the write may have changed the cluster: the next read fetches.
+        *self.cluster.topics.lock().await = None;
+        result
     }
 
     fn requests(&self) -> RequestCount {
