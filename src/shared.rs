@@ -8,7 +8,9 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 type Entries = HashMap<(TypeId, String), Weak<dyn Any + Send + Sync>>;
 
@@ -48,6 +50,50 @@ pub fn lazy<T: Send + Sync + 'static>(key: &str) -> Arc<tokio::sync::OnceCell<T>
     default(key)
 }
 
+/// A list read from a system many tenants share (a Kafka cluster's topics, a Tactical RMM's
+/// scripts) that every tenant's pass can use for a moment: fetched at most once per `max_age`
+/// for all holders, callers arriving during a fetch wait for its answer, and dropped by
+/// [`Snapshot::invalidate`] after a write, so a read after a write sees it. Without it, each
+/// tenant's pass would read the whole list, which grows with the number of tenants.
+pub struct Snapshot<T> {
+    slot: tokio::sync::Mutex<Option<(Instant, Arc<T>)>>,
+}
+
+impl<T> Default for Snapshot<T> {
+    fn default() -> Self {
+        Self {
+            slot: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T> Snapshot<T> {
+    /// The value fetched less than `max_age` ago, or a new one from `fetch` (an error is not
+    /// kept: the next caller fetches again).
+    pub async fn get<E, Fut>(
+        &self,
+        max_age: Duration,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Result<Arc<T>, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut slot = self.slot.lock().await;
+        if let Some((at, value)) = &*slot {
+            if at.elapsed() < max_age {
+                return Ok(Arc::clone(value));
+            }
+        }
+        let value = Arc::new(fetch().await?);
+        *slot = Some((Instant::now(), Arc::clone(&value)));
+        Ok(value)
+    }
+
+    pub async fn invalidate(&self) {
+        *self.slot.lock().await = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +117,25 @@ mod tests {
         let again = get_or_make::<String, ()>("shared-test://a", make).unwrap();
         assert_eq!(*again, "client");
         assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_fetched_once_per_max_age_and_again_after_invalidate() {
+        let fetches = std::sync::atomic::AtomicUsize::new(0);
+        let fetch =
+            || async { Ok::<_, ()>(fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) };
+        let snapshot = Snapshot::<usize>::default();
+        let long = Duration::from_secs(3600);
+        assert_eq!(*snapshot.get(long, fetch).await.unwrap(), 0);
+        assert_eq!(*snapshot.get(long, fetch).await.unwrap(), 0);
+        snapshot.invalidate().await;
+        assert_eq!(*snapshot.get(long, fetch).await.unwrap(), 1);
+        assert_eq!(*snapshot.get(Duration::ZERO, fetch).await.unwrap(), 2);
+        // A failed fetch is its caller's error; the next caller fetches again.
+        assert!(snapshot
+            .get(Duration::ZERO, || async { Err::<usize, _>(()) })
+            .await
+            .is_err());
+        assert_eq!(*snapshot.get(Duration::ZERO, fetch).await.unwrap(), 3);
     }
 }

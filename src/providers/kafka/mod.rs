@@ -10,7 +10,7 @@ mod normalize;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::admin::{
@@ -88,7 +88,7 @@ pub struct KafkaProvider {
 /// sees it.
 struct Cluster {
     admin: AdminClient<DefaultClientContext>,
-    topics: tokio::sync::Mutex<Option<(Instant, Arc<Topics>)>>,
+    topics: crate::shared::Snapshot<Topics>,
 }
 
 type Topics = HashMap<String, TopicInfo>;
@@ -169,12 +169,13 @@ impl KafkaProvider {
     /// Partitions and replication of every topic but the internal ones (`__consumer_offsets`,
     /// ...), as fetched for any tenant less than [`METADATA_MAX_AGE`] ago (see [`Cluster`]).
     async fn topics(&self) -> Result<Arc<Topics>, ProviderError> {
-        let mut cached = self.cluster.topics.lock().await;
-        if let Some((at, topics)) = &*cached {
-            if at.elapsed() < METADATA_MAX_AGE {
-                return Ok(Arc::clone(topics));
-            }
-        }
+        self.cluster
+            .topics
+            .get(METADATA_MAX_AGE, || self.fetch_topics())
+            .await
+    }
+
+    async fn fetch_topics(&self) -> Result<Topics, ProviderError> {
         self.counter.read();
         let cluster = Arc::clone(&self.cluster);
         // librdkafka's metadata call blocks its thread until the answer or the timeout.
@@ -184,27 +185,23 @@ impl KafkaProvider {
         .await
         .map_err(|e| ProviderError::transient(format!("kafka metadata request aborted: {e}")))?
         .map_err(|e| self.request_error("metadata request", e))?;
-        let topics: Arc<Topics> = Arc::new(
-            metadata
-                .topics()
-                .iter()
-                .filter(|t| !t.name().starts_with("__") && t.error().is_none())
-                .map(|t| {
-                    let partitions = t.partitions();
-                    // Partition 0's replica count, as `kafka-topics --describe` reports it.
-                    let replication_factor = partitions.first().map_or(0, |p| p.replicas().len());
-                    (
-                        t.name().to_string(),
-                        TopicInfo {
-                            partitions: partitions.len(),
-                            replication_factor,
-                        },
-                    )
-                })
-                .collect(),
-        );
-        *cached = Some((Instant::now(), Arc::clone(&topics)));
-        Ok(topics)
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| !t.name().starts_with("__") && t.error().is_none())
+            .map(|t| {
+                let partitions = t.partitions();
+                // Partition 0's replica count, as `kafka-topics --describe` reports it.
+                let replication_factor = partitions.first().map_or(0, |p| p.replicas().len());
+                (
+                    t.name().to_string(),
+                    TopicInfo {
+                        partitions: partitions.len(),
+                        replication_factor,
+                    },
+                )
+            })
+            .collect())
     }
 
     /// One DescribeConfigs request for `names`: each topic's own overrides.
@@ -424,7 +421,7 @@ impl Provider for KafkaProvider {
         }
         .await;
         // Whatever the answer, the write may have changed the cluster: the next read fetches.
-        *self.cluster.topics.lock().await = None;
+        self.cluster.topics.invalidate().await;
         result
     }
 

@@ -8,7 +8,8 @@
 mod normalize;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -79,6 +80,8 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
 /// The list query: community scripts so a declared builtin name is caught, hidden ones so a
 /// managed script someone hid is found rather than created twice (apis.md §3 [EMU]).
 const LIST_PATH: &str = "/scripts/?showCommunityScripts=true&showHiddenScripts=true";
+/// How old the script list may be when a read uses it (see `TacticalProvider::scripts`).
+const LIST_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// What the last read learned about a live script that apply needs and the spec leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +101,9 @@ pub struct TacticalProvider {
     posted: Mutex<HashSet<String>>,
     /// Named in each script's description marker: only this tenant's scripts are pruned.
     owner: Owner,
+    /// The script list, shared by every provider with this URL and API key: TRMM lists all
+    /// scripts (no filter by name), so tenants sharing one would each read every tenant's.
+    scripts: Arc<crate::shared::Snapshot<Vec<Listed>>>,
 }
 
 /// One row of `GET /scripts/`.
@@ -117,7 +123,12 @@ impl TacticalProvider {
         owner: Owner,
         tls: &Tls,
     ) -> Result<Self, ProviderError> {
+        let list_key = format!(
+            "tactical#{url}#{}",
+            crate::json::digest(&Value::String(api_key.to_string()))
+        );
         Ok(Self {
+            scripts: crate::shared::default(&list_key),
             http: HttpClient::new(
                 System::Tactical,
                 url,
@@ -152,6 +163,12 @@ impl TacticalProvider {
         }
     }
 
+    /// The script list as read for any tenant on this TRMM less than [`LIST_MAX_AGE`] ago.
+    async fn scripts(&self) -> Result<Arc<Vec<Listed>>, ProviderError> {
+        self.scripts.get(LIST_MAX_AGE, || self.list()).await
+    }
+
+    /// The script list as it is now.
     async fn list(&self) -> Result<Vec<Listed>, ProviderError> {
         let response = self.call(Method::GET, LIST_PATH, None).await?;
         if !response.is_success() {
@@ -229,7 +246,10 @@ impl TacticalProvider {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(), ProviderError> {
-        let response = self.call(method.clone(), path, body).await?;
+        let response = self.call(method.clone(), path, body).await;
+        // Whatever the answer, the write may have changed the list: the next read fetches it.
+        self.scripts.invalidate().await;
+        let response = response?;
         if response.is_success() {
             Ok(())
         } else {
@@ -269,16 +289,17 @@ impl Provider for TacticalProvider {
         System::Tactical
     }
 
-    /// One list request, then one detail request per declared script that exists (the list
-    /// has no `script_body`); with `scope.all` (`--prune`, export) one per userdefined script.
+    /// One list request (shared for a second with every tenant on this TRMM), then one detail
+    /// request per declared script that exists (the list has no `script_body`); with
+    /// `scope.all` (`--prune`, export) one per userdefined script.
     async fn read(
         &self,
         _kind: &str,
         scope: ReadScope<'_>,
     ) -> Result<Vec<Observed>, ProviderError> {
-        let listed = self.list().await?;
+        let listed = self.scripts().await?;
         let mut by_name: BTreeMap<&str, Vec<&Listed>> = BTreeMap::new();
-        for l in &listed {
+        for l in listed.iter() {
             if let Some(name) = l.row.get("name").and_then(Value::as_str) {
                 by_name.entry(name).or_default().push(l);
             }
