@@ -18,6 +18,7 @@
 
 mod auth;
 mod files;
+mod packed;
 pub use auth::AUDIT_TARGET;
 /// Log target of the line saying where `ofctl watch` listens (shown by default).
 pub const SERVE_TARGET: &str = "ofctl::serve";
@@ -44,6 +45,7 @@ use crate::manifest::{self, Manifest};
 use crate::metrics::{ChangeLabels, Metrics, PassLabels, TenantLabels};
 use crate::plan::{Action, Change, PlanOptions};
 use crate::resource::{annotations, Address};
+use packed::PackedManifest;
 
 /// Name of the per-tenant reconcile lock (beside the platform's job locks).
 pub const RECONCILE_LOCK: &str = "ofctlReconcile";
@@ -196,7 +198,7 @@ pub struct TenantView {
     pub config: TargetConfig,
     pub manifest_dir: PathBuf,
     /// The last manifest that validated (none before the first good load); the loop's own.
-    pub manifest: Option<Arc<Manifest>>,
+    pub manifest: Option<Arc<PackedManifest>>,
     pub locks: LockMode,
     /// A clone of the loop's engine: API requests reuse its connections.
     pub engine: Engine,
@@ -263,7 +265,7 @@ struct TenantLoop {
     config: TargetConfig,
     /// The last manifest that validated; a broken edit never replaces it. Shared with the
     /// tenant's [`TenantView`] (one copy per tenant).
-    manifest: Option<Arc<Manifest>>,
+    manifest: Option<Arc<PackedManifest>>,
     engine: Engine,
     locks: LockMode,
     interval_override: Option<Duration>,
@@ -380,7 +382,7 @@ impl TenantLoop {
                 if let Ok(mut d) = self.declared_connectors.write() {
                     *d = connectors;
                 }
-                self.manifest = Some(Arc::new(m));
+                self.manifest = Some(Arc::new(PackedManifest::pack(m)));
                 Ok(())
             }
             Err(errors) => Err(errors.to_string()),
@@ -432,7 +434,7 @@ impl TenantLoop {
                 engine: self.engine.clone(),
             });
         }
-        if let Some(manifest) = self.manifest.as_deref().cloned() {
+        if let Some(manifest) = self.manifest.as_deref().map(PackedManifest::unpack) {
             let handle = Arc::clone(&self.handle);
             let _in_process = handle.gate.lock().await;
             let at_most = self.config.watch().lock_at_most_for;

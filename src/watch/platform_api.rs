@@ -239,7 +239,7 @@ fn resource_from_request(kind: &str, name: &str, spec: Value) -> Result<Resource
 /// wherever live state already matches; different, it is refused with 409 naming the file, the
 /// line and each differing field (never a value), since the next reconcile pass would undo it.
 fn check_manifest_ownership(view: &TenantView, resources: &[Resource]) -> Result<(), ApiError> {
-    let Some(manifest) = &view.manifest else {
+    let Some(manifest) = view.manifest.as_deref().map(super::PackedManifest::unpack) else {
         return Ok(());
     };
     let mut engine = view.engine.clone();
@@ -248,7 +248,7 @@ fn check_manifest_ownership(view: &TenantView, resources: &[Resource]) -> Result
         let Some(declared) = manifest.get(&r.address) else {
             continue;
         };
-        if policy_of(&r.address, manifest) != DriftPolicy::Heal {
+        if policy_of(&r.address, &manifest) != DriftPolicy::Heal {
             continue;
         }
         let fields = differing_fields(
