@@ -63,8 +63,9 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
     interpolate_spec_file: true,
 }];
 
-/// How old the cluster's topic list may be when a read uses it (see [`Cluster`]).
-const METADATA_MAX_AGE: Duration = Duration::from_secs(1);
+/// How old the cluster's topic list may be when a read uses it (see [`Cluster`]): a change
+/// made elsewhere shows up this much later, next to a watch interval of a minute.
+const METADATA_MAX_AGE: Duration = Duration::from_secs(5);
 /// How long a metadata request may take (the brokers being unreachable ends in this).
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per admin request; the operation timeout lets the controller finish topic creation first.

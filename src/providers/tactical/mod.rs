@@ -80,8 +80,9 @@ pub static KINDS: [KindInfo; 1] = [KindInfo {
 /// The list query: community scripts so a declared builtin name is caught, hidden ones so a
 /// managed script someone hid is found rather than created twice (apis.md §3 [EMU]).
 const LIST_PATH: &str = "/scripts/?showCommunityScripts=true&showHiddenScripts=true";
-/// How old the script list may be when a read uses it (see `TacticalProvider::scripts`).
-const LIST_MAX_AGE: Duration = Duration::from_secs(1);
+/// How old the script list may be when a read uses it (see `TacticalProvider::scripts`): a
+/// change made elsewhere shows up this much later, next to a watch interval of a minute.
+const LIST_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// What the last read learned about a live script that apply needs and the spec leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -103,16 +104,19 @@ pub struct TacticalProvider {
     owner: Owner,
     /// The script list, shared by every provider with this URL and API key: TRMM lists all
     /// scripts (no filter by name), so tenants sharing one would each read every tenant's.
-    scripts: Arc<crate::shared::Snapshot<Vec<Listed>>>,
+    scripts: Arc<crate::shared::Snapshot<ScriptList>>,
 }
 
-/// One row of `GET /scripts/`.
+/// One row of `GET /scripts/`, as far as reads need it.
 #[derive(Debug)]
 struct Listed {
     id: u64,
     builtin: bool,
-    row: Value,
 }
+
+/// `GET /scripts/` by name (names are not unique in TRMM), built once per fetch so that each
+/// tenant's read looks its names up instead of walking every tenant's scripts.
+type ScriptList = BTreeMap<String, Vec<Listed>>;
 
 impl TacticalProvider {
     /// A provider sending at most `concurrency` requests at a time.
@@ -164,12 +168,12 @@ impl TacticalProvider {
     }
 
     /// The script list as read for any tenant on this TRMM less than [`LIST_MAX_AGE`] ago.
-    async fn scripts(&self) -> Result<Arc<Vec<Listed>>, ProviderError> {
+    async fn scripts(&self) -> Result<Arc<ScriptList>, ProviderError> {
         self.scripts.get(LIST_MAX_AGE, || self.list()).await
     }
 
     /// The script list as it is now.
-    async fn list(&self) -> Result<Vec<Listed>, ProviderError> {
+    async fn list(&self) -> Result<ScriptList, ProviderError> {
         let response = self.call(Method::GET, LIST_PATH, None).await?;
         if !response.is_success() {
             return Err(self.http.status_error(&Method::GET, LIST_PATH, &response));
@@ -180,16 +184,20 @@ impl TacticalProvider {
                 response.body
             ))
         })?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                Some(Listed {
-                    id: row.get("id")?.as_u64()?,
-                    builtin: row.get("script_type").and_then(Value::as_str) == Some("builtin"),
-                    row: row.clone(),
-                })
-            })
-            .collect())
+        let mut list = ScriptList::new();
+        for row in rows {
+            let (Some(id), Some(name)) = (
+                row.get("id").and_then(Value::as_u64),
+                row.get("name").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            list.entry(name.to_string()).or_default().push(Listed {
+                id,
+                builtin: row.get("script_type").and_then(Value::as_str) == Some("builtin"),
+            });
+        }
+        Ok(list)
     }
 
     /// The full script, with its body; `None` when it was deleted since the list was read.
@@ -220,10 +228,7 @@ impl TacticalProvider {
     /// of that name that differs is an error: ofctl cannot tell it from someone else's.
     async fn created_earlier(&self, name: &str, desired: &Value) -> Result<bool, ProviderError> {
         let listed = self.list().await?;
-        let rows: Vec<&Listed> = listed
-            .iter()
-            .filter(|l| l.row.get("name").and_then(Value::as_str) == Some(name))
-            .collect();
+        let rows: Vec<&Listed> = listed.get(name).into_iter().flatten().collect();
         let Some(found) = resolve_declared(name, &rows)? else {
             return Ok(false);
         };
@@ -289,7 +294,7 @@ impl Provider for TacticalProvider {
         System::Tactical
     }
 
-    /// One list request (shared for a second with every tenant on this TRMM), then one detail
+    /// One list request (shared for a few seconds with every tenant on this TRMM), then one detail
     /// request per declared script that exists (the list has no `script_body`); with
     /// `scope.all` (`--prune`, export) one per userdefined script.
     async fn read(
@@ -297,17 +302,11 @@ impl Provider for TacticalProvider {
         _kind: &str,
         scope: ReadScope<'_>,
     ) -> Result<Vec<Observed>, ProviderError> {
-        let listed = self.scripts().await?;
-        let mut by_name: BTreeMap<&str, Vec<&Listed>> = BTreeMap::new();
-        for l in listed.iter() {
-            if let Some(name) = l.row.get("name").and_then(Value::as_str) {
-                by_name.entry(name).or_default().push(l);
-            }
-        }
+        let by_name = self.scripts().await?;
         let mut wanted = Vec::new();
         for name in scope.names {
-            let rows = by_name.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-            if let Some(l) = resolve_declared(name, rows)? {
+            let rows: Vec<&Listed> = by_name.get(name).into_iter().flatten().collect();
+            if let Some(l) = resolve_declared(name, &rows)? {
                 wanted.push((name.to_string(), l.id));
             }
         }
@@ -315,7 +314,7 @@ impl Provider for TacticalProvider {
             // Undeclared userdefined scripts with a unique name, complete with their bodies
             // (export writes them out, prune fingerprints them). A name shared by several
             // cannot be addressed, so those are left alone (never pruned).
-            for (name, rows) in &by_name {
+            for (name, rows) in by_name.iter() {
                 if let [l] = rows.as_slice() {
                     if !l.builtin && !scope.names.iter().any(|n| n == name) {
                         wanted.push((name.to_string(), l.id));
@@ -414,11 +413,7 @@ mod tests {
     use serde_json::json;
 
     fn listed(id: u64, builtin: bool) -> Listed {
-        Listed {
-            id,
-            builtin,
-            row: json!({"id": id, "name": "S"}),
-        }
+        Listed { id, builtin }
     }
 
     #[test]
