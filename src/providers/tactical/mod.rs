@@ -410,7 +410,6 @@ impl Provider for TacticalProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn listed(id: u64, builtin: bool) -> Listed {
         Listed { id, builtin }
