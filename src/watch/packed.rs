@@ -3,9 +3,10 @@
 //!
 //! A loaded manifest of the shipped desired state holds about 270 KB of `Value` maps (keys,
 //! index tables, boxed strings) for 110 KB of YAML; a thousand tenants kept them at 270 MB.
-//! Tenants' specs are alike (one platform's desired state with different names), and deflated
-//! they take about a tenth of their JSON text. A pass unpacks (inflate plus one JSON parse)
-//! where it used to clone the trees, which costs about as much.
+//! Deflated, the specs take a fraction of their JSON text (the test below checks under a third
+//! for the shipped Pinot specs); at 1,000 tenants RSS went from 519 to 281 MB. A pass unpacks
+//! (inflate plus one JSON parse) where it used to clone the trees, which costs about as much
+//! (8.6 ms per pass of one tenant either way).
 
 use std::io::Read;
 
