@@ -24,7 +24,9 @@
 //! With `OFCTL_BENCH_REPLICAS=2`, two replicas share the tenants through their locks: after
 //! the same settling it counts each replica's passes over the window (ok, and skipped because
 //! the other held the lock), then stops one (SIGTERM) and measures how long until the other
-//! has run a pass of every tenant: `replicas=2 tenants=N a_ok=… b_ok=… skipped=… handover_s=…`.
+//! has run a pass of every tenant:
+//! `replicas=2 tenants=N a_ok=… b_ok=… skipped=… a_stop_s=… handover_s=…`, where `a_stop_s` is
+//! how long the stopped replica took to exit (past 20 s the harness kills it).
 //!
 //! Settings: `OFCTL_BENCH_TENANTS` (default 1000), `OFCTL_BENCH_INTERVAL` (default `60s`).
 
@@ -215,6 +217,9 @@ async fn two_replicas(mut a: Watch, b: Watch, n: usize, interval: Duration) -> R
     let (_, at_stop) = b.get("/metrics").await;
     let stopped = Instant::now();
     a.terminate();
+    // The harness waits 20 s for SIGTERM, then kills: a kill leaves the locks of A's passes in
+    // flight until lock_at_most_for, so how long A took to stop says which one happened.
+    let a_stop_s = stopped.elapsed().as_secs_f64();
     let limit = interval * 3;
     let handover = Watch::until(limit, || async {
         let (_, now) = b.get("/metrics").await;
@@ -230,7 +235,7 @@ async fn two_replicas(mut a: Watch, b: Watch, n: usize, interval: Duration) -> R
         loadavg()
     );
     println!(
-        "replicas=2 tenants={n} a_ok={a_ok} b_ok={b_ok} skipped={} handover_s={handover}",
+        "replicas=2 tenants={n} a_ok={a_ok} b_ok={b_ok} skipped={} a_stop_s={a_stop_s:.1} handover_s={handover}",
         a_skipped + b_skipped
     );
     Ok(())
