@@ -342,30 +342,10 @@ async fn unpublished_updates_are_republished_once_until_attempts_run_out() {
     .write(
         "streams.yaml",
         &support::stream("TOOL_UPDATE", "  subjects: [\"machine.*.tool.*.update\"]"),
-    )
-    .write(
-        "agents.yaml",
-        "apiVersion: ofctl.openframe.io/v1\nkind: ToolAgent\nmetadata:\n  name: fleetmdm-agent\nspecFile: agents/fleetmdm-agent.json\n",
-    )
-    .write(
-        "agents/fleetmdm-agent.json",
-        &std::fs::read_to_string(
-            support::repo_root().join("desired-state/mongo/agents/fleetmdm-agent.json"),
-        )
-        .unwrap(),
-    )
-    // DISABLED: the platform's fallback never publishes it, pending or never published.
-    .write(
-        "disabled.yaml",
-        "apiVersion: ofctl.openframe.io/v1\nkind: ToolAgent\nmetadata:\n  name: tacticalrmm-agent\nspecFile: agents/tacticalrmm-agent.json\n",
-    )
-    .write(
-        "agents/tacticalrmm-agent.json",
-        &std::fs::read_to_string(
-            support::repo_root().join("desired-state/mongo/agents/tacticalrmm-agent.json"),
-        )
-        .unwrap(),
     );
+    shipped_agent(&m, "agents.yaml", "fleetmdm-agent");
+    // DISABLED: the platform's fallback never publishes it, pending or never published.
+    shipped_agent(&m, "disabled.yaml", "tacticalrmm-agent");
     let watch = Watch::start(&["-f", m.arg()]);
     let ready = Watch::until(Duration::from_secs(20), || async {
         watch.get("/readyz").await.0 == 200
@@ -588,5 +568,20 @@ async fn a_connector_that_stays_failed_is_alerted_and_resolved_when_healthy() {
         "{:?}\n{}",
         alerts(&mongo_uri).await,
         watch.log()
+    );
+}
+
+/// Declares the shipped ToolAgent `name` in `file`, with its spec file from desired-state/.
+fn shipped_agent(m: &ManifestDir, file: &str, name: &str) {
+    m.write(
+        file,
+        &format!("apiVersion: ofctl.openframe.io/v1\nkind: ToolAgent\nmetadata:\n  name: {name}\nspecFile: agents/{name}.json\n"),
+    )
+    .write(
+        &format!("agents/{name}.json"),
+        &std::fs::read_to_string(
+            support::repo_root().join(format!("desired-state/mongo/agents/{name}.json")),
+        )
+        .unwrap(),
     );
 }

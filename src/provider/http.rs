@@ -1,7 +1,7 @@
 //! The JSON-over-HTTP plumbing the REST providers (Pinot, Kafka Connect, Tactical RMM) share:
 //! one client per system with timeouts, a limit on requests in flight, request counting and
 //! error mapping. The connection pool underneath is the process's one per trust setting
-//! ([`super::shared`]): a thousand tenants' providers reach the same servers over the same
+//! ([`crate::shared`]): a thousand tenants' providers reach the same servers over the same
 //! keep-alive connections, and TLS roots are loaded once, not per tenant and system.
 
 use std::time::Duration;
