@@ -162,10 +162,46 @@ impl LockMode {
     /// Gives back what [`LockMode::acquire`] took; a failure is only logged (the lock then
     /// expires after lockAtMostFor).
     pub async fn release(&self, acquired: Acquired, what: &str) {
-        if let (LockMode::Redis(locks), Acquired::Held(guard)) = (self, acquired) {
-            if let Err(e) = locks.release(*guard).await {
+        self.release_to_rest(acquired, what).await;
+    }
+
+    /// [`LockMode::release`], returning the lock when it stays in Redis for the rest of its
+    /// lockAtLeastFor, so its holder can give it up early ([`Resting::give_up`]).
+    pub async fn release_to_rest(&self, acquired: Acquired, what: &str) -> Option<Resting> {
+        let (LockMode::Redis(locks), Acquired::Held(guard)) = (self, acquired) else {
+            return None;
+        };
+        let resting = (!guard.remaining_at_least().is_zero()).then(|| Resting {
+            locks: (**locks).clone(),
+            key: guard.key.clone(),
+            value: guard.value.clone(),
+        });
+        match locks.release(*guard).await {
+            Ok(()) => resting,
+            Err(e) => {
                 tracing::warn!("releasing the lock of {what}: {e}");
+                None
             }
+        }
+    }
+}
+
+/// A released lock resting out its lockAtLeastFor.
+pub struct Resting {
+    locks: Locks,
+    key: String,
+    value: String,
+}
+
+impl Resting {
+    /// Deletes the lock now if it still holds our value (a peer's lock is left alone).
+    pub async fn give_up(self) {
+        if let Err(e) = self
+            .locks
+            .release_key(&self.key, &self.value, Duration::ZERO)
+            .await
+        {
+            tracing::warn!("giving up the rest of lock {}: {e}", self.key);
         }
     }
 }

@@ -34,7 +34,8 @@ pub struct JobLabels {
     pub result: String,
 }
 
-/// Why a pass or job run was skipped (`locked_elsewhere`, `lock_unavailable`).
+/// Why a pass or job run was skipped (`locked_elsewhere`, `passed_elsewhere`,
+/// `lock_unavailable`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SkipLabels {
     pub tenant: String,
@@ -114,7 +115,7 @@ impl Default for Metrics {
         registry.register("errors", "Errors by kind", errors.clone());
         registry.register(
             "skipped_runs",
-            "Passes and job runs skipped, by reason (locked_elsewhere, lock_unavailable)",
+            "Passes and job runs skipped, by reason (locked_elsewhere, passed_elsewhere, lock_unavailable)",
             skips.clone(),
         );
         registry.register(
@@ -176,6 +177,13 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Drops a tenant's drift gauge (this replica no longer knows its drift).
+    pub fn forget_drift(&self, tenant: &str) {
+        self.drift.remove(&TenantLabels {
+            tenant: tenant.to_string(),
+        });
     }
 
     /// Drops a removed tenant's series: its drift gauge, pass counters and loop restarts.

@@ -218,6 +218,106 @@ async fn three_replicas_run_each_job_once_per_interval_and_one_pass_at_a_time() 
     );
 }
 
+/// Interval passes that ran (`ok`) per tenant, from a replica's metrics.
+async fn interval_passes(replica: &Watch, tenants: &[String]) -> Vec<u64> {
+    let (_, metrics) = replica.get("/metrics").await;
+    tenants
+        .iter()
+        .map(|t| {
+            metric(
+                &metrics,
+                &format!("ofctl_reconcile_passes_total{{tenant=\"{t}\",trigger=\"interval\",result=\"ok\"}}"),
+            )
+        })
+        .collect()
+}
+
+/// Two replicas of twelve tenants: an interval pass takes the tenant's turn for half the
+/// interval, so together the replicas pass each tenant about once per interval (without turns
+/// each would pass every tenant), both get a share, and when one stops (giving up its turns)
+/// the other passes every tenant within about an interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_split_the_tenants_and_one_takes_them_all_when_the_other_stops() {
+    let (_n, nats_url) = nats();
+    let (_r, redis_url) = redis();
+    let root = ManifestDir::new();
+    let tenants: Vec<String> = (0..12).map(|i| format!("t{i:02}")).collect();
+    for (i, t) in tenants.iter().enumerate() {
+        root.write(
+            &format!("{t}/ofctl.toml"),
+            &base_config(t, &nats_url, &redis_url),
+        )
+        .write(
+            &format!("{t}/s.yaml"),
+            &stream(&format!("SPLIT{i}"), &format!("  subjects: [split{i}.>]")),
+        );
+    }
+    let mut replicas: Vec<Watch> = (0..2)
+        .map(|_| Watch::start_with_env(&["--tenants-dir", root.arg()], &[LOG]))
+        .collect();
+    assert!(
+        all_ready(&replicas, Duration::from_secs(30)).await,
+        "{}",
+        logs(&replicas)
+    );
+    // The first interval passes fall anywhere in [interval/2, 3·interval/2) (interval 1 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut before = Vec::new();
+    for r in &replicas {
+        before.push(interval_passes(r, &tenants).await);
+    }
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut shares = Vec::new();
+    for (r, was) in replicas.iter().zip(&before) {
+        let now = interval_passes(r, &tenants).await;
+        shares.push(now.iter().zip(was).map(|(n, w)| n - w).sum::<u64>());
+    }
+    let due = tenants.len() as f64 * window.elapsed().as_secs_f64();
+    let total: u64 = shares.iter().sum();
+    eprintln!(
+        "{} tenants, {:.1} s: {due:.0} interval passes due, replicas ran {shares:?}",
+        tenants.len(),
+        window.elapsed().as_secs_f64()
+    );
+    assert!(
+        (0.6 * due..=1.4 * due).contains(&(total as f64)),
+        "about one pass per tenant per interval in all, not one per replica: {shares:?} of {due:.0} due\n{}",
+        logs(&replicas)
+    );
+    assert!(
+        shares.iter().all(|s| *s as f64 >= 0.1 * due),
+        "both replicas get a share: {shares:?}"
+    );
+    let took_turns = metric_sum(
+        &replicas,
+        "ofctl_skipped_runs_total{tenant=\"t00\",work=\"reconcile\",reason=\"passed_elsewhere\"}",
+    )
+    .await;
+    assert!(took_turns > 0, "{}", logs(&replicas));
+
+    // Stopping one hands every tenant to the other.
+    let at_stop = interval_passes(&replicas[1], &tenants).await;
+    assert_eq!(replicas[0].terminate(), Some(0), "{}", replicas[0].log());
+    let stopped = Instant::now();
+    let handover = Watch::until(Duration::from_secs(6), || async {
+        let now = interval_passes(&replicas[1], &tenants).await;
+        now.iter().zip(&at_stop).all(|(n, w)| n > w)
+    })
+    .await;
+    assert!(
+        handover.is_some(),
+        "after the other stopped, not every tenant was passed: {:?} -> {:?}\n{}",
+        at_stop,
+        interval_passes(&replicas[1], &tenants).await,
+        replicas[1].log()
+    );
+    eprintln!(
+        "every tenant passed by the remaining replica {:.1} s after the other stopped",
+        stopped.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_stops_every_pass_and_job_and_all_resume_after_it() {
     let (_n, nats_url) = nats();

@@ -13,7 +13,12 @@
 //!
 //! With `[redis]` configured, a pass whose lock cannot be taken does not run (fail closed). A
 //! pass starts no change after 90 % of `lock_at_most_for`, and its lock is renewed while it
-//! runs. With `prune = true` a delete happens only when two consecutive passes over the same
+//! runs. Replicas share the tenants through a second lock, the tenant's interval turn: an
+//! interval pass takes it and leaves it resting for half the interval, so a peer whose interval
+//! pass falls in that half skips it; each tenant is then passed about once per interval by
+//! whichever replica's schedule comes first after the rest, which splits the tenants about
+//! evenly. File and job passes need only the reconcile lock. A stopping loop gives its resting
+//! turn up, so a peer takes the tenant at its next interval pass. With `prune = true` a delete happens only when two consecutive passes over the same
 //! manifest plan it, and the engine's prune guards (empty systems, `max_deletes`) apply.
 
 mod auth;
@@ -40,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{ApplyOptions, Status};
 use crate::config::{ConfigError, TargetConfig};
 use crate::engine::Engine;
-use crate::lock::{Acquired, LockMode};
+use crate::lock::{Acquired, LockMode, Resting};
 use crate::manifest::{self, Manifest};
 use crate::metrics::{ChangeLabels, Metrics, PassLabels, TenantLabels};
 use crate::plan::{Action, Change, PlanOptions};
@@ -49,6 +54,15 @@ use packed::PackedManifest;
 
 /// Name of the per-tenant reconcile lock (beside the platform's job locks).
 pub const RECONCILE_LOCK: &str = "ofctlReconcile";
+
+/// Name of the per-tenant lock an interval pass also takes and leaves to rest for half the
+/// interval (ShedLock's lockAtLeastFor): replicas then take turns instead of each passing
+/// every tenant, and which replica's turn comes first decides, so tenants split about evenly.
+pub const INTERVAL_TURN_LOCK: &str = "ofctlIntervalTurn";
+
+/// Skip reason of an interval pass whose turn another replica took within the last half
+/// interval.
+const PASSED_ELSEWHERE: &str = "passed_elsewhere";
 
 /// First wait before restarting a tenant loop that died; doubles up to [`RESTART_MAX`].
 const RESTART_MIN: Duration = Duration::from_secs(1);
@@ -283,6 +297,9 @@ struct TenantLoop {
     planned_deletes: Option<(String, BTreeSet<Address>)>,
     /// The files as they were when last loaded without error.
     loaded: Option<Fingerprint>,
+    /// The last interval turn this loop took, while it may still rest: given up when the loop
+    /// stops, so a peer takes the tenant at its next turn instead of after the rest.
+    resting_turn: Option<Resting>,
 }
 
 /// Path, size and modification time of every file of a target (its manifest folder and its
@@ -335,6 +352,26 @@ impl TenantLoop {
         let jitter = self.config.watch().jitter;
         let factor = 1.0 + rand::thread_rng().gen_range(-jitter..=jitter);
         base.mul_f64(factor.max(0.05))
+    }
+
+    /// The reconcile lock, and for an interval pass the tenant's turn, which stays taken for
+    /// half the interval: a peer whose interval pass comes within it skips (its turn was
+    /// taken), and the tenant goes to whichever replica comes first after it.
+    async fn take_pass_locks(&self, trigger: &str, at_most: Duration) -> PassLocks {
+        let pass = self
+            .locks
+            .acquire(RECONCILE_LOCK, at_most, Duration::ZERO)
+            .await;
+        let turn = if trigger == "interval" && pass.skip_reason().is_none() {
+            let rest = self
+                .interval_override
+                .unwrap_or(self.config.watch().interval)
+                / 2;
+            Some(self.locks.acquire(INTERVAL_TURN_LOCK, at_most, rest).await)
+        } else {
+            None
+        };
+        PassLocks { pass, turn }
     }
 
     /// Says once, when the loop starts or its config changes, what locking will not do.
@@ -434,26 +471,28 @@ impl TenantLoop {
                 engine: self.engine.clone(),
             });
         }
-        if let Some(manifest) = self.manifest.as_deref().map(PackedManifest::unpack) {
+        if let Some(packed) = self.manifest.clone() {
             let handle = Arc::clone(&self.handle);
             let _in_process = handle.gate.lock().await;
             let at_most = self.config.watch().lock_at_most_for;
-            let acquired = self
-                .locks
-                .acquire(RECONCILE_LOCK, at_most, Duration::ZERO)
-                .await;
-            if let Some(reason) = acquired.skip_reason() {
+            let locks = self.take_pass_locks(trigger, at_most).await;
+            if let Some(reason) = locks.skip_reason() {
                 // No lock, no reconcile: two replicas applying at once is worse than a late pass.
                 record.skipped = true;
-                if let Acquired::Unavailable(why) = &acquired {
+                if let Some(why) = locks.unavailable() {
                     record.error = Some(format!("not run, the lock service is unavailable: {why}"));
+                }
+                if reason == PASSED_ELSEWHERE {
+                    // The replica that took this turn reports the tenant's drift; a figure
+                    // kept here would go stale.
+                    self.shared.metrics.forget_drift(&self.id);
                 }
                 self.shared.metrics.skipped(&self.id, "reconcile", reason);
             } else {
                 tracing::debug!(tenant = %self.id, "reconcile lock taken");
-                let stop = work_stop(&self.stop, &acquired, at_most, &self.id);
+                let stop = work_stop(&self.stop, &locks.pass, at_most, &self.id);
                 if let Err(e) = self
-                    .reconcile(manifest, &mut record, &mut drift, &stop)
+                    .reconcile(packed.unpack(), &mut record, &mut drift, &stop)
                     .await
                 {
                     tracing::error!(tenant = %self.id, "{}", crate::redact::redact(&e));
@@ -462,7 +501,9 @@ impl TenantLoop {
                 }
                 stop.cancel();
                 tracing::debug!(tenant = %self.id, "reconcile lock releasing");
-                self.locks.release(acquired, "the reconcile pass").await;
+            }
+            if let Some(turn) = locks.release(&self.locks).await {
+                self.resting_turn = Some(turn);
             }
         }
         record.duration_ms = started.elapsed().as_millis() as u64;
@@ -817,8 +858,50 @@ impl TenantLoop {
                 }
             }
         }
+        if let Some(turn) = self.resting_turn.take() {
+            turn.give_up().await;
+        }
         for job in jobs {
             let _ = job.await;
+        }
+    }
+}
+
+/// The locks of one pass: the reconcile lock, which keeps two passes (or a pass and an API
+/// write) of a tenant from running at once, and for an interval pass its turn.
+struct PassLocks {
+    pass: Acquired,
+    turn: Option<Acquired>,
+}
+
+impl PassLocks {
+    /// Why the pass may not run, `None` when it may.
+    fn skip_reason(&self) -> Option<&'static str> {
+        self.pass.skip_reason().or(match &self.turn {
+            Some(Acquired::Busy) => Some(PASSED_ELSEWHERE),
+            Some(turn) => turn.skip_reason(),
+            None => None,
+        })
+    }
+
+    /// Why the lock service could not be asked, if that is why the pass may not run.
+    fn unavailable(&self) -> Option<&str> {
+        [Some(&self.pass), self.turn.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|a| match a {
+                Acquired::Unavailable(why) => Some(why.as_str()),
+                _ => None,
+            })
+    }
+
+    /// Gives both back: the reconcile lock is free at once; a taken turn rests out its half
+    /// interval and is returned, to be given up if the loop stops before then.
+    async fn release(self, locks: &LockMode) -> Option<Resting> {
+        locks.release(self.pass, "the reconcile pass").await;
+        match self.turn {
+            Some(turn) => locks.release_to_rest(turn, "an interval turn").await,
+            None => None,
         }
     }
 }
@@ -958,6 +1041,7 @@ async fn supervise(
             life: life.clone(),
             planned_deletes: None,
             loaded: None,
+            resting_turn: None,
         };
         let started = Instant::now();
         let ended = tokio::spawn(tenant_loop.run()).await;
