@@ -405,6 +405,9 @@ pub struct TargetConfig {
     /// The file's text, where the providers' sections stay until their providers read them:
     /// parsed from it, their errors show the line as the generic sections' do.
     text: Arc<str>,
+    /// `text` parsed once, without spans, for the providers' reads of their sections (every
+    /// pass asks); `None` when it does not parse, which loading has reported already.
+    parsed: Arc<std::sync::OnceLock<Option<toml::Table>>>,
     pub variables: Variables,
 }
 
@@ -437,6 +440,7 @@ impl TargetConfig {
             path: Some(path.to_path_buf()),
             raw,
             text: text.into(),
+            parsed: Default::default(),
             variables: Variables::new(),
         };
         config.check_credentials()?;
@@ -736,6 +740,20 @@ impl TargetConfig {
     /// The section `[name]` as `T` with its values unresolved, or `None` when the file has
     /// none. A provider reads its own section so; errors show the line and the key.
     pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ConfigError> {
+        let parsed = self
+            .parsed
+            .get_or_init(|| toml::from_str::<toml::Table>(&self.text).ok());
+        if let Some(table) = parsed {
+            match table.get(name) {
+                None => return Ok(None),
+                Some(section) => {
+                    if let Ok(t) = section.clone().try_into::<T>() {
+                        return Ok(Some(t));
+                    }
+                }
+            }
+        }
+        // The section does not deserialize: parse again with spans, for an error with its line.
         let document = toml::de::DeTable::parse(&self.text).map_err(|e| self.parse_error(e))?;
         let Some(section) = document.get_ref().get(name) else {
             return Ok(None);

@@ -75,6 +75,10 @@ pub const MAX_CONCURRENT_PASSES: usize = 32;
 const RESCAN_DEBOUNCE: Duration = Duration::from_millis(500);
 const RESCAN_EVERY: Duration = Duration::from_secs(30);
 
+/// How long interval passes go on the file watcher's word alone before comparing a watched
+/// tenant's files with their last good load (a stat per file): the net for a lost event.
+const FILES_RECHECK_EVERY: Duration = Duration::from_secs(300);
+
 /// TEST ONLY: `OFCTL_TEST_PANIC_TENANT=<tenant>` makes that tenant's loop panic once, at the
 /// start of its second pass, so tests can prove supervision and readiness. Read here only.
 const TEST_PANIC_ENV: &str = "OFCTL_TEST_PANIC_TENANT";
@@ -297,6 +301,10 @@ struct TenantLoop {
     planned_deletes: Option<(String, BTreeSet<Address>)>,
     /// The files as they were when last loaded without error.
     loaded: Option<Fingerprint>,
+    /// Whether the process's file watcher watches this tenant's files.
+    files_watched: bool,
+    /// When the files were last compared with `loaded`.
+    files_checked: Instant,
     /// The last interval turn this loop took, while it may still rest: given up when the loop
     /// stops, so a peer takes the tenant at its next turn instead of after the rest.
     resting_turn: Option<Resting>,
@@ -440,13 +448,25 @@ impl TenantLoop {
                 .pass_lag
                 .observe(started.saturating_duration_since(due).as_secs_f64());
         }
-        // An interval or job pass skips re-reading files whose sizes and times are those of the
-        // last good load; a file event (the fast path) and startup always re-read.
-        let files = Fingerprint::of(&self.target);
-        let unchanged =
-            matches!(trigger, "interval" | "job") && files.is_some() && files == self.loaded;
-        let reload = if unchanged { Ok(()) } else { self.reload() };
-        self.loaded = if reload.is_ok() { files } else { None };
+        // A file event (a "file" pass) and startup always re-read the files. An interval or job
+        // pass trusts the file watcher while it watches this tenant and the last load was good;
+        // at least every FILES_RECHECK_EVERY it compares the files' sizes and times with the
+        // last good load's instead (in case an event was lost), and re-reads if they differ.
+        let routine = matches!(trigger, "interval" | "job");
+        let trusted = routine
+            && self.files_watched
+            && self.loaded.is_some()
+            && self.files_checked.elapsed() < FILES_RECHECK_EVERY;
+        let (unchanged, reload) = if trusted {
+            (true, Ok(()))
+        } else {
+            let files = Fingerprint::of(&self.target);
+            self.files_checked = Instant::now();
+            let unchanged = routine && files.is_some() && files == self.loaded;
+            let reload = if unchanged { Ok(()) } else { self.reload() };
+            self.loaded = if reload.is_ok() { files } else { None };
+            (unchanged, reload)
+        };
         let manifest_error = reload.as_ref().err().cloned();
         if let Some(e) = &manifest_error {
             tracing::error!(tenant = %self.id, "manifest not applied, keeping the last good one:\n{}", crate::redact::redact(e));
@@ -1008,6 +1028,7 @@ async fn supervise(
     ctx: LoopContext,
     stop: CancellationToken,
     files: Arc<Notify>,
+    files_watched: bool,
 ) {
     let LoopContext {
         shared,
@@ -1041,6 +1062,8 @@ async fn supervise(
             life: life.clone(),
             planned_deletes: None,
             loaded: None,
+            files_watched,
+            files_checked: Instant::now(),
             resting_turn: None,
         };
         let started = Instant::now();
@@ -1161,6 +1184,7 @@ impl Fleet {
             self.ctx.clone(),
             stop.clone(),
             files,
+            route.is_some(),
         ));
         self.running.insert(
             dir,
