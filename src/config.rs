@@ -405,9 +405,9 @@ pub struct TargetConfig {
     /// The file's text, where the providers' sections stay until their providers read them:
     /// parsed from it, their errors show the line as the generic sections' do.
     text: Arc<str>,
-    /// `text` parsed once, without spans, for the providers' reads of their sections (every
-    /// pass asks); `None` when it does not parse, which loading has reported already.
-    parsed: Arc<std::sync::OnceLock<Option<toml::Table>>>,
+    /// The provider sections asked for so far, parsed without spans (every pass asks for
+    /// some): only those are kept, as the whole file's table costs tens of KB a tenant.
+    sections: Arc<std::sync::RwLock<std::collections::BTreeMap<String, Option<toml::Value>>>>,
     pub variables: Variables,
 }
 
@@ -440,7 +440,7 @@ impl TargetConfig {
             path: Some(path.to_path_buf()),
             raw,
             text: text.into(),
-            parsed: Default::default(),
+            sections: Default::default(),
             variables: Variables::new(),
         };
         config.check_credentials()?;
@@ -740,18 +740,34 @@ impl TargetConfig {
     /// The section `[name]` as `T` with its values unresolved, or `None` when the file has
     /// none. A provider reads its own section so; errors show the line and the key.
     pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ConfigError> {
-        let parsed = self
-            .parsed
-            .get_or_init(|| toml::from_str::<toml::Table>(&self.text).ok());
-        if let Some(table) = parsed {
-            match table.get(name) {
-                None => return Ok(None),
-                Some(section) => {
-                    if let Ok(t) = section.clone().try_into::<T>() {
-                        return Ok(Some(t));
-                    }
+        let cached = self
+            .sections
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        let section = match cached {
+            Some(section) => Some(section),
+            // A file that does not parse is left to the spanned parse below, for its error.
+            None => toml::from_str::<toml::Table>(&self.text)
+                .ok()
+                .map(|mut table| {
+                    let section = table.remove(name);
+                    self.sections
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name.to_string(), section.clone());
+                    section
+                }),
+        };
+        match section {
+            Some(None) => return Ok(None),
+            Some(Some(section)) => {
+                if let Ok(t) = section.try_into::<T>() {
+                    return Ok(Some(t));
                 }
             }
+            None => {}
         }
         // The section does not deserialize: parse again with spans, for an error with its line.
         let document = toml::de::DeTable::parse(&self.text).map_err(|e| self.parse_error(e))?;

@@ -196,6 +196,10 @@ pub struct TenantStatus {
     /// Set while the manifest on disk fails validation (the last good one stays in force).
     pub manifest_error: Option<String>,
     pub drift: Vec<DriftItem>,
+    /// When the pass that found `drift` finished. With several replicas a tenant's passes
+    /// go to whichever takes its turn, so the replica with the latest time has the current
+    /// drift (`ofctl_drift_resources` is only kept by the replica that passed last).
+    pub drift_as_of: Option<String>,
     /// The loop is up and has finished a pass since it (re)started.
     pub ready: bool,
     /// Times the loop died and was restarted.
@@ -559,6 +563,7 @@ impl TenantLoop {
                 })
                 .set(drift.len() as i64);
             status.drift = drift;
+            status.drift_as_of = Some(record.finished_at.clone());
         }
         status.last_pass = Some(record.clone());
         record

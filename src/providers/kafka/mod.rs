@@ -364,11 +364,17 @@ impl Provider for KafkaProvider {
         scope: ReadScope<'_>,
     ) -> Result<Vec<Observed>, ProviderError> {
         let topics = self.topics().await?;
-        let wanted: Vec<&str> = topics
-            .keys()
-            .map(String::as_str)
-            .filter(|t| scope.all || scope.names.iter().any(|n| n == t))
-            .collect();
+        // The list is every tenant's on shared brokers: look the declared names up in it
+        // rather than scanning it for them.
+        let wanted: Vec<&str> = if scope.all {
+            topics.keys().map(String::as_str).collect()
+        } else {
+            scope
+                .names
+                .iter()
+                .filter_map(|n| topics.get_key_value(n.as_str()).map(|(k, _)| k.as_str()))
+                .collect()
+        };
         let mut overrides = self.overrides(&wanted).await?;
         Ok(wanted
             .into_iter()
