@@ -192,6 +192,41 @@ async fn replicas_share_a_tenant_through_its_lock() {
     );
 }
 
+/// An interval pass leaves the tenant's turn resting for half the interval (a peer's interval
+/// pass within it skips); a replica that stops gives its turn up at once, so a peer need not
+/// wait out the rest.
+#[tokio::test]
+async fn an_interval_turn_rests_and_is_given_up_at_shutdown() {
+    let (_n, nats_url) = nats();
+    let (_r, redis_url) = redis();
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", &config(&nats_url, &redis_url, "4s"))
+        .write("s.yaml", &stream("TURNS", "  subjects: [turns.>]"));
+    let mut watch = Watch::start(&["-f", m.arg()]);
+    let interval_pass =
+        "ofctl_reconcile_passes_total{tenant=\"t1\",trigger=\"interval\",result=\"ok\"}";
+    let passed = Watch::until(Duration::from_secs(15), || async {
+        support::metric(&watch.get("/metrics").await.1, interval_pass) > 0
+    })
+    .await;
+    assert!(passed.is_some(), "{}", watch.log());
+    let turn = "of:{t1}:job-lock:default:ofctlIntervalTurn".to_string();
+    // Resting: two seconds from the pass's start.
+    assert!(
+        redis_keys(&redis_url).await.contains(&turn),
+        "{:?}",
+        redis_keys(&redis_url).await
+    );
+    let stopping = std::time::Instant::now();
+    assert_eq!(watch.terminate(), Some(0));
+    let keys = redis_keys(&redis_url).await;
+    assert!(
+        !keys.contains(&turn),
+        "turn still held {:?} after the replica stopped: {keys:?}",
+        stopping.elapsed()
+    );
+}
+
 /// `--tenants-dir`: a subfolder added while running becomes a tenant (even when its config
 /// arrives after its manifest), edits reach the right tenant through the one file watcher, and
 /// a removed subfolder's loop stops, releases its lock and leaves readiness and the metrics.
