@@ -18,7 +18,9 @@
 //! pass falls in that half skips it; each tenant is then passed about once per interval by
 //! whichever replica's schedule comes first after the rest, which splits the tenants about
 //! evenly. File and job passes need only the reconcile lock. A stopping loop gives its resting
-//! turn up, so a peer takes the tenant at its next interval pass. With `prune = true` a delete happens only when two consecutive passes over the same
+//! turn up, so a peer takes the tenant at its next interval pass.
+//!
+//! With `prune = true` a delete happens only when two consecutive passes over the same
 //! manifest plan it, and the engine's prune guards (empty systems, `max_deletes`) apply.
 
 mod auth;
