@@ -188,11 +188,10 @@ impl Metrics {
 
     /// Drops a removed tenant's series: its drift gauge, pass counters and loop restarts.
     pub fn forget_tenant(&self, tenant: &str) {
-        let labels = TenantLabels {
+        self.forget_drift(tenant);
+        self.loop_restarts.remove(&TenantLabels {
             tenant: tenant.to_string(),
-        };
-        self.drift.remove(&labels);
-        self.loop_restarts.remove(&labels);
+        });
         for trigger in PASS_TRIGGERS {
             for result in PASS_RESULTS {
                 self.passes.remove(&PassLabels {

@@ -359,10 +359,14 @@ fn lock_mode(config: &TargetConfig) -> LockMode {
 }
 
 impl TenantLoop {
+    /// The interval as configured (or overridden), before jitter.
+    fn base_interval(&self) -> Duration {
+        self.interval_override
+            .unwrap_or(self.config.watch().interval)
+    }
+
     fn interval(&self) -> Duration {
-        let base = self
-            .interval_override
-            .unwrap_or(self.config.watch().interval);
+        let base = self.base_interval();
         let jitter = self.config.watch().jitter;
         let factor = 1.0 + rand::thread_rng().gen_range(-jitter..=jitter);
         base.mul_f64(factor.max(0.05))
@@ -377,10 +381,7 @@ impl TenantLoop {
             .acquire(RECONCILE_LOCK, at_most, Duration::ZERO)
             .await;
         let turn = if trigger == "interval" && pass.skip_reason().is_none() {
-            let rest = self
-                .interval_override
-                .unwrap_or(self.config.watch().interval)
-                / 2;
+            let rest = self.base_interval() / 2;
             Some(self.locks.acquire(INTERVAL_TURN_LOCK, at_most, rest).await)
         } else {
             None

@@ -228,8 +228,7 @@ impl TacticalProvider {
     /// of that name that differs is an error: ofctl cannot tell it from someone else's.
     async fn created_earlier(&self, name: &str, desired: &Value) -> Result<bool, ProviderError> {
         let listed = self.list().await?;
-        let rows: Vec<&Listed> = listed.get(name).into_iter().flatten().collect();
-        let Some(found) = resolve_declared(name, &rows)? else {
+        let Some(found) = resolve_declared(&listed, name)? else {
             return Ok(false);
         };
         let Some(script) = self.detail(found.id).await? else {
@@ -263,11 +262,12 @@ impl TacticalProvider {
     }
 }
 
-/// Groups the list by name; a declared name must resolve to exactly one userdefined script.
+/// The script a declared name means: it must resolve to exactly one userdefined script.
 fn resolve_declared<'a>(
+    list: &'a ScriptList,
     name: &str,
-    rows: &[&'a Listed],
 ) -> Result<Option<&'a Listed>, ProviderError> {
+    let rows = list.get(name).map(Vec::as_slice).unwrap_or(&[]);
     if let Some(builtin) = rows.iter().find(|r| r.builtin) {
         return Err(ProviderError::permanent(format!(
             "TacticalScript/{name}: the name belongs to the community (builtin) script id {}; ofctl never modifies community scripts, so give the manifest's script another name",
@@ -305,8 +305,7 @@ impl Provider for TacticalProvider {
         let by_name = self.scripts().await?;
         let mut wanted = Vec::new();
         for name in scope.names {
-            let rows: Vec<&Listed> = by_name.get(name).into_iter().flatten().collect();
-            if let Some(l) = resolve_declared(name, &rows)? {
+            if let Some(l) = resolve_declared(&by_name, name)? {
                 wanted.push((name.to_string(), l.id));
             }
         }
@@ -411,21 +410,27 @@ impl Provider for TacticalProvider {
 mod tests {
     use super::*;
 
-    fn listed(id: u64, builtin: bool) -> Listed {
-        Listed { id, builtin }
+    /// A list holding `rows` (id, builtin) under the name `S`.
+    fn listed(rows: &[(u64, bool)]) -> ScriptList {
+        let rows = rows
+            .iter()
+            .map(|&(id, builtin)| Listed { id, builtin })
+            .collect();
+        ScriptList::from([("S".to_string(), rows)])
     }
 
     #[test]
     fn a_declared_name_must_be_one_userdefined_script() {
-        let (a, b, c) = (listed(7, false), listed(9, false), listed(2, true));
-        assert!(resolve_declared("S", &[]).unwrap().is_none());
-        assert_eq!(resolve_declared("S", &[&a]).unwrap().unwrap().id, 7);
+        let (a, b, c) = ((7, false), (9, false), (2, true));
+        assert!(resolve_declared(&ScriptList::new(), "S").unwrap().is_none());
+        assert!(resolve_declared(&listed(&[]), "S").unwrap().is_none());
+        assert_eq!(resolve_declared(&listed(&[a]), "S").unwrap().unwrap().id, 7);
 
-        let err = resolve_declared("S", &[&a, &b]).unwrap_err();
+        let err = resolve_declared(&listed(&[a, b]), "S").unwrap_err();
         assert!(!err.transient);
         assert!(err.message.contains("ids 7, 9"), "{}", err.message);
 
-        let err = resolve_declared("S", &[&a, &c]).unwrap_err();
+        let err = resolve_declared(&listed(&[a, c]), "S").unwrap_err();
         assert!(
             err.message.contains("community (builtin) script id 2"),
             "{}",
