@@ -14,7 +14,7 @@ use crate::config::{ConfigError, TargetConfig};
 use crate::kind::System;
 use crate::manifest::Manifest;
 use crate::plan::{self, Action, Change, Declared, Plan, PlanOptions, Summary, FORMAT_VERSION};
-use crate::provider::{Provider, ProviderError, ReadScope, RequestReport};
+use crate::provider::{Provider, ProviderError, ReadPass, ReadScope, RequestReport};
 use crate::resource::{Address, Observed, Resource, Span};
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +118,17 @@ impl Engine {
         manifest: Manifest,
         prune: bool,
     ) -> Result<Observation, EngineError> {
+        self.observe_in(&Arc::default(), manifest, prune).await
+    }
+
+    /// [`Engine::observe`] as part of `pass`: what reads made before it in the same pass
+    /// fetched (the stored tools a watch pass reads first) is not fetched again.
+    pub async fn observe_in(
+        &mut self,
+        pass: &Arc<ReadPass>,
+        manifest: Manifest,
+        prune: bool,
+    ) -> Result<Observation, EngineError> {
         let mut kinds: BTreeSet<&'static str> = BTreeSet::new();
         for r in &manifest.resources {
             if let Some(info) = crate::registry::kind_info(&r.address.kind) {
@@ -135,7 +146,7 @@ impl Engine {
             .iter()
             .any(|k| crate::registry::kind_info(k).is_some_and(|i| i.system == System::Tactical))
         {
-            self.tactical_from_tool_document().await?;
+            self.tactical_from_tool_document(pass).await?;
         }
         let tuning = self.config.engine();
         let (retry_base, max_attempts) = (
@@ -154,6 +165,7 @@ impl Engine {
                 .filter(|r| r.address.kind == kind)
                 .map(|r| r.address.name.clone())
                 .collect();
+            let pass = Arc::clone(pass);
             reads.spawn(async move {
                 let read = || async {
                     provider
@@ -162,6 +174,7 @@ impl Engine {
                             ReadScope {
                                 names: &names,
                                 all: prune,
+                                pass: &pass,
                             },
                         )
                         .await
@@ -394,7 +407,7 @@ impl Engine {
     /// Java service read them. The key is registered as a secret before anything can print it.
     /// Without such a document the provider is built from the config alone, and its error
     /// names the missing key.
-    async fn tactical_from_tool_document(&mut self) -> Result<(), EngineError> {
+    async fn tactical_from_tool_document(&mut self, pass: &ReadPass) -> Result<(), EngineError> {
         use crate::providers::{mongo, tactical};
         let configured = crate::registry::endpoint(System::Tactical, &self.config)
             .is_ok_and(|u| !u.trim().is_empty())
@@ -413,6 +426,7 @@ impl Engine {
                 ReadScope {
                     names: &names,
                     all: false,
+                    pass,
                 },
             )
             .await
@@ -440,7 +454,11 @@ impl Engine {
     /// resources whose source names the document: the platform expects a connector for each,
     /// whatever declared the tool (openframe.md §5.4). Their secrets are registered for
     /// masking. A document whose connectors are malformed is skipped with a warning.
-    pub async fn stored_tool_connectors(&mut self) -> Result<Vec<Resource>, EngineError> {
+    /// `pass` is the observation the caller makes next, which reads the same tools.
+    pub async fn stored_tool_connectors(
+        &mut self,
+        pass: &ReadPass,
+    ) -> Result<Vec<Resource>, EngineError> {
         use crate::providers::mongo;
         let (Some(tool_info), Some(connector_info)) = (
             crate::registry::kind_info(mongo::TOOL),
@@ -452,7 +470,7 @@ impl Engine {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for (address, spec) in self.read_all(&[mongo::TOOL.to_string()]).await? {
+        for (address, spec) in self.read_all_in(pass, &[mongo::TOOL.to_string()]).await? {
             if spec.get("enabled") != Some(&Value::Bool(true)) {
                 continue;
             }
@@ -493,6 +511,14 @@ impl Engine {
         &mut self,
         kinds: &[String],
     ) -> Result<Vec<(Address, Value)>, EngineError> {
+        self.read_all_in(&ReadPass::default(), kinds).await
+    }
+
+    async fn read_all_in(
+        &mut self,
+        pass: &ReadPass,
+        kinds: &[String],
+    ) -> Result<Vec<(Address, Value)>, EngineError> {
         let mut out = Vec::new();
         for info in crate::registry::all_kinds() {
             let wanted = if kinds.is_empty() {
@@ -504,7 +530,7 @@ impl Engine {
                 continue;
             }
             if info.system == System::Tactical {
-                self.tactical_from_tool_document().await?;
+                self.tactical_from_tool_document(pass).await?;
             }
             let provider = self.provider(info.system)?;
             let observed = provider
@@ -513,6 +539,7 @@ impl Engine {
                     ReadScope {
                         names: &[],
                         all: true,
+                        pass,
                     },
                 )
                 .await

@@ -14,7 +14,7 @@
 //! itself; an outage is logged once when it starts and once when it ends.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -45,7 +45,7 @@ pub struct Locks {
     outage: Arc<AtomicBool>,
 }
 
-/// A held lock; give it back with [`Locks::release`]. While it is held a task renews it (the
+/// A held lock; give it back with [`Locks::release_all`]. While it is held a task renews it (the
 /// owner compared first), and [`LockGuard::lost`] fires if it turns out to be someone else's.
 pub struct LockGuard {
     pub key: String,
@@ -54,7 +54,7 @@ pub struct LockGuard {
     at_least: Duration,
     lost: CancellationToken,
     renew: tokio::task::JoinHandle<()>,
-    /// Set by [`Locks::release`]; a guard dropped without it (a panic, a cancelled future)
+    /// Set by [`Locks::release_all`]; a guard dropped without it (a panic, a cancelled future)
     /// releases from a task of its own, so no exit path strands the lock.
     locks: Option<Locks>,
 }
@@ -83,7 +83,7 @@ impl Drop for LockGuard {
         let (key, value) = (self.key.clone(), self.value.clone());
         let remaining = self.remaining_at_least();
         runtime.spawn(async move {
-            if let Err(e) = locks.release_key(&key, &value, remaining).await {
+            if let Err(e) = locks.release_keys(&[(key.clone(), value, remaining)]).await {
                 tracing::warn!("releasing lock {key} after its work ended abnormally: {e}");
             }
         });
@@ -148,13 +148,30 @@ impl LockMode {
     }
 
     pub async fn acquire(&self, name: &str, at_most: Duration, at_least: Duration) -> Acquired {
+        match self.acquire_all(&[(name, at_least)], at_most).await {
+            Ok(mut each) => each.pop().unwrap_or(Acquired::Busy),
+            Err(NotAcquired::Busy(_)) => Acquired::Busy,
+            Err(NotAcquired::Unavailable(why)) => Acquired::Unavailable(why),
+        }
+    }
+
+    /// [`LockMode::acquire`] of several locks (name, lockAtLeastFor), all or none, in one round
+    /// trip: one `Held` (or `Unlocked`) per name, or why none was taken.
+    pub async fn acquire_all(
+        &self,
+        names: &[(&str, Duration)],
+        at_most: Duration,
+    ) -> Result<Vec<Acquired>, NotAcquired> {
         match self {
-            LockMode::Unlocked => Acquired::Unlocked,
-            LockMode::Broken(why) => Acquired::Unavailable(why.clone()),
-            LockMode::Redis(locks) => match locks.try_acquire(name, at_most, at_least).await {
-                Ok(Some(g)) => Acquired::Held(Box::new(g)),
-                Ok(None) => Acquired::Busy,
-                Err(e) => Acquired::Unavailable(e.to_string()),
+            LockMode::Unlocked => Ok(names.iter().map(|_| Acquired::Unlocked).collect()),
+            LockMode::Broken(why) => Err(NotAcquired::Unavailable(why.clone())),
+            LockMode::Redis(locks) => match locks.try_acquire_all(names, at_most).await {
+                Ok(Ok(guards)) => Ok(guards
+                    .into_iter()
+                    .map(|g| Acquired::Held(Box::new(g)))
+                    .collect()),
+                Ok(Err(busy)) => Err(NotAcquired::Busy(busy)),
+                Err(e) => Err(NotAcquired::Unavailable(e.to_string())),
             },
         }
     }
@@ -162,28 +179,47 @@ impl LockMode {
     /// Gives back what [`LockMode::acquire`] took; a failure is only logged (the lock then
     /// expires after lockAtMostFor).
     pub async fn release(&self, acquired: Acquired, what: &str) {
-        self.release_to_rest(acquired, what).await;
+        self.release_all(vec![acquired], what).await;
     }
 
-    /// [`LockMode::release`], returning the lock when it stays in Redis for the rest of its
-    /// lockAtLeastFor, so its holder can give it up early ([`Resting::give_up`]).
-    pub async fn release_to_rest(&self, acquired: Acquired, what: &str) -> Option<Resting> {
-        let (LockMode::Redis(locks), Acquired::Held(guard)) = (self, acquired) else {
-            return None;
+    /// Gives back what [`LockMode::acquire_all`] took, in one round trip; a failure is only
+    /// logged. Returns, per lock, whether it stays in Redis for the rest of its lockAtLeastFor,
+    /// so its holder can give it up early ([`Resting::give_up`]).
+    pub async fn release_all(&self, acquired: Vec<Acquired>, what: &str) -> Vec<Option<Resting>> {
+        let LockMode::Redis(locks) = self else {
+            return acquired.iter().map(|_| None).collect();
         };
-        let resting = (!guard.remaining_at_least().is_zero()).then(|| Resting {
-            locks: (**locks).clone(),
-            key: guard.key.clone(),
-            value: guard.value.clone(),
-        });
-        match locks.release(*guard).await {
+        let mut resting = Vec::new();
+        let mut guards = Vec::new();
+        for a in acquired {
+            let Acquired::Held(guard) = a else {
+                resting.push(None);
+                continue;
+            };
+            resting.push((!guard.remaining_at_least().is_zero()).then(|| Resting {
+                locks: (**locks).clone(),
+                key: guard.key.clone(),
+                value: guard.value.clone(),
+            }));
+            guards.push(*guard);
+        }
+        match locks.release_all(guards).await {
             Ok(()) => resting,
             Err(e) => {
                 tracing::warn!("releasing the lock of {what}: {e}");
-                None
+                resting.iter().map(|_| None).collect()
             }
         }
     }
+}
+
+/// Why [`LockMode::acquire_all`] took none of the locks.
+#[derive(Debug)]
+pub enum NotAcquired {
+    /// The lock at this index is held elsewhere.
+    Busy(usize),
+    /// The lock service cannot be asked (fail closed).
+    Unavailable(String),
 }
 
 /// A released lock resting out its lockAtLeastFor.
@@ -198,7 +234,7 @@ impl Resting {
     pub async fn give_up(self) {
         if let Err(e) = self
             .locks
-            .release_key(&self.key, &self.value, Duration::ZERO)
+            .release_keys(&[(self.key.clone(), self.value, Duration::ZERO)])
             .await
         {
             tracing::warn!("giving up the rest of lock {}: {e}", self.key);
@@ -293,59 +329,101 @@ impl Locks {
         at_most: Duration,
         at_least: Duration,
     ) -> Result<Option<LockGuard>, LockError> {
-        let result = self.set_nx(name, at_most).await;
-        let (key, value) = match self.observe(result)? {
-            Some(held) => held,
-            None => return Ok(None),
-        };
-        let lost = CancellationToken::new();
-        let renew = tokio::spawn(renew(
-            self.clone(),
-            key.clone(),
-            value.clone(),
-            at_most,
-            lost.clone(),
-        ));
-        Ok(Some(LockGuard {
-            key,
-            value,
-            acquired: Instant::now(),
-            at_least,
-            lost,
-            renew,
-            locks: Some(self.clone()),
-        }))
+        Ok(self
+            .try_acquire_all(&[(name, at_least)], at_most)
+            .await?
+            .ok()
+            .and_then(|mut guards| guards.pop()))
     }
 
-    async fn set_nx(
+    /// Takes the locks `names` (each with its lockAtLeastFor) all or none, in one round trip:
+    /// `Err(i)` when `names[i]` is held elsewhere, and then none is taken. A tenant's keys share
+    /// their hash tag, so this works on Redis Cluster too.
+    pub async fn try_acquire_all(
         &self,
-        name: &str,
+        names: &[(&str, Duration)],
         at_most: Duration,
-    ) -> Result<Option<(String, String)>, LockError> {
-        let key = format!("{}{name}", self.prefix);
+    ) -> Result<Result<Vec<LockGuard>, usize>, LockError> {
+        let keys: Vec<String> = names
+            .iter()
+            .map(|(name, _)| format!("{}{name}", self.prefix))
+            .collect();
         let value = lock_value(chrono::Utc::now(), &self.host);
+        let result = self.set_all_nx(&keys, &value, at_most).await;
+        if let Some(busy) = self.observe(result)? {
+            return Ok(Err(busy));
+        }
+        let acquired = Instant::now();
+        Ok(Ok(keys
+            .into_iter()
+            .zip(names)
+            .map(|(key, (_, at_least))| {
+                let lost = CancellationToken::new();
+                let renew = tokio::spawn(renew(
+                    self.clone(),
+                    key.clone(),
+                    value.clone(),
+                    at_most,
+                    lost.clone(),
+                ));
+                LockGuard {
+                    key,
+                    value: value.clone(),
+                    acquired,
+                    at_least: *at_least,
+                    lost,
+                    renew,
+                    locks: Some(self.clone()),
+                }
+            })
+            .collect()))
+    }
+
+    /// `SET NX PX` of every key, all or none: the index of the first key held elsewhere, after
+    /// deleting the ones this call set before it.
+    async fn set_all_nx(
+        &self,
+        keys: &[String],
+        value: &str,
+        at_most: Duration,
+    ) -> Result<Option<usize>, LockError> {
+        static SET_ALL_NX: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(
+                r"for i, key in ipairs(KEYS) do
+                    if not redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+                      for j = 1, i - 1 do redis.call('DEL', KEYS[j]) end
+                      return i
+                    end
+                  end
+                  return 0",
+            )
+        });
+        let mut invocation = SET_ALL_NX.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg(value)
+            .arg(lease(at_most).as_millis().max(1) as u64);
         let mut conn = self.connection().await?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(&value)
-            .arg("NX")
-            .arg("PX")
-            .arg(lease(at_most).as_millis().max(1) as u64)
-            .query_async(&mut conn)
+        let busy: usize = invocation
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(set.map(|_| (key, value)))
+        Ok(busy.checked_sub(1))
     }
 
     /// Extends the lock to `ttl` from now if it still holds `value`; `false` if it is not ours
     /// any more.
     async fn extend(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, LockError> {
-        let script = Script::new(
-            r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-              return redis.call('PEXPIRE', KEYS[1], ARGV[2])",
-        );
+        static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(
+                r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+                  return redis.call('PEXPIRE', KEYS[1], ARGV[2])",
+            )
+        });
         let mut conn = self.connection().await?;
-        let extended: i64 = script
+        let extended: i64 = EXTEND
             .key(key)
             .arg(value)
             .arg(ttl.as_millis().max(1) as u64)
@@ -355,32 +433,55 @@ impl Locks {
         Ok(extended == 1)
     }
 
-    pub async fn release(&self, mut guard: LockGuard) -> Result<(), LockError> {
-        guard.renew.abort();
-        guard.locks = None;
-        self.release_key(&guard.key, &guard.value, guard.remaining_at_least())
-            .await
+    /// Gives back `guards` in one round trip (see [`Locks::release_keys`]).
+    pub async fn release_all(&self, guards: Vec<LockGuard>) -> Result<(), LockError> {
+        let held: Vec<(String, String, Duration)> = guards
+            .into_iter()
+            .map(|mut guard| {
+                guard.renew.abort();
+                guard.locks = None;
+                let remaining = guard.remaining_at_least();
+                (
+                    std::mem::take(&mut guard.key),
+                    std::mem::take(&mut guard.value),
+                    remaining,
+                )
+            })
+            .collect();
+        self.release_keys(&held).await
     }
 
-    /// Deletes `key` if it still holds `value`, or shortens it to `remaining` (lockAtLeastFor).
-    async fn release_key(
-        &self,
-        key: &str,
-        value: &str,
-        remaining: Duration,
-    ) -> Result<(), LockError> {
-        let script = Script::new(
-            r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-              if tonumber(ARGV[2]) > 0 then
-                return redis.call('SET', KEYS[1], ARGV[1], 'XX', 'PX', ARGV[2]) and 1 or 0
-              end
-              return redis.call('DEL', KEYS[1])",
-        );
+    /// For each `(key, value, remaining)`: deletes `key` if it still holds `value`, or shortens
+    /// it to `remaining` (what is left of lockAtLeastFor); a key holding another value (a peer
+    /// took it after ours expired) is left alone.
+    async fn release_keys(&self, held: &[(String, String, Duration)]) -> Result<(), LockError> {
+        static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(
+                r"for i, key in ipairs(KEYS) do
+                    local value, rest = ARGV[2 * i - 1], tonumber(ARGV[2 * i])
+                    if redis.call('GET', key) == value then
+                      if rest > 0 then
+                        redis.call('SET', key, value, 'XX', 'PX', rest)
+                      else
+                        redis.call('DEL', key)
+                      end
+                    end
+                  end
+                  return 0",
+            )
+        });
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = RELEASE.prepare_invoke();
+        for (key, value, remaining) in held {
+            invocation
+                .key(key)
+                .arg(value)
+                .arg(remaining.as_millis() as u64);
+        }
         let mut conn = self.connection().await?;
-        let _: i64 = script
-            .key(key)
-            .arg(value)
-            .arg(remaining.as_millis() as u64)
+        let _: i64 = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.err(e))?;

@@ -348,16 +348,18 @@ async fn a_create_that_finds_the_asked_for_topic_already_there_succeeds() {
 /// 5 s), and a write through the client drops it, so a read right after sees the write.
 #[tokio::test]
 async fn tenants_share_the_topic_list_and_a_write_refreshes_it() {
-    use ofctl::provider::{OpAction, Operation, Provider, ReadScope};
+    use ofctl::provider::{OpAction, Operation, Provider, ReadPass, ReadScope};
     let (_server, brokers) = kafka();
     let (a, b) = (
         ofctl::providers::kafka::KafkaProvider::new(&brokers).unwrap(),
         ofctl::providers::kafka::KafkaProvider::new(&brokers).unwrap(),
     );
     let names = vec!["shared.list".to_string()];
+    let pass = ReadPass::default();
     let scope = ReadScope {
         names: &names,
         all: false,
+        pass: &pass,
     };
     assert!(a.read("KafkaTopic", scope).await.unwrap().is_empty());
     assert!(b.read("KafkaTopic", scope).await.unwrap().is_empty());

@@ -227,6 +227,58 @@ async fn an_interval_turn_rests_and_is_given_up_at_shutdown() {
     );
 }
 
+async fn pttl(url: &str, key: &str) -> i64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// A pass's locks (the reconcile lock and its turn) are taken in one round trip, all or none:
+/// with the turn held elsewhere the reconcile lock is not left behind. Given back together,
+/// each keeps its own lockAtLeastFor.
+#[tokio::test]
+async fn locks_taken_together_are_all_or_none_and_each_rests_its_own_time() {
+    use ofctl::lock::{Acquired, LockMode, NotAcquired};
+    let (_r, url) = redis();
+    let replica = || LockMode::new(Some(Ok::<_, String>(url.clone())), "t1", "default");
+    let (mine, peer) = (replica(), replica());
+    let at_most = Duration::from_secs(60);
+    let names = [("pass", Duration::ZERO), ("turn", Duration::from_secs(30))];
+    let key = |name: &str| format!("of:{{t1}}:job-lock:default:{name}");
+
+    let peers_turn = peer.acquire("turn", at_most, Duration::ZERO).await;
+    assert!(matches!(peers_turn, Acquired::Held(_)));
+    let refused = mine.acquire_all(&names, at_most).await;
+    assert!(matches!(refused, Err(NotAcquired::Busy(1))), "{refused:?}");
+    assert_eq!(redis_keys(&url).await, vec![key("turn")]);
+    peer.release(peers_turn, "the peer's turn").await;
+
+    let each = mine.acquire_all(&names, at_most).await.unwrap();
+    assert!(
+        each.iter().all(|a| matches!(a, Acquired::Held(_))),
+        "{each:?}"
+    );
+    let busy = peer.acquire_all(&names, at_most).await;
+    assert!(matches!(busy, Err(NotAcquired::Busy(0))), "{busy:?}");
+
+    let mut resting = mine.release_all(each, "the pass").await;
+    assert!(resting[0].is_none());
+    assert_eq!(redis_keys(&url).await, vec![key("turn")]);
+    let left = pttl(&url, &key("turn")).await;
+    assert!((25_000..=30_000).contains(&left), "turn rests {left} ms");
+    resting
+        .pop()
+        .flatten()
+        .expect("the turn rests")
+        .give_up()
+        .await;
+    assert!(redis_keys(&url).await.is_empty());
+}
+
 /// `--tenants-dir`: a subfolder added while running becomes a tenant (even when its config
 /// arrives after its manifest), edits reach the right tenant through the one file watcher, and
 /// a removed subfolder's loop stops, releases its lock and leaves readiness and the metrics.

@@ -29,6 +29,7 @@ use crate::engine::Engine;
 use crate::kind::System;
 use crate::metrics::{ConnectorLabels, Metrics};
 use crate::provider::http::{HttpClient, Tls};
+use crate::provider::ReadPass;
 
 /// Traces that a restart cannot fix (openframe.md §5.4): restarting would only spin.
 const NON_RECOVERABLE: &[&str] = &[
@@ -201,7 +202,7 @@ impl ConnectorHealth {
             let stored = engine
                 .lock()
                 .await
-                .stored_tool_connectors()
+                .stored_tool_connectors(&ReadPass::default())
                 .await
                 .map_err(|e| JobError(format!("reading the registered tools: {e}")))?;
             expected.extend(stored.into_iter().map(|c| c.address.name));

@@ -9,8 +9,10 @@ pub mod nats_client;
 pub mod owner;
 pub mod section;
 
+use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -64,6 +66,54 @@ pub struct ReadScope<'a> {
     pub names: &'a [String],
     /// Also return every other object the provider can see (for `--prune` and export).
     pub all: bool,
+    /// The observation this read belongs to (see [`ReadPass`]).
+    pub pass: &'a ReadPass,
+}
+
+type FetchedOnce = tokio::sync::OnceCell<Arc<dyn Any + Send + Sync>>;
+
+/// What the reads of one observation share. A provider whose kinds read the same live data
+/// (Mongo's release version looks at the client configuration and the agents, which are kinds
+/// of their own) fetches it once per observation instead of once per kind. A pass lives only
+/// as long as one observation, so a later observation sees every write made since; a read
+/// that must see the system as it is now (a check before a write) uses a fresh one.
+#[derive(Default)]
+pub struct ReadPass {
+    fetched: std::sync::Mutex<BTreeMap<(TypeId, String), Arc<FetchedOnce>>>,
+}
+
+impl std::fmt::Debug for ReadPass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadPass").finish_non_exhaustive()
+    }
+}
+
+impl ReadPass {
+    /// What `fetch` returns for `key`, fetched once in this pass: concurrent callers wait for
+    /// the first one's answer; an error is not kept (the next caller, or a retry, fetches again).
+    /// `key` names the data within the provider's system, e.g. `mongo:of_t1/integrations`.
+    pub async fn once<T, E, Fut>(&self, key: &str, fetch: impl FnOnce() -> Fut) -> Result<Arc<T>, E>
+    where
+        T: Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let cell = Arc::clone(
+            self.fetched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry((TypeId::of::<T>(), key.to_string()))
+                .or_default(),
+        );
+        let value = cell
+            .get_or_try_init(|| async {
+                let fetched: Arc<dyn Any + Send + Sync> = Arc::new(fetch().await?);
+                Ok(fetched)
+            })
+            .await?;
+        Ok(Arc::clone(value)
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("entries are keyed by their type")))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -159,3 +209,42 @@ pub trait Provider: Send + Sync {
 
 /// Request counts per system, for reports.
 pub type RequestReport = BTreeMap<System, RequestCount>;
+
+#[cfg(test)]
+mod tests {
+    use super::ReadPass;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_pass_fetches_each_key_once_and_keeps_no_error() {
+        let pass = ReadPass::default();
+        let fetches = AtomicUsize::new(0);
+        let fetch = |n: u32| {
+            let fetches = &fetches;
+            move || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                Ok::<_, String>(n)
+            }
+        };
+        // Concurrent callers of one key share the first fetch.
+        let (a, b) = tokio::join!(pass.once("k", fetch(1)), pass.once("k", fetch(2)));
+        assert_eq!((*a.unwrap(), *b.unwrap()), (1, 1));
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // Another key, or another type under the same key, is fetched on its own.
+        assert_eq!(*pass.once("j", fetch(3)).await.unwrap(), 3);
+        let text = pass
+            .once("k", || async { Ok::<_, String>("text".to_string()) })
+            .await
+            .unwrap();
+        assert_eq!(*text, "text");
+        // A failed fetch is not kept: the next caller fetches again.
+        let failed = pass
+            .once::<u32, _, _>("e", || async { Err("down".to_string()) })
+            .await;
+        assert_eq!(failed.unwrap_err(), "down");
+        assert_eq!(*pass.once("e", fetch(4)).await.unwrap(), 4);
+        // A new pass sees new data.
+        assert_eq!(*ReadPass::default().once("k", fetch(5)).await.unwrap(), 5);
+    }
+}

@@ -47,10 +47,11 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{ApplyOptions, Status};
 use crate::config::{ConfigError, TargetConfig};
 use crate::engine::Engine;
-use crate::lock::{Acquired, LockMode, Resting};
+use crate::lock::{Acquired, LockMode, NotAcquired, Resting};
 use crate::manifest::{self, Manifest};
 use crate::metrics::{ChangeLabels, Metrics, PassLabels, TenantLabels};
 use crate::plan::{Action, Change, PlanOptions};
+use crate::provider::ReadPass;
 use crate::resource::{annotations, Address};
 use packed::PackedManifest;
 
@@ -376,17 +377,11 @@ impl TenantLoop {
     /// half the interval: a peer whose interval pass comes within it skips (its turn was
     /// taken), and the tenant goes to whichever replica comes first after it.
     async fn take_pass_locks(&self, trigger: &str, at_most: Duration) -> PassLocks {
-        let pass = self
-            .locks
-            .acquire(RECONCILE_LOCK, at_most, Duration::ZERO)
-            .await;
-        let turn = if trigger == "interval" && pass.skip_reason().is_none() {
-            let rest = self.base_interval() / 2;
-            Some(self.locks.acquire(INTERVAL_TURN_LOCK, at_most, rest).await)
-        } else {
-            None
-        };
-        PassLocks { pass, turn }
+        let mut names = vec![(RECONCILE_LOCK, Duration::ZERO)];
+        if trigger == "interval" {
+            names.push((INTERVAL_TURN_LOCK, self.base_interval() / 2));
+        }
+        PassLocks(self.locks.acquire_all(&names, at_most).await)
     }
 
     /// Says once, when the loop starts or its config changes, what locking will not do.
@@ -517,7 +512,7 @@ impl TenantLoop {
                 self.shared.metrics.skipped(&self.id, "reconcile", reason);
             } else {
                 tracing::debug!(tenant = %self.id, "reconcile lock taken");
-                let stop = work_stop(&self.stop, &locks.pass, at_most, &self.id);
+                let stop = work_stop(&self.stop, locks.pass(), at_most, &self.id);
                 if let Err(e) = self
                     .reconcile(packed.unpack(), &mut record, &mut drift, &stop)
                     .await
@@ -588,9 +583,11 @@ impl TenantLoop {
             max_deletes: Some(watch.max_deletes),
             targets: Vec::new(),
         };
-        let (manifest, registered) = self.with_registered_connectors(manifest).await;
+        // One read pass: the tools read for their connectors are not read again as resources.
+        let pass = Arc::new(ReadPass::default());
+        let (manifest, registered) = self.with_registered_connectors(&pass, manifest).await;
         let obs = tokio::select! {
-            obs = self.engine.observe(manifest, options.prune) => obs.map_err(|e| e.to_string())?,
+            obs = self.engine.observe_in(&pass, manifest, options.prune) => obs.map_err(|e| e.to_string())?,
             _ = stop.cancelled() => return Err(
                 "reading live state did not finish before the pass's deadline (90 % of [watch] lock_at_most_for) or shutdown; nothing was changed".into()
             ),
@@ -661,12 +658,13 @@ impl TenantLoop {
     /// Returns their addresses as well. Mongo unreadable: the manifest alone, with an error.
     async fn with_registered_connectors(
         &mut self,
+        pass: &ReadPass,
         mut manifest: Manifest,
     ) -> (
         Manifest,
         std::collections::BTreeSet<crate::resource::Address>,
     ) {
-        let stored = match self.engine.stored_tool_connectors().await {
+        let stored = match self.engine.stored_tool_connectors(pass).await {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::error!(tenant = %self.id, "connectors of registered tools not reconciled this pass: {}", crate::redact::redact(&e.to_string()));
@@ -896,41 +894,42 @@ impl TenantLoop {
 }
 
 /// The locks of one pass: the reconcile lock, which keeps two passes (or a pass and an API
-/// write) of a tenant from running at once, and for an interval pass its turn.
-struct PassLocks {
-    pass: Acquired,
-    turn: Option<Acquired>,
-}
+/// write) of a tenant from running at once, and for an interval pass its turn; taken together
+/// or not at all.
+struct PassLocks(Result<Vec<Acquired>, NotAcquired>);
 
 impl PassLocks {
     /// Why the pass may not run, `None` when it may.
     fn skip_reason(&self) -> Option<&'static str> {
-        self.pass.skip_reason().or(match &self.turn {
-            Some(Acquired::Busy) => Some(PASSED_ELSEWHERE),
-            Some(turn) => turn.skip_reason(),
-            None => None,
-        })
+        match &self.0 {
+            Ok(_) => None,
+            Err(NotAcquired::Busy(0)) => Acquired::Busy.skip_reason(),
+            Err(NotAcquired::Busy(_)) => Some(PASSED_ELSEWHERE),
+            Err(NotAcquired::Unavailable(_)) => Some("lock_unavailable"),
+        }
     }
 
     /// Why the lock service could not be asked, if that is why the pass may not run.
     fn unavailable(&self) -> Option<&str> {
-        [Some(&self.pass), self.turn.as_ref()]
-            .into_iter()
-            .flatten()
-            .find_map(|a| match a {
-                Acquired::Unavailable(why) => Some(why.as_str()),
-                _ => None,
-            })
+        match &self.0 {
+            Err(NotAcquired::Unavailable(why)) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// The reconcile lock, when taken.
+    fn pass(&self) -> Option<&Acquired> {
+        self.0.as_ref().ok().and_then(|each| each.first())
     }
 
     /// Gives both back: the reconcile lock is free at once; a taken turn rests out its half
     /// interval and is returned, to be given up if the loop stops before then.
     async fn release(self, locks: &LockMode) -> Option<Resting> {
-        locks.release(self.pass, "the reconcile pass").await;
-        match self.turn {
-            Some(turn) => locks.release_to_rest(turn, "an interval turn").await,
-            None => None,
-        }
+        let Ok(each) = self.0 else {
+            return None;
+        };
+        let resting = locks.release_all(each, "the reconcile pass").await;
+        resting.into_iter().nth(1).flatten()
     }
 }
 
@@ -939,13 +938,13 @@ impl PassLocks {
 /// work is done.
 fn work_stop(
     until: &CancellationToken,
-    acquired: &Acquired,
+    acquired: Option<&Acquired>,
     at_most: Duration,
     tenant: &str,
 ) -> CancellationToken {
     let stop = until.child_token();
     let lost = match acquired {
-        Acquired::Held(g) => g.lost(),
+        Some(Acquired::Held(g)) => g.lost(),
         _ => CancellationToken::new(),
     };
     let deadline = crate::lock::work_deadline(at_most);

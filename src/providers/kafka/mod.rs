@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::kind::{Compare, Effect, FieldRule, Finding, KindInfo, System, Trigger};
 use crate::provider::section::{self, Section, SectionInfo};
 use crate::provider::{
-    OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount, RequestCounter,
+    OpAction, Operation, Provider, ProviderError, ReadPass, ReadScope, RequestCount, RequestCounter,
 };
 use crate::resource::Observed;
 
@@ -308,6 +308,8 @@ impl KafkaProvider {
                 ReadScope {
                     names: &names,
                     all: false,
+                    // As the topic is now, not as an earlier read of this pass saw it.
+                    pass: &ReadPass::default(),
                 },
             )
             .await?;

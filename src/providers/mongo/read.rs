@@ -1,5 +1,5 @@
-//! What each kind reads: its documents by id, the release version with the followers out of
-//! step, whether a registration secret exists.
+//! What each kind reads: its documents (each collection found once per observation), the
+//! release version with the followers out of step, whether a registration secret exists.
 
 use mongodb::bson::{doc, Document};
 use mongodb::options::FindOptions;
@@ -20,16 +20,15 @@ impl MongoProvider {
         collection: &str,
         scope: ReadScope<'_>,
     ) -> Result<Vec<Observed>, ProviderError> {
-        let filter = if scope.all {
-            doc! {}
-        } else {
-            doc! {"_id": {"$in": scope.names.to_vec()}}
-        };
         Ok(self
             .store
-            .find(collection, filter, None)
+            .find_all(scope.pass, collection)
             .await?
             .iter()
+            .filter(|d| {
+                scope.all
+                    || document::id_string(d).is_some_and(|id| scope.names.contains(&id))
+            })
             .filter_map(|d| {
                 let gave_up = document::publish_pending(d)
                     && !document::publish_retryable(d, self.max_publish_attempts);
@@ -76,21 +75,21 @@ impl MongoProvider {
                 None
             }
         };
-        for d in self
-            .store
-            .find(CLIENT_COLLECTION, doc! {"_id": CLIENT_ID}, None)
-            .await?
+        let clients = self.store.find_all(scope.pass, CLIENT_COLLECTION).await?;
+        for d in clients
+            .iter()
+            .filter(|d| document::id_string(d).as_deref() == Some(CLIENT_ID))
         {
-            if let Some(why) = out_of_step(&d) {
+            if let Some(why) = out_of_step(d) {
                 pending.push(format!("{CLIENT}/{CLIENT_ID}: {why}"));
             }
         }
-        for d in self
-            .store
-            .find(AGENTS_COLLECTION, doc! {"releaseVersion": true}, None)
-            .await?
+        let agents = self.store.find_all(scope.pass, AGENTS_COLLECTION).await?;
+        for d in agents
+            .iter()
+            .filter(|d| d.get_bool("releaseVersion") == Ok(true))
         {
-            if let (Some(id), Some(why)) = (document::id_string(&d), out_of_step(&d)) {
+            if let (Some(id), Some(why)) = (document::id_string(d), out_of_step(d)) {
                 pending.push(format!("{AGENT}/{id}: {why}"));
             }
         }

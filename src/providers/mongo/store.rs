@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 
 use super::kinds::RELEASES_COLLECTION;
 use super::TIMEOUT;
-use crate::provider::{ProviderError, RequestCount, RequestCounter};
+use crate::provider::{ProviderError, ReadPass, RequestCount, RequestCounter};
 use crate::shared;
 
 pub(super) struct Store {
@@ -183,6 +183,21 @@ impl Store {
             .try_collect()
             .await
             .map_err(|e| transient_or_permanent(&what, &e))
+    }
+
+    /// Every document of `collection`, found once in `pass`: a tenant's platform collections
+    /// hold a handful of documents, and several kinds read the same ones (the release version
+    /// checks the client configuration and the agents; a watch pass reads the tools for their
+    /// connectors, then as declared resources).
+    pub(super) async fn find_all(
+        &self,
+        pass: &ReadPass,
+        collection: &str,
+    ) -> Result<Arc<Vec<Document>>, ProviderError> {
+        pass.once(&format!("mongo/{collection}"), || {
+            self.find(collection, doc! {}, None)
+        })
+        .await
     }
 
     pub(super) async fn find_one(

@@ -20,7 +20,9 @@ use crate::kind::{Compare, Effect, Finding, KindInfo, System};
 use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::owner::{Owner, OWNER_KEY};
 use crate::provider::section::{self, Section, SectionInfo};
-use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
+use crate::provider::{
+    OpAction, Operation, Provider, ProviderError, ReadPass, ReadScope, RequestCount,
+};
 use crate::resource::{Address, Observed};
 
 pub use normalize::{
@@ -332,9 +334,12 @@ impl PinotProvider {
     /// (a table must also carry ofctl's owner marker, or it is someone else's).
     async fn exists_as_desired(&self, op: &Operation<'_>) -> Result<bool, ProviderError> {
         let names = [op.name.to_string()];
+        // As the object is now, not as an earlier read of this pass saw it.
+        let pass = ReadPass::default();
         let scope = ReadScope {
             names: &names,
             all: false,
+            pass: &pass,
         };
         let live = match op.kind {
             SCHEMA => self.read_schemas(scope).await?,
