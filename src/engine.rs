@@ -54,6 +54,97 @@ pub struct Observation {
     pub notes: BTreeMap<Address, Vec<String>>,
 }
 
+/// One kind's read: what its provider observed.
+struct KindRead {
+    kind: &'static str,
+    provider: Arc<dyn Provider>,
+    observed: Vec<Observed>,
+}
+
+fn joined_read(
+    joined: Result<Result<KindRead, EngineError>, tokio::task::JoinError>,
+) -> Result<KindRead, EngineError> {
+    match joined {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Live state as [`Engine::read_live`] read it: every kind's objects, in a fixed order.
+pub struct LiveState {
+    kinds: Vec<KindRead>,
+}
+
+impl LiveState {
+    /// Feeds every object read (kind, name, spec, ownership, notes) to `digester`: two reads
+    /// that feed the same are the same live state.
+    pub fn digest_into(&self, digester: &mut crate::json::Digester) {
+        for read in &self.kinds {
+            digester.text(read.kind);
+            for o in &read.observed {
+                digester.text(&o.name);
+                digester.value(&o.spec);
+                digester.text(if o.managed { "managed" } else { "unmanaged" });
+                for note in &o.notes {
+                    digester.text(note);
+                }
+                digester.text("");
+            }
+        }
+    }
+}
+
+/// An observation being put together: the desired specs, and the live objects as reads come in.
+struct Compared {
+    desired: BTreeMap<Address, Value>,
+    live: BTreeMap<Address, Observed>,
+    depends_on: BTreeMap<Address, Vec<Address>>,
+    notes: BTreeMap<Address, Vec<String>>,
+}
+
+impl Compared {
+    fn new(desired: BTreeMap<Address, Value>) -> Self {
+        Self {
+            desired,
+            live: BTreeMap::new(),
+            depends_on: BTreeMap::new(),
+            notes: BTreeMap::new(),
+        }
+    }
+
+    /// A kind's live objects: a declared one's desired spec takes what the platform's rules
+    /// keep from it ([`Provider::merge_live`]); another's dependencies are noted for prune order.
+    fn add(&mut self, read: KindRead) {
+        let KindRead {
+            kind,
+            provider,
+            observed,
+        } = read;
+        for o in observed {
+            let address = Address::new(kind, o.name.clone());
+            // Live values are not registered as secrets: API callers and anyone with access
+            // to a system write them, and the registry masks text everywhere. Live secrets
+            // (Connect returns passwords in clear, apis.md §2.7) are masked by their keys,
+            // and where a server echoes them inline (`password=...`).
+            match self.desired.get_mut(&address) {
+                Some(spec) => {
+                    let (merged, mut n) = provider.merge_live(kind, spec, &o.spec);
+                    *spec = merged;
+                    n.extend(o.notes.iter().cloned());
+                    if !n.is_empty() {
+                        self.notes.insert(address.clone(), n);
+                    }
+                }
+                None => {
+                    let deps = provider.dependencies(kind, &o.name, &o.spec);
+                    self.depends_on.insert(address.clone(), deps);
+                }
+            }
+            self.live.insert(address, o);
+        }
+    }
+}
+
 /// Makes the provider of a system from the target config: [`crate::registry::build`], or a
 /// test double.
 pub type ProviderBuilder =
@@ -129,9 +220,63 @@ impl Engine {
         manifest: Manifest,
         prune: bool,
     ) -> Result<Observation, EngineError> {
+        let declared: Vec<&Address> = manifest.resources.iter().map(|r| &r.address).collect();
+        let mut reads = self.start_reads(pass, &declared, prune).await?;
+        // The desired specs are normalized while the reads are in flight.
+        let mut compared = Compared::new(self.normalize_all(&manifest)?);
+        // In the order reads finish; an error ends the observation (dropping the set aborts the
+        // other reads).
+        while let Some(joined) = reads.join_next().await {
+            compared.add(joined_read(joined)?);
+        }
+        self.finish(manifest, compared)
+    }
+
+    /// The live half of an observation: reads every kind of `declared` (and, with `prune`,
+    /// every kind of the systems the target config names), without the manifest's specs.
+    /// [`Engine::compare`] turns it into the [`Observation`] `observe` would have made.
+    pub async fn read_live(
+        &mut self,
+        pass: &Arc<ReadPass>,
+        declared: &[&Address],
+        prune: bool,
+    ) -> Result<LiveState, EngineError> {
+        let mut reads = self.start_reads(pass, declared, prune).await?;
+        let mut kinds = Vec::new();
+        while let Some(joined) = reads.join_next().await {
+            kinds.push(joined_read(joined)?);
+        }
+        // Completion order varies; the digest must not.
+        kinds.sort_by_key(|read| read.kind);
+        for read in &mut kinds {
+            read.observed.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(LiveState { kinds })
+    }
+
+    /// The observation of `manifest` against `live` (read for the same resources).
+    pub fn compare(
+        &mut self,
+        manifest: Manifest,
+        live: LiveState,
+    ) -> Result<Observation, EngineError> {
+        let mut compared = Compared::new(self.normalize_all(&manifest)?);
+        for read in live.kinds {
+            compared.add(read);
+        }
+        self.finish(manifest, compared)
+    }
+
+    /// Starts one read per kind, each on its own task.
+    async fn start_reads(
+        &mut self,
+        pass: &Arc<ReadPass>,
+        declared: &[&Address],
+        prune: bool,
+    ) -> Result<JoinSet<Result<KindRead, EngineError>>, EngineError> {
         let mut kinds: BTreeSet<&'static str> = BTreeSet::new();
-        for r in &manifest.resources {
-            if let Some(info) = crate::registry::kind_info(&r.address.kind) {
+        for address in declared {
+            if let Some(info) = crate::registry::kind_info(&address.kind) {
                 kinds.insert(info.kind);
             }
         }
@@ -153,17 +298,14 @@ impl Engine {
             std::time::Duration::from_millis(tuning.retry_base_ms),
             tuning.max_attempts,
         );
-        // Every read starts first, on its own task: the desired specs are normalized, and each
-        // kind's live objects processed, while the slower reads are still in flight.
         let mut reads = JoinSet::new();
         for &kind in &kinds {
             let info = crate::registry::kind_info(kind).expect("kind comes from the registry");
             let provider = self.provider(info.system)?;
-            let names: Vec<String> = manifest
-                .resources
+            let names: Vec<String> = declared
                 .iter()
-                .filter(|r| r.address.kind == kind)
-                .map(|r| r.address.name.clone())
+                .filter(|a| a.kind == kind)
+                .map(|a| a.name.clone())
                 .collect();
             let pass = Arc::clone(pass);
             reads.spawn(async move {
@@ -188,9 +330,21 @@ impl Engine {
                         system: info.system,
                         error,
                     })?;
-                Ok::<_, EngineError>((kind, provider, observed))
+                Ok::<_, EngineError>(KindRead {
+                    kind,
+                    provider,
+                    observed,
+                })
             });
         }
+        Ok(reads)
+    }
+
+    /// Every resource's desired spec, normalized by its provider.
+    fn normalize_all(
+        &mut self,
+        manifest: &Manifest,
+    ) -> Result<BTreeMap<Address, Value>, EngineError> {
         let mut desired = BTreeMap::new();
         for r in &manifest.resources {
             let info = crate::registry::kind_info(&r.address.kind).expect("validated kind");
@@ -204,39 +358,21 @@ impl Engine {
                 })?;
             desired.insert(r.address.clone(), spec);
         }
-        let mut live = BTreeMap::new();
-        let mut depends_on: BTreeMap<Address, Vec<Address>> = BTreeMap::new();
-        let mut notes = BTreeMap::new();
-        // In the order reads finish; an error ends the observation (dropping the set aborts the
-        // other reads).
-        while let Some(joined) = reads.join_next().await {
-            let (kind, provider, observed) = match joined {
-                Ok(result) => result?,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            };
-            for o in observed {
-                let address = Address::new(kind, o.name.clone());
-                // Live values are not registered as secrets: API callers and anyone with access
-                // to a system write them, and the registry masks text everywhere. Live secrets
-                // (Connect returns passwords in clear, apis.md §2.7) are masked by their keys,
-                // and where a server echoes them inline (`password=...`).
-                match desired.get_mut(&address) {
-                    Some(spec) => {
-                        let (merged, mut n) = provider.merge_live(kind, spec, &o.spec);
-                        *spec = merged;
-                        n.extend(o.notes.iter().cloned());
-                        if !n.is_empty() {
-                            notes.insert(address.clone(), n);
-                        }
-                    }
-                    None => {
-                        let deps = provider.dependencies(kind, &o.name, &o.spec);
-                        depends_on.insert(address.clone(), deps);
-                    }
-                }
-                live.insert(address, o);
-            }
-        }
+        Ok(desired)
+    }
+
+    /// The observation, once every read is in: the dependencies of the declared resources.
+    fn finish(
+        &mut self,
+        manifest: Manifest,
+        compared: Compared,
+    ) -> Result<Observation, EngineError> {
+        let Compared {
+            desired,
+            live,
+            mut depends_on,
+            notes,
+        } = compared;
         for r in &manifest.resources {
             let spec = &desired[&r.address];
             let mut deps = r.depends_on.clone();

@@ -30,6 +30,28 @@ pub fn digest(value: &Value) -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
+/// A digest of several values and texts in order, each value in the canonical form of
+/// [`digest`] (so it ignores key order and number form, as [`values_equal`] does), each text
+/// quoted, so no two different sequences feed the same bytes.
+#[derive(Default)]
+pub struct Digester(Sha256);
+
+impl Digester {
+    pub fn value(&mut self, value: &Value) {
+        canonical(value, &mut self.0);
+        self.0.update(b"\n");
+    }
+
+    pub fn text(&mut self, text: &str) {
+        json_text(text, &mut self.0);
+        self.0.update(b"\n");
+    }
+
+    pub fn finish(self) -> String {
+        hex::encode(&self.0.finalize()[..16])
+    }
+}
+
 /// Prefix of a [`keyed_digest`].
 pub const KEYED_PREFIX: &str = "hmac:";
 
@@ -101,6 +123,30 @@ fn json_text<T: Serialize + ?Sized, H: sha2::digest::Update>(value: &T, out: &mu
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_digester_tells_sequences_apart_but_not_key_order() {
+        let of = |items: &[(&str, Value)]| {
+            let mut d = Digester::default();
+            for (text, value) in items {
+                d.text(text);
+                d.value(value);
+            }
+            d.finish()
+        };
+        let a = of(&[("x", json!({"a": 1, "b": 2}))]);
+        assert_eq!(a, of(&[("x", json!({"b": 2, "a": 1.0}))]));
+        assert_ne!(a, of(&[("x", json!({"a": 1, "b": 3}))]));
+        assert_ne!(a, of(&[("y", json!({"a": 1, "b": 2}))]));
+        // Where one text ends and the next begins counts.
+        let mut ab = Digester::default();
+        ab.text("a\"");
+        ab.text("b");
+        let mut a_b = Digester::default();
+        a_b.text("a");
+        a_b.text("\"b");
+        assert_ne!(ab.finish(), a_b.finish());
+    }
 
     #[test]
     fn digest_ignores_key_order_and_number_form() {

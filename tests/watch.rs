@@ -90,6 +90,80 @@ async fn file_edits_are_applied_and_deletions_healed() {
     assert!(redis_keys(&redis_url).await.is_empty());
 }
 
+/// A pass whose inputs are those of the last pass that planned no change stops after reading
+/// (it would plan no change again), yet a change to live state, to the manifest or to the config
+/// is still acted on at once: each is an input.
+#[tokio::test]
+async fn unchanged_passes_stop_after_reading_and_any_change_is_still_reconciled() {
+    let (_n, nats_url) = nats();
+    let (_r, redis_url) = redis();
+    let m = ManifestDir::new();
+    m.write("ofctl.toml", &config(&nats_url, &redis_url, "1s"))
+        .write("s.yaml", &stream("PAYMENTS", "  subjects: [payments.>]"));
+    let watch = Watch::start_with_env(&["-f", m.arg()], &[("OFCTL_LOG", "ofctl=debug")]);
+    let skipped = "which planned no change: nothing to compare";
+    let skips = || watch.log().matches(skipped).count();
+    let until_skips = |more: usize| {
+        let from = skips();
+        Watch::until(Duration::from_secs(10), move || async move {
+            skips() >= from + more
+        })
+    };
+    assert!(until_skips(2).await.is_some(), "{}", watch.log());
+
+    // Live state changed out of band: healed by the next interval pass.
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url.as_str()).await.unwrap());
+    let mut edited = js
+        .get_stream("PAYMENTS")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    edited.subjects = vec!["elsewhere.>".into()];
+    js.update_stream(&edited).await.unwrap();
+    let healed = Watch::until(Duration::from_secs(5), || async {
+        subjects(&nats_url, "PAYMENTS").await == Some(json!(["payments.>"]))
+    })
+    .await;
+    assert!(healed.is_some(), "live edit not healed:\n{}", watch.log());
+    assert!(until_skips(2).await.is_some(), "{}", watch.log());
+
+    // The manifest changed while live state did not: applied.
+    let with_suffix = |suffix: &str| {
+        format!(
+            "{}\n[variables]\nsuffix = \"{suffix}\"\n",
+            config(&nats_url, &redis_url, "1s")
+        )
+    };
+    m.write("ofctl.toml", &with_suffix("v2")).write(
+        "s.yaml",
+        &stream("PAYMENTS", "  subjects: [\"payments.${suffix}.>\"]"),
+    );
+    let applied = Watch::until(Duration::from_secs(5), || async {
+        subjects(&nats_url, "PAYMENTS").await == Some(json!(["payments.v2.>"]))
+    })
+    .await;
+    assert!(
+        applied.is_some(),
+        "manifest edit not applied:\n{}",
+        watch.log()
+    );
+    assert!(until_skips(2).await.is_some(), "{}", watch.log());
+
+    // Only the config changed (the variable the manifest uses): applied.
+    m.write("ofctl.toml", &with_suffix("v3"));
+    let applied = Watch::until(Duration::from_secs(5), || async {
+        subjects(&nats_url, "PAYMENTS").await == Some(json!(["payments.v3.>"]))
+    })
+    .await;
+    assert!(
+        applied.is_some(),
+        "config edit not applied:\n{}",
+        watch.log()
+    );
+}
+
 #[tokio::test]
 async fn report_only_drift_is_reported_not_healed_and_broken_manifests_keep_the_last_good() {
     let (_n, nats_url) = nats();

@@ -315,6 +315,20 @@ struct TenantLoop {
     /// The last interval turn this loop took, while it may still rest: given up when the loop
     /// stops, so a peer takes the tenant at its next turn instead of after the rest.
     resting_turn: Option<Resting>,
+    /// What the last pass that planned no change was computed from (see [`Unchanged`]).
+    unchanged: Option<Unchanged>,
+}
+
+/// The inputs of a pass that planned no change. A plan is a function of the manifest, the
+/// engine (the target config), the registered connectors and the live state, so a later pass
+/// whose inputs are all the same would plan no change either: it stops after reading, without
+/// unpacking, normalizing and comparing (most of a steady-state pass's CPU). The manifest is
+/// held, so `Arc::ptr_eq` cannot mistake a new one for it; the engine is replaced only with
+/// the config, which drops this.
+struct Unchanged {
+    manifest: Arc<PackedManifest>,
+    /// Digest of the registered connectors and of everything the reads returned.
+    inputs: String,
 }
 
 /// Path, size and modification time of every file of a target (its manifest folder and its
@@ -411,6 +425,7 @@ impl TenantLoop {
             Ok(config) => {
                 if config.source_digest != self.config.source_digest {
                     self.engine = Engine::new(config.clone());
+                    self.unchanged = None;
                     self.locks = lock_mode(&config);
                     self.announce_locks();
                 }
@@ -514,7 +529,7 @@ impl TenantLoop {
                 tracing::debug!(tenant = %self.id, "reconcile lock taken");
                 let stop = work_stop(&self.stop, locks.pass(), at_most, &self.id);
                 if let Err(e) = self
-                    .reconcile(packed.unpack(), &mut record, &mut drift, &stop)
+                    .reconcile(&packed, &mut record, &mut drift, &stop)
                     .await
                 {
                     tracing::error!(tenant = %self.id, "{}", crate::redact::redact(&e));
@@ -569,7 +584,7 @@ impl TenantLoop {
 
     async fn reconcile(
         &mut self,
-        manifest: Manifest,
+        packed: &Arc<PackedManifest>,
         record: &mut PassRecord,
         drift: &mut Vec<DriftItem>,
         stop: &CancellationToken,
@@ -585,17 +600,54 @@ impl TenantLoop {
         };
         // One read pass: the tools read for their connectors are not read again as resources.
         let pass = Arc::new(ReadPass::default());
-        let (manifest, registered) = self.with_registered_connectors(&pass, manifest).await;
-        let obs = tokio::select! {
-            obs = self.engine.observe_in(&pass, manifest, options.prune) => obs.map_err(|e| e.to_string())?,
+        let registered = self.registered_connectors(&pass, packed).await;
+        let mut declared: Vec<&Address> = packed.addresses().collect();
+        declared.extend(registered.iter().map(|r| &r.address));
+        let live = tokio::select! {
+            live = self.engine.read_live(&pass, &declared, options.prune) => live.map_err(|e| e.to_string())?,
             _ = stop.cancelled() => return Err(
                 "reading live state did not finish before the pass's deadline (90 % of [watch] lock_at_most_for) or shutdown; nothing was changed".into()
             ),
         };
+        let mut inputs = crate::json::Digester::default();
+        for r in &registered {
+            inputs.text(&r.address.to_string());
+            inputs.value(&r.spec);
+        }
+        live.digest_into(&mut inputs);
+        let inputs = inputs.finish();
+        if self
+            .unchanged
+            .as_ref()
+            .is_some_and(|u| Arc::ptr_eq(&u.manifest, packed) && u.inputs == inputs)
+        {
+            tracing::debug!(tenant = %self.id, "live state as the last pass found it, which planned no change: nothing to compare");
+            return Ok(());
+        }
+        self.unchanged = None;
+        let mut manifest = packed.unpack();
+        let registered: BTreeSet<Address> = registered
+            .into_iter()
+            .map(|r| {
+                let address = r.address.clone();
+                manifest.resources.push(r);
+                address
+            })
+            .collect();
+        let obs = self
+            .engine
+            .compare(manifest, live)
+            .map_err(|e| e.to_string())?;
         let plan = self
             .engine
             .plan_to_apply_now(&obs, &options)
             .map_err(|e| e.to_string())?;
+        if plan.pending().next().is_none() {
+            self.unchanged = Some(Unchanged {
+                manifest: Arc::clone(packed),
+                inputs,
+            });
+        }
         let confirmed = self.confirm_deletes(&obs, &plan);
         let mut heal = Vec::new();
         for change in plan.pending() {
@@ -652,18 +704,15 @@ impl TenantLoop {
         Ok(())
     }
 
-    /// `manifest` plus the connectors of the enabled tools stored in Mongo that it does not
-    /// declare (registered by the platform's jobs through the API): they are desired too, so a
+    /// The connectors of the enabled tools stored in Mongo that the manifest does not declare
+    /// (registered by the platform's jobs through the API): they are desired too, so a
     /// connector Kafka Connect lost is created again; being desired, they are never pruned.
-    /// Returns their addresses as well. Mongo unreadable: the manifest alone, with an error.
-    async fn with_registered_connectors(
+    /// Mongo unreadable: none, with an error.
+    async fn registered_connectors(
         &mut self,
         pass: &ReadPass,
-        mut manifest: Manifest,
-    ) -> (
-        Manifest,
-        std::collections::BTreeSet<crate::resource::Address>,
-    ) {
+        packed: &PackedManifest,
+    ) -> Vec<crate::resource::Resource> {
         let stored = match self.engine.stored_tool_connectors(pass).await {
             Ok(stored) => stored,
             Err(e) => {
@@ -672,20 +721,22 @@ impl TenantLoop {
                 Vec::new()
             }
         };
-        let mut registered = std::collections::BTreeSet::new();
+        let declared: BTreeSet<&Address> = packed.addresses().collect();
+        let mut registered: Vec<crate::resource::Resource> = Vec::new();
         for c in stored {
-            if manifest.get(&c.address).is_none() && registered.insert(c.address.clone()) {
-                manifest.resources.push(c);
+            if !declared.contains(&c.address) && !registered.iter().any(|r| r.address == c.address)
+            {
+                registered.push(c);
             }
         }
         if let Ok(mut d) = self.declared_connectors.write() {
-            for a in &registered {
-                if !d.contains(&a.name) {
-                    d.push(a.name.clone());
+            for r in &registered {
+                if !d.contains(&r.address.name) {
+                    d.push(r.address.name.clone());
                 }
             }
         }
-        (manifest, registered)
+        registered
     }
 
     /// The deletes of `plan` that the previous pass also planned over the same desired state;
@@ -1072,6 +1123,7 @@ async fn supervise(
             files_watched,
             files_checked: Instant::now(),
             resting_turn: None,
+            unchanged: None,
         };
         let started = Instant::now();
         let ended = tokio::spawn(tenant_loop.run()).await;

@@ -16,7 +16,7 @@ use flate2::Compression;
 use serde_json::Value;
 
 use crate::manifest::Manifest;
-use crate::resource::Resource;
+use crate::resource::{Address, Resource};
 
 pub struct PackedManifest {
     dir: std::path::PathBuf,
@@ -44,6 +44,11 @@ impl PackedManifest {
             resources,
             specs,
         }
+    }
+
+    /// The resources' addresses, without unpacking their specs.
+    pub fn addresses(&self) -> impl Iterator<Item = &Address> {
+        self.resources.iter().map(|r| &r.address)
     }
 
     /// The manifest as it was packed.
