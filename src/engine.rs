@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use backon::Retryable;
+use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
@@ -158,6 +159,9 @@ pub struct Engine {
     pub config: TargetConfig,
     build: ProviderBuilder,
     providers: Arc<std::sync::Mutex<BTreeMap<System, Arc<dyn Provider>>>>,
+    /// Digest of the stored tools whose secrets [`Engine::stored_tool_connectors`] registered
+    /// last.
+    registered_tools: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Engine {
@@ -171,6 +175,7 @@ impl Engine {
             config,
             build,
             providers: Default::default(),
+            registered_tools: Default::default(),
         }
     }
 
@@ -221,8 +226,12 @@ impl Engine {
         prune: bool,
     ) -> Result<Observation, EngineError> {
         let declared: Vec<&Address> = manifest.resources.iter().map(|r| &r.address).collect();
-        let mut reads = self.start_reads(pass, &declared, prune).await?;
-        // The desired specs are normalized while the reads are in flight.
+        // Every read on its own task: the desired specs are normalized, and each kind's live
+        // objects processed, while the slower reads are still in flight.
+        let mut reads = JoinSet::new();
+        for read in self.reads(pass, &declared, prune).await? {
+            reads.spawn(read);
+        }
         let mut compared = Compared::new(self.normalize_all(&manifest)?);
         // In the order reads finish; an error ends the observation (dropping the set aborts the
         // other reads).
@@ -241,7 +250,10 @@ impl Engine {
         declared: &[&Address],
         prune: bool,
     ) -> Result<LiveState, EngineError> {
-        let mut reads = self.start_reads(pass, declared, prune).await?;
+        let mut reads = JoinSet::new();
+        for read in self.reads(pass, declared, prune).await? {
+            reads.spawn(read);
+        }
         let mut kinds = Vec::new();
         while let Some(joined) = reads.join_next().await {
             kinds.push(joined_read(joined)?);
@@ -267,13 +279,13 @@ impl Engine {
         self.finish(manifest, compared)
     }
 
-    /// Starts one read per kind, each on its own task.
-    async fn start_reads(
+    /// One read per kind (retried while its errors are transient), for the caller to run.
+    async fn reads(
         &mut self,
         pass: &Arc<ReadPass>,
         declared: &[&Address],
         prune: bool,
-    ) -> Result<JoinSet<Result<KindRead, EngineError>>, EngineError> {
+    ) -> Result<Vec<BoxFuture<'static, Result<KindRead, EngineError>>>, EngineError> {
         let mut kinds: BTreeSet<&'static str> = BTreeSet::new();
         for address in declared {
             if let Some(info) = crate::registry::kind_info(&address.kind) {
@@ -298,7 +310,7 @@ impl Engine {
             std::time::Duration::from_millis(tuning.retry_base_ms),
             tuning.max_attempts,
         );
-        let mut reads = JoinSet::new();
+        let mut reads = Vec::new();
         for &kind in &kinds {
             let info = crate::registry::kind_info(kind).expect("kind comes from the registry");
             let provider = self.provider(info.system)?;
@@ -308,7 +320,7 @@ impl Engine {
                 .map(|a| a.name.clone())
                 .collect();
             let pass = Arc::clone(pass);
-            reads.spawn(async move {
+            reads.push(Box::pin(async move {
                 let read = || async {
                     provider
                         .read(
@@ -335,7 +347,7 @@ impl Engine {
                     provider,
                     observed,
                 })
-            });
+            }) as BoxFuture<'static, _>);
         }
         Ok(reads)
     }
@@ -605,12 +617,30 @@ impl Engine {
         if crate::registry::endpoint(tool_info.system, &self.config).is_err() {
             return Ok(Vec::new());
         }
+        let enabled: Vec<(Address, Value)> = self
+            .read_all_in(pass, &[mongo::TOOL.to_string()])
+            .await?
+            .into_iter()
+            .filter(|(_, spec)| spec.get("enabled") == Some(&Value::Bool(true)))
+            .collect();
+        // The registry keeps what it is given for the process's life: tools unchanged since
+        // their secrets were registered need not be walked again (most passes).
+        let mut digester = crate::json::Digester::default();
+        for (address, spec) in &enabled {
+            digester.text(&address.name);
+            digester.value(spec);
+        }
+        let digest = digester.finish();
+        let mut registered = self
+            .registered_tools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let register = registered.as_deref() != Some(digest.as_str());
         let mut out = Vec::new();
-        for (address, spec) in self.read_all_in(pass, &[mongo::TOOL.to_string()]).await? {
-            if spec.get("enabled") != Some(&Value::Bool(true)) {
-                continue;
+        for (address, spec) in enabled {
+            if register {
+                crate::redact::register_sensitive(&spec, &|ptr| tool_info.is_sensitive(ptr));
             }
-            crate::redact::register_sensitive(&spec, &|ptr| tool_info.is_sensitive(ptr));
             let tool = Resource {
                 source: Span {
                     file: format!("(MongoDB {}/{})", mongo::TOOLS_COLLECTION, address.name).into(),
@@ -624,9 +654,11 @@ impl Engine {
             };
             match crate::registry::expand(&tool) {
                 Ok(connectors) => out.extend(connectors.into_iter().map(|mut c| {
-                    crate::redact::register_sensitive(&c.spec, &|ptr| {
-                        connector_info.is_sensitive(ptr)
-                    });
+                    if register {
+                        crate::redact::register_sensitive(&c.spec, &|ptr| {
+                            connector_info.is_sensitive(ptr)
+                        });
+                    }
                     // The tool is live already: nothing to wait for.
                     c.depends_on.clear();
                     c
@@ -638,6 +670,7 @@ impl Engine {
                 ),
             }
         }
+        *registered = Some(digest);
         Ok(out)
     }
 
@@ -859,6 +892,46 @@ mod tests {
             TargetConfig::default(),
             Arc::new(move |_, _| Ok(Arc::clone(&provider) as Arc<dyn Provider>)),
         )
+    }
+
+    /// Stored tools' secrets (their own and their connectors') are registered for masking,
+    /// and registered again when a tool changes: passes over unchanged tools skip the walk.
+    #[tokio::test]
+    async fn stored_tools_secrets_are_registered_again_when_a_tool_changes() {
+        let tools = Arc::new(Streams::default());
+        let tool = |secret: &str| {
+            json!({
+                "enabled": true,
+                "credentials": {"password": secret},
+                "debeziumConnectors": [
+                    {"name": "c1", "config": {"database.password": format!("{secret}-db")}}
+                ]
+            })
+        };
+        let set = |secret: &str| tools.live.lock().unwrap().insert("t1".into(), tool(secret));
+        let config = TargetConfig::parse(
+            "[mongo]\nuri = \"mongodb://127.0.0.1:1/of\"\n",
+            std::path::Path::new("ofctl.toml"),
+        )
+        .unwrap();
+        let provider = Arc::clone(&tools);
+        let mut e = Engine::with_builder(
+            config,
+            Arc::new(move |_, _| Ok(Arc::clone(&provider) as Arc<dyn Provider>)),
+        );
+        let shown = |text: &str| crate::redact::redact(text).into_owned();
+        for secret in ["first-stored-secret-9f3a", "second-stored-secret-77b1"] {
+            set(secret);
+            for _ in 0..2 {
+                let connectors = e
+                    .stored_tool_connectors(&ReadPass::default())
+                    .await
+                    .unwrap();
+                assert_eq!(connectors.len(), 1);
+            }
+            assert_eq!(shown(&format!("a {secret} b")), "a (sensitive) b");
+            assert_eq!(shown(&format!("{secret}-db")), "(sensitive)");
+        }
     }
 
     fn manifest(specs: &[(&str, Value)]) -> Manifest {

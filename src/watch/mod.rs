@@ -870,23 +870,27 @@ impl TenantLoop {
             .collect()
     }
 
-    async fn run(mut self) {
+    /// Boxed: an async fn keeps its arguments and their moved copies side by side, and a
+    /// thousand loops wait at once.
+    async fn run(mut self: Box<Self>) {
         let mut trigger = "startup";
         let mut due = None;
         self.announce_locks();
-        let mut jobs = self.start_jobs().await;
+        let mut jobs = Box::pin(self.start_jobs()).await;
         let mut passes = 0u64;
         loop {
             if passes == 1 && test_panic_due(&self.id) {
                 panic!("{TEST_PANIC_ENV}: test-only fault in tenant `{}`", self.id);
             }
-            let record = self.pass(trigger, due).await;
+            // Boxed: an idle loop (a thousand of them wait at once) then holds a small future,
+            // not the largest state a pass goes through.
+            let record = Box::pin(self.pass(trigger, due)).await;
             passes += 1;
             if self.config.source_digest != self.jobs_digest {
                 tracing::info!(tenant = %self.id, "target config changed: restarting the scheduled jobs");
                 // The stopped jobs end at their next tick; their handles need no keeping.
                 jobs.retain(|job| !job.is_finished());
-                jobs.extend(self.start_jobs().await);
+                jobs.extend(Box::pin(self.start_jobs()).await);
             }
             tracing::info!(
                 tenant = %self.id,
@@ -1126,7 +1130,9 @@ async fn supervise(
             unchanged: None,
         };
         let started = Instant::now();
-        let ended = tokio::spawn(tenant_loop.run()).await;
+        let run = Box::new(tenant_loop).run();
+        tracing::trace!(tenant = %id, "tenant loop future: {} bytes", std::mem::size_of_val(&run));
+        let ended = tokio::spawn(run).await;
         life.cancel();
         let Err(died) = ended else { return };
         if stop.is_cancelled() || !died.is_panic() {
