@@ -401,7 +401,8 @@ pub struct TargetConfig {
     pub path: Option<PathBuf>,
     /// Hash of the file's text, so watch mode rebuilds connections only when it changed.
     pub source_digest: String,
-    raw: RawConfig,
+    /// Shared by clones: a tenant's config is held by its loop, its engines and its API view.
+    raw: Arc<RawConfig>,
     /// The file's text, where the providers' sections stay until their providers read them:
     /// parsed from it, their errors show the line as the generic sections' do.
     text: Arc<str>,
@@ -438,7 +439,7 @@ impl TargetConfig {
         let mut config = Self {
             source_digest: crate::json::digest(&Value::String(text.to_string())),
             path: Some(path.to_path_buf()),
-            raw,
+            raw: Arc::new(raw),
             text: text.into(),
             sections: Default::default(),
             variables: Variables::new(),

@@ -34,7 +34,9 @@ enum EnvAccess {
 /// Where placeholder values come from.
 #[derive(Debug, Clone)]
 pub struct Variables {
-    values: BTreeMap<String, Value>,
+    /// Shared by clones (a target config is held by its engines and views: one copy a
+    /// tenant), copied on the first insert into one of them.
+    values: std::sync::Arc<BTreeMap<String, Value>>,
     /// Folder `${file:...}` paths are relative to.
     base_dir: Option<PathBuf>,
     /// Folder `${file:...}` may not leave (the manifest folder), when set.
@@ -46,7 +48,7 @@ impl Default for Variables {
     /// A manifest's access: `OFCTL_*` from the environment.
     fn default() -> Self {
         Self {
-            values: BTreeMap::new(),
+            values: Default::default(),
             base_dir: None,
             root: None,
             env: EnvAccess::Only(vec![DEFAULT_ALLOWED_ENV.to_string()]),
@@ -211,7 +213,7 @@ impl Variables {
     }
 
     pub fn insert(&mut self, name: impl Into<String>, value: Value) {
-        self.values.insert(name.into(), value);
+        std::sync::Arc::make_mut(&mut self.values).insert(name.into(), value);
     }
 
     /// The same variables, with `${file:...}` resolved relative to `dir`.

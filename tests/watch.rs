@@ -21,14 +21,14 @@ async fn subjects(url: &str, name: &str) -> Option<Value> {
         .cloned()
 }
 
-async fn redis_keys(url: &str) -> Vec<String> {
+async fn redis_query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap()
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+async fn redis_keys(url: &str) -> Vec<String> {
+    redis_query(url, redis::cmd("KEYS").arg("*")).await
 }
 
 #[tokio::test]
@@ -302,13 +302,7 @@ async fn an_interval_turn_rests_and_is_given_up_at_shutdown() {
 }
 
 async fn pttl(url: &str, key: &str) -> i64 {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("PTTL")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .unwrap()
+    redis_query(url, redis::cmd("PTTL").arg(key)).await
 }
 
 /// A pass's locks (the reconcile lock and its turn) are taken in one round trip, all or none:
