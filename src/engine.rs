@@ -214,22 +214,12 @@ impl Engine {
         manifest: Manifest,
         prune: bool,
     ) -> Result<Observation, EngineError> {
-        self.observe_in(&Arc::default(), manifest, prune).await
-    }
-
-    /// [`Engine::observe`] as part of `pass`: what reads made before it in the same pass
-    /// fetched (the stored tools a watch pass reads first) is not fetched again.
-    pub async fn observe_in(
-        &mut self,
-        pass: &Arc<ReadPass>,
-        manifest: Manifest,
-        prune: bool,
-    ) -> Result<Observation, EngineError> {
+        let pass = Arc::new(ReadPass::default());
         let declared: Vec<&Address> = manifest.resources.iter().map(|r| &r.address).collect();
         // Every read on its own task: the desired specs are normalized, and each kind's live
         // objects processed, while the slower reads are still in flight.
         let mut reads = JoinSet::new();
-        for read in self.reads(pass, &declared, prune).await? {
+        for read in self.reads(&pass, &declared, prune).await? {
             reads.spawn(read);
         }
         let mut compared = Compared::new(self.normalize_all(&manifest)?);

@@ -149,7 +149,7 @@ impl LockMode {
 
     pub async fn acquire(&self, name: &str, at_most: Duration, at_least: Duration) -> Acquired {
         match self.acquire_all(&[(name, at_least)], at_most).await {
-            Ok(mut each) => each.pop().unwrap_or(Acquired::Busy),
+            Ok(mut each) => each.pop().expect("one lock asked for, one taken"),
             Err(NotAcquired::Busy(_)) => Acquired::Busy,
             Err(NotAcquired::Unavailable(why)) => Acquired::Unavailable(why),
         }
@@ -320,20 +320,6 @@ impl Locks {
             .map_err(|e| self.err(e))?;
         *slot = Some(conn.clone());
         Ok(conn)
-    }
-
-    /// Takes the lock if nobody holds it; `None` means another replica has it (skip this run).
-    pub async fn try_acquire(
-        &self,
-        name: &str,
-        at_most: Duration,
-        at_least: Duration,
-    ) -> Result<Option<LockGuard>, LockError> {
-        Ok(self
-            .try_acquire_all(&[(name, at_least)], at_most)
-            .await?
-            .ok()
-            .and_then(|mut guards| guards.pop()))
     }
 
     /// Takes the locks `names` (each with its lockAtLeastFor) all or none, in one round trip:

@@ -418,3 +418,60 @@ async fn export_then_plan_is_a_no_op_and_exports_no_secret() {
     );
     assert_eq!(plan.code, 0, "{plan:?}\n{text}");
 }
+
+/// Replicas share a tenant's work but not their processes' script lists (each process keeps
+/// one for up to 5 s): a create planned from a list read before another replica made the
+/// script finds it in a fresh list and adds no second one (names are not unique in TRMM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_planned_before_another_replica_made_the_script_adds_no_second_one() {
+    use ofctl::provider::{OpAction, Operation, ReadPass, ReadScope};
+    let sandbox = emulators(Some(API_KEY), Default::default()).await;
+    let trmm = Trmm::new(&sandbox);
+    let m = desired_state(&sandbox);
+    let config = ofctl::config::TargetConfig::parse(
+        &format!("[tactical]\nurl = \"{}\"\n", sandbox.tactical_url),
+        std::path::Path::new("ofctl.toml"),
+    )
+    .unwrap();
+    let provider = ofctl::registry::build_tactical(&config, (None, Some(API_KEY.into()))).unwrap();
+    let manifest = ofctl::manifest::load(m.path(), &config.variables).unwrap();
+    let declared = manifest
+        .resources
+        .iter()
+        .find(|r| r.address.kind == "TacticalScript")
+        .expect("the shipped script");
+    let desired = provider
+        .normalize_desired("TacticalScript", NAME, &declared.spec)
+        .unwrap();
+
+    // This replica reads: no script yet.
+    let names = [NAME.to_string()];
+    let pass = ReadPass::default();
+    let scope = ReadScope {
+        names: &names,
+        all: false,
+        pass: &pass,
+    };
+    assert!(provider
+        .read("TacticalScript", scope)
+        .await
+        .unwrap()
+        .is_empty());
+    // Another replica (another process) creates it meanwhile.
+    let other = run(&["apply", "-f", m.arg(), "--auto-approve"]);
+    assert_eq!(other.code, 0, "{other:?}");
+    assert_eq!(trmm.named(NAME).await.len(), 1);
+    // This replica's create, planned from its read, finds that one.
+    provider
+        .apply(Operation {
+            kind: "TacticalScript",
+            name: NAME,
+            action: OpAction::Create,
+            desired: Some(&desired),
+            live: None,
+            force: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(trmm.named(NAME).await.len(), 1, "a second script was added");
+}

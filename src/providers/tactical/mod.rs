@@ -7,7 +7,7 @@
 
 mod normalize;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,11 +95,6 @@ pub struct TacticalProvider {
     http: HttpClient,
     /// name → id and ownership, from the last read (apply always follows a read).
     known: Mutex<HashMap<String, Known>>,
-    /// Names whose `POST /scripts/` was sent by this process. Names are not unique in TRMM and
-    /// the POST returns no id (apis.md §3), so a create retried after an answer that never
-    /// arrived (connection dropped, timeout, a 5xx after Django committed) must first look for
-    /// the script the earlier attempt may have made, or it would add a second one.
-    posted: Mutex<HashSet<String>>,
     /// Named in each script's description marker: only this tenant's scripts are pruned.
     owner: Owner,
     /// The script list, shared by every provider with this URL and API key: TRMM lists all
@@ -142,7 +137,6 @@ impl TacticalProvider {
             )?,
             owner,
             known: Mutex::new(HashMap::new()),
-            posted: Mutex::new(HashSet::new()),
         })
     }
 
@@ -224,8 +218,13 @@ impl TacticalProvider {
             })
     }
 
-    /// Whether an earlier POST of `name` already made the script `desired` describes. A script
-    /// of that name that differs is an error: ofctl cannot tell it from someone else's.
+    /// Whether the script `desired` describes exists already, by a fresh list (not the shared
+    /// one, which may be 5 s old). Names are not unique in TRMM and the POST returns no id
+    /// (apis.md §3), so a create must look first, or it would add a second script: one an
+    /// earlier attempt made whose answer never arrived (connection dropped, timeout, a 5xx after
+    /// Django committed), or one another replica made for the same tenant since the shared list
+    /// was read. A script of that name that differs is an error: ofctl cannot tell it from
+    /// someone else's.
     async fn created_earlier(&self, name: &str, desired: &Value) -> Result<bool, ProviderError> {
         let listed = self.list().await?;
         let Some(found) = resolve_declared(&listed, name)? else {
@@ -238,7 +237,7 @@ impl TacticalProvider {
             return Ok(true);
         }
         Err(ProviderError::permanent(format!(
-            "TacticalScript/{name}: an earlier attempt to create it got no answer, and script id {} now has this name but differs from the manifest; re-run plan",
+            "TacticalScript/{name}: script id {} has this name now (made since live state was read: by an earlier attempt whose answer was lost, another replica or a person) but differs from the manifest; re-run plan",
             found.id
         )))
     }
@@ -360,12 +359,7 @@ impl Provider for TacticalProvider {
         let desired = op.desired.cloned().unwrap_or(Value::Null);
         match op.action {
             OpAction::Create => {
-                let first = self
-                    .posted
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(op.name.to_string());
-                if !first && self.created_earlier(op.name, &desired).await? {
+                if self.created_earlier(op.name, &desired).await? {
                     return Ok(());
                 }
                 let body = Value::Object(normalize::create_body(
