@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use backon::Retryable;
-use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
@@ -216,12 +215,9 @@ impl Engine {
     ) -> Result<Observation, EngineError> {
         let pass = Arc::new(ReadPass::default());
         let declared: Vec<&Address> = manifest.resources.iter().map(|r| &r.address).collect();
-        // Every read on its own task: the desired specs are normalized, and each kind's live
-        // objects processed, while the slower reads are still in flight.
-        let mut reads = JoinSet::new();
-        for read in self.reads(&pass, &declared, prune).await? {
-            reads.spawn(read);
-        }
+        // The desired specs are normalized, and each kind's live objects processed, while the
+        // slower reads are still in flight.
+        let mut reads = self.start_reads(&pass, &declared, prune).await?;
         let mut compared = Compared::new(self.normalize_all(&manifest)?);
         // In the order reads finish; an error ends the observation (dropping the set aborts the
         // other reads).
@@ -240,10 +236,7 @@ impl Engine {
         declared: &[&Address],
         prune: bool,
     ) -> Result<LiveState, EngineError> {
-        let mut reads = JoinSet::new();
-        for read in self.reads(pass, declared, prune).await? {
-            reads.spawn(read);
-        }
+        let mut reads = self.start_reads(pass, declared, prune).await?;
         let mut kinds = Vec::new();
         while let Some(joined) = reads.join_next().await {
             kinds.push(joined_read(joined)?);
@@ -269,13 +262,13 @@ impl Engine {
         self.finish(manifest, compared)
     }
 
-    /// One read per kind (retried while its errors are transient), for the caller to run.
-    async fn reads(
+    /// Starts one read per kind (retried while its errors are transient), each on its own task.
+    async fn start_reads(
         &mut self,
         pass: &Arc<ReadPass>,
         declared: &[&Address],
         prune: bool,
-    ) -> Result<Vec<BoxFuture<'static, Result<KindRead, EngineError>>>, EngineError> {
+    ) -> Result<JoinSet<Result<KindRead, EngineError>>, EngineError> {
         let mut kinds: BTreeSet<&'static str> = BTreeSet::new();
         for address in declared {
             if let Some(info) = crate::registry::kind_info(&address.kind) {
@@ -300,7 +293,7 @@ impl Engine {
             std::time::Duration::from_millis(tuning.retry_base_ms),
             tuning.max_attempts,
         );
-        let mut reads = Vec::new();
+        let mut reads = JoinSet::new();
         for &kind in &kinds {
             let info = crate::registry::kind_info(kind).expect("kind comes from the registry");
             let provider = self.provider(info.system)?;
@@ -310,7 +303,7 @@ impl Engine {
                 .map(|a| a.name.clone())
                 .collect();
             let pass = Arc::clone(pass);
-            reads.push(Box::pin(async move {
+            reads.spawn(async move {
                 let read = || async {
                     provider
                         .read(
@@ -337,7 +330,7 @@ impl Engine {
                     provider,
                     observed,
                 })
-            }) as BoxFuture<'static, _>);
+            });
         }
         Ok(reads)
     }

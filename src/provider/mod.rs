@@ -91,7 +91,7 @@ impl std::fmt::Debug for ReadPass {
 impl ReadPass {
     /// What `fetch` returns for `key`, fetched once in this pass: concurrent callers wait for
     /// the first one's answer; an error is not kept (the next caller, or a retry, fetches again).
-    /// `key` names the data within the provider's system, e.g. `mongo:of_t1/integrations`.
+    /// `key` names the data within the provider's system, e.g. `mongo/integrated_tools`.
     pub async fn once<T, E, Fut>(&self, key: &str, fetch: impl FnOnce() -> Fut) -> Result<Arc<T>, E>
     where
         T: Send + Sync + 'static,

@@ -626,14 +626,11 @@ impl TenantLoop {
         }
         self.unchanged = None;
         let mut manifest = packed.unpack();
-        let registered: BTreeSet<Address> = registered
-            .into_iter()
-            .map(|r| {
-                let address = r.address.clone();
-                manifest.resources.push(r);
-                address
-            })
-            .collect();
+        let mut registered_addresses = BTreeSet::new();
+        for r in registered {
+            registered_addresses.insert(r.address.clone());
+            manifest.resources.push(r);
+        }
         let obs = self
             .engine
             .compare(manifest, live)
@@ -653,7 +650,7 @@ impl TenantLoop {
         for change in plan.pending() {
             let policy = policy_of(&change.address, &obs.manifest);
             let registered_change =
-                registered.contains(&change.address) && change.action != Action::Create;
+                registered_addresses.contains(&change.address) && change.action != Action::Create;
             let reason = match (policy, &change.blocked) {
                 (DriftPolicy::Ignore, _) => continue,
                 _ if registered_change => "registered with its tool through the API: created when missing, otherwise changed only by the tool's next POST /v1/tools/{id}".to_string(),
