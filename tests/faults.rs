@@ -292,6 +292,83 @@ async fn desired_state_converges_through_twenty_percent_faults_without_duplicate
     }
 }
 
+/// Read requests that got an answer (faulted ones are counted as reads too).
+fn answered_reads(sb: &Sandbox) -> u64 {
+    let s = sb.stats.snapshot();
+    [s.pinot, s.connect, s.tactical]
+        .iter()
+        .map(|s| s.reads - s.faults)
+        .sum()
+}
+
+/// A read that failed on one of its requests is retried by the engine; the retry must send only
+/// the requests that failed. Were every request sent again, a read of many requests would
+/// rarely get through a fault rate that each single request survives easily (the flaky
+/// convergence test above: 8 GETs for the platform's 4 connectors at 30 % faults).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_read_sends_again_only_the_requests_that_failed() {
+    let m = ManifestDir::new();
+    let mut docs = String::new();
+    for i in 0..4 {
+        docs.push_str(&format!(
+            "apiVersion: ofctl.openframe.io/v1\nkind: TacticalScript\nmetadata:\n  name: Retried read {i}\nspec:\n  shell: shell\n  script_body: \"echo {i}\\n\"\n---\n\
+             apiVersion: ofctl.openframe.io/v1\nkind: PinotSchema\nmetadata:\n  name: retried{i}\nspec:\n  dimensionFieldSpecs: [{{name: id, dataType: STRING}}]\n---\n\
+             apiVersion: ofctl.openframe.io/v1\nkind: KafkaConnector\nmetadata:\n  name: retried-{i}\nspec:\n  config:\n    connector.class: io.debezium.connector.postgresql.PostgresConnector\n    database.hostname: 127.0.0.1\n    database.user: cdc\n    database.password: ${{env:OFCTL_TEST_PG_PASSWORD}}\n    database.dbname: app\n    topic.prefix: retried{i}\n---\n"
+        ));
+    }
+    m.write("objects.yaml", &docs);
+    let env = [
+        ("OFCTL_TACTICAL_API_KEY", API_KEY),
+        ("OFCTL_TEST_PG_PASSWORD", "retried-read-pw"),
+    ];
+    let use_sandbox = |sb: &Sandbox| {
+        m.write(
+            "ofctl.toml",
+            &format!(
+                "[tactical]\nurl = \"{}\"\napi_key = \"${{env:OFCTL_TACTICAL_API_KEY}}\"\n[pinot]\nurl = \"{}\"\n[connect]\nurl = \"{}\"\n[engine]\nretry_base_ms = 1\nmax_attempts = 12\n",
+                sb.tactical_url, sb.pinot_url, sb.connect_url
+            ),
+        );
+    };
+    // Converges the objects, then counts the reads of one plan that sees them all in place.
+    let plan_reads = |sb: &Sandbox| {
+        use_sandbox(sb);
+        let converged =
+            (0..8).any(|_| ofctl(&["apply", "-f", m.arg(), "--auto-approve"], &env).code == 0);
+        assert!(converged, "no convergence in 8 applies");
+        sb.stats.reset();
+        let plan = ofctl(&["plan", "-f", m.arg()], &env);
+        assert_eq!(plan.code, 0, "{plan:?}");
+        (answered_reads(sb), sb.stats.snapshot())
+    };
+
+    let clean = support::emulators(Some(API_KEY), FaultConfig::default()).await;
+    let (needed, _) = plan_reads(&clean);
+    // 4 scripts: list + 4 details; 4 schemas; 4 connectors: info + status each.
+    assert!(
+        needed >= 17,
+        "a plan of 12 objects answered only {needed} reads"
+    );
+
+    let faulty = support::emulators(
+        Some(API_KEY),
+        FaultConfig {
+            error_rate: 0.3,
+            seed: Some(31),
+            ..FaultConfig::default()
+        },
+    )
+    .await;
+    let (answered, stats) = plan_reads(&faulty);
+    let faults = stats.pinot.faults + stats.connect.faults + stats.tactical.faults;
+    eprintln!("retried reads: {needed} reads needed; with faults {answered} answered, {faults} faulted: {stats:?}");
+    assert!(faults > 0, "no fault was injected into the plan's reads");
+    assert_eq!(
+        answered, needed,
+        "each read request is answered once, however many times its kind's read was retried"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lost answers: the write was made, the connection dropped before the reply
 

@@ -7,6 +7,8 @@
 
 mod normalize;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
@@ -16,7 +18,9 @@ use serde_json::{json, Value};
 use crate::kind::{Compare, Effect, FieldRule, Finding, KindInfo, System, Trigger};
 use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::section::{self, Section, SectionInfo};
-use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
+use crate::provider::{
+    OpAction, Operation, Provider, ProviderError, ReadPass, ReadScope, RequestCount,
+};
 use crate::resource::Observed;
 
 use crate::provider::owner::Owner;
@@ -133,29 +137,38 @@ impl ConnectProvider {
     /// `names` one by one, when they take no more than one round of concurrent requests: the
     /// expanded list holds every connector of the cluster (all tenants' on a shared Connect,
     /// megabytes a pass), two GETs per declared connector do not grow with the cluster.
-    async fn read_named(&self, names: &[String]) -> Result<Vec<Observed>, ProviderError> {
-        let observed: Vec<Option<Observed>> =
-            futures::future::try_join_all(names.iter().map(|name| async move {
-                let Some(info) = self.get(&connector_path(name, "")).await? else {
+    async fn read_named(
+        &self,
+        pass: &ReadPass,
+        names: &[String],
+    ) -> Result<Vec<Observed>, ProviderError> {
+        // (Owned names: a borrowed one trips rustc's higher-ranked lifetime check on the
+        // `Send` future, as in Pinot's table read.)
+        let observed: Vec<Option<Observed>> = self
+            .http
+            .read_each(names.iter().cloned().map(|name| async move {
+                let info = self.get(pass, &connector_path(&name, "")).await?;
+                let Some(info) = info.as_ref() else {
                     return Ok(None);
                 };
                 // Deleted between the two GETs: observed without a status, as the list shows
                 // a connector whose status is not known yet.
-                let status = self.get(&connector_path(name, "/status")).await?;
-                Ok::<_, ProviderError>(Some(self.observed(name, &info, status.as_ref())))
+                let status = self.get(pass, &connector_path(&name, "/status")).await?;
+                Ok::<_, ProviderError>(Some(self.observed(&name, info, status.as_ref().as_ref())))
             }))
             .await?;
         Ok(observed.into_iter().flatten().collect())
     }
 
-    /// A GET whose 404 means the connector does not exist.
-    async fn get(&self, path: &str) -> Result<Option<Value>, ProviderError> {
-        let response = self.http.send(Method::GET, path, None).await?;
-        match response.status {
-            404 => Ok(None),
-            _ if response.is_success() => Ok(Some(response.body)),
-            _ => Err(error(&Method::GET, path, &response)),
-        }
+    /// A GET of a read, whose 404 means the connector does not exist.
+    async fn get(&self, pass: &ReadPass, path: &str) -> Result<Arc<Option<Value>>, ProviderError> {
+        self.http
+            .get_in(pass, path, |response| match response.status {
+                404 => Ok(None),
+                _ if response.is_success() => Ok(Some(response.body)),
+                _ => Err(error(&Method::GET, path, &response)),
+            })
+            .await
     }
 
     fn observed(&self, name: &str, info: &Value, status: Option<&Value>) -> Observed {
@@ -246,7 +259,7 @@ impl Provider for ConnectProvider {
         scope: ReadScope<'_>,
     ) -> Result<Vec<Observed>, ProviderError> {
         if !scope.all && scope.names.len() <= self.http.concurrency() {
-            return self.read_named(scope.names).await;
+            return self.read_named(scope.pass, scope.names).await;
         }
         let path = "/connectors?expand=info&expand=status";
         let response = self.call(Method::GET, path, None).await?;

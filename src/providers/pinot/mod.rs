@@ -9,9 +9,9 @@
 mod normalize;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -108,34 +108,22 @@ impl PinotProvider {
         })
     }
 
-    /// One request whose only acceptable answers are 200 and, when `absent_ok`, 404.
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        absent_ok: bool,
-    ) -> Result<Option<Response>, ProviderError> {
-        let response = self.http.send(method.clone(), path, body).await?;
-        match response.status {
-            200 => Ok(Some(response)),
-            404 if absent_ok => Ok(None),
-            _ => Err(self.http.status_error(&method, path, &response)),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Result<Option<Value>, ProviderError> {
-        Ok(self
-            .call(Method::GET, path, None, true)
-            .await?
-            .map(|r| r.body))
+    /// A GET of a read (see [`HttpClient::get_in`]); 404 is `None`.
+    async fn get(&self, pass: &ReadPass, path: &str) -> Result<Arc<Option<Value>>, ProviderError> {
+        self.http
+            .get_in(pass, path, |response| match response.status {
+                200 => Ok(Some(response.body)),
+                404 => Ok(None),
+                _ => Err(self.http.status_error(&Method::GET, path, &response)),
+            })
+            .await
     }
 
     /// `GET /schemas`: every schema name.
-    async fn schema_names(&self) -> Result<Vec<String>, ProviderError> {
-        let body = self.get("/schemas").await?.unwrap_or(Value::Null);
-        Ok(body
-            .as_array()
+    async fn schema_names(&self, pass: &ReadPass) -> Result<Vec<String>, ProviderError> {
+        let body = self.get(pass, "/schemas").await?;
+        Ok(Option::as_ref(&body)
+            .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
                     .filter_map(Value::as_str)
@@ -146,10 +134,10 @@ impl PinotProvider {
     }
 
     /// `GET /tables`: every table's raw name.
-    async fn table_names(&self) -> Result<Vec<String>, ProviderError> {
-        let body = self.get("/tables").await?.unwrap_or(Value::Null);
-        Ok(body
-            .get("tables")
+    async fn table_names(&self, pass: &ReadPass) -> Result<Vec<String>, ProviderError> {
+        let body = self.get(pass, "/tables").await?;
+        Ok(Option::as_ref(&body)
+            .and_then(|b| b.get("tables"))
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -168,9 +156,10 @@ impl PinotProvider {
 
     async fn read_schemas(&self, scope: ReadScope<'_>) -> Result<Vec<Observed>, ProviderError> {
         let names = if scope.all {
-            self.schema_names().await?
+            self.schema_names(scope.pass).await?
         } else if self.lists_first(scope.names.len()) {
-            let existing: BTreeSet<String> = self.schema_names().await?.into_iter().collect();
+            let existing: BTreeSet<String> =
+                self.schema_names(scope.pass).await?.into_iter().collect();
             let mut names = scope.names.to_vec();
             names.retain(|n| existing.contains(n));
             names
@@ -190,21 +179,22 @@ impl PinotProvider {
         } else {
             BTreeSet::new()
         };
-        let schemas: Vec<Option<Observed>> = futures::stream::iter(names)
-            .map(|name| {
+        let schemas: Vec<Option<Observed>> = self
+            .http
+            .read_each(names.into_iter().map(|name| {
                 let managed = managed_raw.contains(&name);
                 async move {
-                    let body = self.get(&format!("/schemas/{}", segment(&name))).await?;
-                    Ok::<_, ProviderError>(body.map(|schema| Observed {
-                        spec: canonical_schema(&schema),
+                    let body = self
+                        .get(scope.pass, &format!("/schemas/{}", segment(&name)))
+                        .await?;
+                    Ok::<_, ProviderError>(Option::as_ref(&body).map(|schema| Observed {
+                        spec: canonical_schema(schema),
                         name,
                         managed,
                         notes: Vec::new(),
                     }))
                 }
-            })
-            .buffer_unordered(self.http.concurrency())
-            .try_collect()
+            }))
             .await?;
         Ok(schemas.into_iter().flatten().collect())
     }
@@ -212,6 +202,7 @@ impl PinotProvider {
     /// `GET /tables/{raw}[?type=]`: the configs keyed by type, as observed objects.
     async fn read_table(
         &self,
+        pass: &ReadPass,
         raw: &str,
         kind: Option<&str>,
     ) -> Result<Vec<Observed>, ProviderError> {
@@ -219,19 +210,21 @@ impl PinotProvider {
         if let Some(kind) = kind {
             path.push_str(&format!("?type={}", kind.to_ascii_lowercase()));
         }
-        let Some(body) = self.get(&path).await? else {
+        let body = self.get(pass, &path).await?;
+        let Some(configs) = Option::as_ref(&body).and_then(Value::as_object) else {
             return Ok(Vec::new());
         };
-        let configs = body.as_object().cloned().unwrap_or_default();
         Ok(configs
-            .into_iter()
-            .filter(|(k, v)| v.is_object() && (k == normalize::OFFLINE || k == normalize::REALTIME))
+            .iter()
+            .filter(|(k, v)| {
+                v.is_object() && (*k == normalize::OFFLINE || *k == normalize::REALTIME)
+            })
             .map(|(k, config)| {
-                let (managed, notes) = self.owner.observe(normalize::owner_marker(&config));
+                let (managed, notes) = self.owner.observe(normalize::owner_marker(config));
                 Observed {
                     name: format!("{raw}_{k}"),
                     managed,
-                    spec: canonical_table(&config),
+                    spec: canonical_table(config),
                     notes,
                 }
             })
@@ -244,7 +237,7 @@ impl PinotProvider {
         // check on the `Send` future.)
         let mut wanted: BTreeMap<String, Option<String>> = BTreeMap::new();
         if scope.all {
-            for raw in self.table_names().await? {
+            for raw in self.table_names(scope.pass).await? {
                 wanted.insert(raw, None);
             }
         } else {
@@ -259,14 +252,16 @@ impl PinotProvider {
                     .or_insert_with(|| Some(kind.to_string()));
             }
             if self.lists_first(wanted.len()) {
-                let existing: BTreeSet<String> = self.table_names().await?.into_iter().collect();
+                let existing: BTreeSet<String> =
+                    self.table_names(scope.pass).await?.into_iter().collect();
                 wanted.retain(|raw, _| existing.contains(raw));
             }
         }
-        let tables: Vec<Vec<Observed>> = futures::stream::iter(wanted)
-            .map(|(raw, kind)| async move { self.read_table(&raw, kind.as_deref()).await })
-            .buffer_unordered(self.http.concurrency())
-            .try_collect()
+        let tables: Vec<Vec<Observed>> = self
+            .http
+            .read_each(wanted.into_iter().map(|(raw, kind)| async move {
+                self.read_table(scope.pass, &raw, kind.as_deref()).await
+            }))
             .await?;
         Ok(tables
             .into_iter()
@@ -376,7 +371,9 @@ impl PinotProvider {
                 // Pinot refuses to delete a schema a REALTIME table uses but not one an OFFLINE
                 // table uses (§1.2): check both, so a table is never left without its schema.
                 let path = format!("/tables/{name}");
-                if let Some(tables) = self.get(&path).await? {
+                // As the tables are now, not as this pass's read saw them.
+                let tables = self.get(&ReadPass::default(), &path).await?;
+                if let Some(tables) = Option::as_ref(&tables) {
                     let users: Vec<String> = tables
                         .as_object()
                         .map(|m| m.keys().map(|k| format!("{}_{k}", op.name)).collect())

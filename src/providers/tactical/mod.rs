@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
@@ -21,7 +20,9 @@ use crate::config::{ConfigError, TargetConfig};
 use crate::kind::{Compare, KindInfo, System};
 use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::section::{self, Section, SectionInfo};
-use crate::provider::{OpAction, Operation, Provider, ProviderError, ReadScope, RequestCount};
+use crate::provider::{
+    OpAction, Operation, Provider, ProviderError, ReadPass, ReadScope, RequestCount,
+};
 use crate::resource::Observed;
 
 use crate::provider::owner::Owner;
@@ -148,17 +149,7 @@ impl TacticalProvider {
         body: Option<&Value>,
     ) -> Result<Response, ProviderError> {
         let response = self.http.send(method.clone(), path, body).await?;
-        match response.status {
-            401 => Err(ProviderError::permanent(format!(
-                "tactical {method} {path}: the API key was rejected (401 {}); check `[tactical] api_key` in the target config",
-                response.message()
-            ))),
-            403 => Err(ProviderError::permanent(format!(
-                "tactical {method} {path}: the API key's user lacks a permission (403 {}); reading needs `can_list_scripts`, writing `can_manage_scripts`",
-                response.message()
-            ))),
-            _ => Ok(response),
-        }
+        authorized(&method, path, response)
     }
 
     /// The script list as read for any tenant on this TRMM less than [`LIST_MAX_AGE`] ago.
@@ -195,14 +186,19 @@ impl TacticalProvider {
     }
 
     /// The full script, with its body; `None` when it was deleted since the list was read.
-    async fn detail(&self, id: u64) -> Result<Option<Value>, ProviderError> {
+    /// Fetched once in `pass` (see [`HttpClient::get_in`]).
+    async fn detail(&self, pass: &ReadPass, id: u64) -> Result<Arc<Option<Value>>, ProviderError> {
         let path = format!("/scripts/{id}/");
-        let response = self.call(Method::GET, &path, None).await?;
-        match response.status {
-            200 => Ok(Some(response.body)),
-            404 => Ok(None),
-            _ => Err(self.http.status_error(&Method::GET, &path, &response)),
-        }
+        self.http
+            .get_in(pass, &path, |response| {
+                let response = authorized(&Method::GET, &path, response)?;
+                match response.status {
+                    200 => Ok(Some(response.body)),
+                    404 => Ok(None),
+                    _ => Err(self.http.status_error(&Method::GET, &path, &response)),
+                }
+            })
+            .await
     }
 
     fn known(&self, name: &str) -> Result<Known, ProviderError> {
@@ -230,10 +226,11 @@ impl TacticalProvider {
         let Some(found) = resolve_declared(&listed, name)? else {
             return Ok(false);
         };
-        let Some(script) = self.detail(found.id).await? else {
+        let script = self.detail(&ReadPass::default(), found.id).await?;
+        let Some(script) = Option::as_ref(&script) else {
             return Ok(false);
         };
-        if normalize_live(&script).0 == *desired {
+        if normalize_live(script).0 == *desired {
             return Ok(true);
         }
         Err(ProviderError::permanent(format!(
@@ -287,6 +284,22 @@ fn resolve_declared<'a>(
     }
 }
 
+/// The statuses every script endpoint shares: a rejected key or a missing permission, which no
+/// retry mends.
+fn authorized(method: &Method, path: &str, response: Response) -> Result<Response, ProviderError> {
+    match response.status {
+        401 => Err(ProviderError::permanent(format!(
+            "tactical {method} {path}: the API key was rejected (401 {}); check `[tactical] api_key` in the target config",
+            response.message()
+        ))),
+        403 => Err(ProviderError::permanent(format!(
+            "tactical {method} {path}: the API key's user lacks a permission (403 {}); reading needs `can_list_scripts`, writing `can_manage_scripts`",
+            response.message()
+        ))),
+        _ => Ok(response),
+    }
+}
+
 #[async_trait]
 impl Provider for TacticalProvider {
     fn system(&self) -> System {
@@ -320,17 +333,20 @@ impl Provider for TacticalProvider {
                 }
             }
         }
-        let details: Vec<(String, u64, Option<Value>)> = stream::iter(wanted)
-            .map(|(name, id)| async move { Ok((name, id, self.detail(id).await?)) })
-            .buffer_unordered(self.http.concurrency())
-            .try_collect()
+        let details: Vec<(String, u64, Arc<Option<Value>>)> = self
+            .http
+            .read_each(wanted.into_iter().map(|(name, id)| async move {
+                Ok((name, id, self.detail(scope.pass, id).await?))
+            }))
             .await?;
 
         let mut known = HashMap::new();
         let mut observed = Vec::new();
         for (name, id, script) in details {
-            let Some(script) = script else { continue };
-            let (spec, marker) = normalize_live(&script);
+            let Some(script) = Option::as_ref(&script) else {
+                continue;
+            };
+            let (spec, marker) = normalize_live(script);
             let (managed, notes) = self.owner.observe(marker.as_deref());
             known.insert(name.clone(), Known { id, managed });
             observed.push(Observed {
