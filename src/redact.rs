@@ -36,17 +36,29 @@ pub fn register_uri_credentials(uri: &str) {
 
 /// Registers every value in `value` that sits at (or under) a pointer `is_sensitive` accepts,
 /// so a spec's secrets are masked even where a server echoes them in an error message.
+///
+/// Under a secret object (a tool's `credentials`), a value whose own key only describes the
+/// secret (`username`, `type`, `keyName`: see [`describes_a_secret`]) is not registered: it is
+/// still masked where the spec is shown, but a user name such as `tactical` or a header name
+/// such as `X-API-KEY` registered as a secret would be masked in every line ofctl prints.
 pub fn register_sensitive(value: &serde_json::Value, is_sensitive: &dyn Fn(&str) -> bool) {
-    fn walk(value: &serde_json::Value, ptr: &mut String, secret: bool, f: &dyn Fn(&str) -> bool) {
+    fn walk(
+        value: &serde_json::Value,
+        key: &str,
+        ptr: &mut String,
+        inherited: bool,
+        f: &dyn Fn(&str) -> bool,
+    ) {
         use serde_json::Value;
-        let secret = secret || (!ptr.is_empty() && f(ptr));
+        let own = !ptr.is_empty() && f(ptr);
+        let secret = inherited || own;
         match value {
             Value::Object(map) => {
                 for (k, v) in map {
                     let len = ptr.len();
                     ptr.push('/');
                     ptr.push_str(&crate::path::escape(k));
-                    walk(v, ptr, secret, f);
+                    walk(v, k, ptr, secret, f);
                     ptr.truncate(len);
                 }
             }
@@ -54,19 +66,31 @@ pub fn register_sensitive(value: &serde_json::Value, is_sensitive: &dyn Fn(&str)
                 for (i, v) in items.iter().enumerate() {
                     let len = ptr.len();
                     ptr.push_str(&format!("/{i}"));
-                    walk(v, ptr, secret, f);
+                    walk(v, key, ptr, secret, f);
                     ptr.truncate(len);
                 }
             }
-            Value::String(s) if secret => {
+            _ if !secret || (describes_a_secret(key) && !is_secret_key(key)) => {}
+            Value::String(s) => {
                 register(s);
                 register_uri_credentials(s);
             }
-            Value::Number(n) if secret => register(&n.to_string()),
+            Value::Number(n) => register(&n.to_string()),
             _ => {}
         }
     }
-    walk(value, &mut String::new(), false, is_sensitive);
+    walk(value, "", &mut String::new(), false, is_sensitive);
+}
+
+/// Whether a key inside a secret object names what the secret is rather than holding it: an
+/// identifier or name (`keyName`, `clientId`, see [`names_an_identifier`]), the user it belongs
+/// to (`username`, `user`, `login`: Debezium's `database.user` is not a secret either), or
+/// its type.
+fn describes_a_secret(key: &str) -> bool {
+    names_an_identifier(key.as_bytes())
+        || ["user", "username", "login", "type", "kind"]
+            .iter()
+            .any(|k| key.eq_ignore_ascii_case(k))
 }
 
 /// `text` with every registered secret and every password inside a URL masked.
@@ -502,5 +526,27 @@ mod tests {
         register_sensitive(&spec, &|p| p.ends_with("password") || p == "/config/creds");
         let out = redact("pw-at-a-sensitive-key user-not-secret nested-under-secret");
         assert_eq!(out, "(sensitive) user-not-secret (sensitive)");
+    }
+
+    #[test]
+    fn under_a_secret_object_only_the_values_that_hold_the_secret_are_registered() {
+        // The shape of the Tactical RMM tool's `credentials` (desired-state/mongo/tools).
+        let tool = serde_json::json!({"credentials": {
+            "username": "trmm-user-4b1e",
+            "password": "trmm-password-4b1e",
+            "apiKey": {"key": "trmm-api-key-4b1e", "type": "HEADER-4b1e", "keyName": "X-API-KEY-4b1e"},
+            "tokens": ["trmm-token-4b1e"]
+        }});
+        // Kinds' rule: a pointer is secret when any of its keys names a secret.
+        let is_sensitive = |p: &str| p.split('/').skip(1).any(is_secret_key);
+        assert!(is_sensitive("/credentials/username"), "the rule under test");
+        register_sensitive(&tool, &is_sensitive);
+        let out = redact(
+            "trmm-user-4b1e HEADER-4b1e X-API-KEY-4b1e | trmm-password-4b1e trmm-api-key-4b1e trmm-token-4b1e",
+        );
+        assert_eq!(
+            out,
+            "trmm-user-4b1e HEADER-4b1e X-API-KEY-4b1e | (sensitive) (sensitive) (sensitive)"
+        );
     }
 }

@@ -268,6 +268,8 @@ impl Platform {
             ("OFCTL_TRMM_PASSWORD", TRMM_PASSWORD.into()),
             ("OFCTL_FLEET_ADMIN_PASSWORD", FLEET_ADMIN_PASSWORD.into()),
             ("OFCTL_MESH_PASSWORD", MESH_PASSWORD.into()),
+            // As on the local stack: a user name that is also a word ofctl prints.
+            ("OFCTL_TRMM_USER", "tactical".into()),
         ] {
             env.retain(|(k, _)| k != name);
             env.push((name.to_string(), value));
@@ -323,10 +325,15 @@ async fn no_secret_appears_in_any_output() {
     let run = ofctl(&["plan", "-f", dir, "-o", saved.to_str().unwrap()], &env);
     assert_eq!(run.code, 2, "{run:?}");
     out.run("plan -o", &run);
-    out.add(
-        "saved plan file",
-        std::fs::read_to_string(&saved).expect("plan file"),
+    let saved_text = std::fs::read_to_string(&saved).expect("plan file");
+    // Only what holds a secret is masked in text: the TRMM user name `tactical` (under the
+    // tool's `credentials`) is not, or every resource named after it would be mangled and the
+    // saved plan refused as stale.
+    assert!(
+        saved_text.contains("\"tactical-rmm-psql-connector\""),
+        "a connector's name was masked in the saved plan"
     );
+    out.add("saved plan file", saved_text);
     let run = ofctl(&["apply", saved.to_str().unwrap()], &trace);
     assert_eq!(run.code, 0, "{run:?}");
     out.run("apply PLANFILE, trace log", &run);
@@ -345,6 +352,11 @@ async fn no_secret_appears_in_any_output() {
 
     let run = ofctl(&["plan", "-f", dir], &trace);
     assert_eq!(run.code, 0, "{run:?}");
+    // The same: the system of that name stays readable in the request figures.
+    assert!(
+        run.stderr.contains("\"tactical\":{\"reads\""),
+        "the word `tactical` was masked: {run:?}"
+    );
     out.run("plan (no-op), trace log", &run);
     let run = ofctl(&["apply", "-f", dir, "--auto-approve"], &debug);
     assert_eq!(run.code, 0, "{run:?}");
