@@ -341,10 +341,19 @@ pub fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("{}", redact(&format!("ofctl panicked: {info}")));
     }));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `watch` waits on servers nearly all the time (a thousand tenants take about a tenth of
+    // a core): one thread runs it with no hand-offs between threads, which cost more than
+    // the work they spread (README, watch benchmark). `TOKIO_WORKER_THREADS` asks for a
+    // multi-threaded runtime with that many workers instead. The one-shot commands keep one
+    // worker per core for the CPU work of large plans.
+    let one_thread = matches!(cli.command, Command::Watch(_))
+        && std::env::var_os("TOKIO_WORKER_THREADS").is_none();
+    let mut builder = if one_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
