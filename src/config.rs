@@ -52,6 +52,8 @@ pub enum ConfigError {
 struct RawConfig {
     tenant: Option<String>,
     environment: Option<String>,
+    /// Taken out by [`TargetConfig::parse`], which keeps the values resolved in
+    /// [`TargetConfig::variables`] instead of both.
     #[serde(default)]
     variables: toml::Table,
     #[serde(default)]
@@ -432,10 +434,11 @@ impl TargetConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        let raw_variables = std::mem::take(&mut raw.variables);
         let mut config = Self {
             source_digest: crate::json::digest(&Value::String(text.to_string())),
             path: Some(path.to_path_buf()),
@@ -457,7 +460,7 @@ impl TargetConfig {
             }
         }
         let env_only = Variables::operator();
-        for (name, value) in &config.raw.variables {
+        for (name, value) in raw_variables {
             let json = serde_json::to_value(value).map_err(|e| ConfigError::Value {
                 path: path.to_path_buf(),
                 key: format!("variables.{name}"),
@@ -470,7 +473,7 @@ impl TargetConfig {
                     key: format!("variables.{name}"),
                     message: e.to_string(),
                 })?;
-            config.variables.insert(name.clone(), resolved);
+            config.variables.insert(name, resolved);
         }
         config
             .variables

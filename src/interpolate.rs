@@ -23,7 +23,7 @@ pub const DEFAULT_ALLOWED_ENV: &str = "OFCTL_*";
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Which environment variables `${env:NAME}` may read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum EnvAccess {
     /// Any (the operator's target config).
     Any,
@@ -32,7 +32,7 @@ enum EnvAccess {
 }
 
 /// Where placeholder values come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Variables {
     /// Shared by clones (a target config is held by its engines and views: one copy a
     /// tenant), copied on the first insert into one of them.

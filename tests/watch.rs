@@ -162,6 +162,37 @@ async fn unchanged_passes_stop_after_reading_and_any_change_is_still_reconciled(
         "config edit not applied:\n{}",
         watch.log()
     );
+
+    // The config's text unchanged, but a variable it reads from a file (`${file:...}`, e.g. a
+    // mounted secret) changed: the manifest's next load sees the new value.
+    let outside = tempfile::tempdir().unwrap();
+    let value = outside.path().join("suffix");
+    std::fs::write(&value, "v4").unwrap();
+    let from_file = format!(
+        "{}\n[variables]\nsuffix = \"${{file:{}}}\"\n",
+        config(&nats_url, &redis_url, "1s"),
+        value.display()
+    );
+    m.write("ofctl.toml", &from_file);
+    let applied = Watch::until(Duration::from_secs(5), || async {
+        subjects(&nats_url, "PAYMENTS").await == Some(json!(["payments.v4.>"]))
+    })
+    .await;
+    assert!(applied.is_some(), "{}", watch.log());
+    std::fs::write(&value, "v5").unwrap();
+    m.write(
+        "s.yaml",
+        &stream("PAYMENTS", "  subjects: [\"payments.${suffix}.>\"]"),
+    );
+    let applied = Watch::until(Duration::from_secs(5), || async {
+        subjects(&nats_url, "PAYMENTS").await == Some(json!(["payments.v5.>"]))
+    })
+    .await;
+    assert!(
+        applied.is_some(),
+        "a variable's new value not applied:\n{}",
+        watch.log()
+    );
 }
 
 #[tokio::test]

@@ -422,13 +422,20 @@ impl TenantLoop {
             ));
         }
         match self.target.load_config() {
-            Ok(config) => {
-                if config.source_digest != self.config.source_digest {
-                    self.engine = Engine::new(config.clone());
-                    self.unchanged = None;
-                    self.locks = lock_mode(&config);
-                    self.announce_locks();
+            // The same text: the engine keeps its config, and so does the loop unless a value
+            // differs (a variable may read a file, `${file:...}`, which the manifest sees at its
+            // next load), so that the loop, the engine and the API view share one copy (a
+            // second was tens of KB a tenant).
+            Ok(config) if config.source_digest == self.config.source_digest => {
+                if config.variables != self.config.variables {
+                    self.config = config;
                 }
+            }
+            Ok(config) => {
+                self.engine = Engine::new(config.clone());
+                self.unchanged = None;
+                self.locks = lock_mode(&config);
+                self.announce_locks();
                 self.config = config;
             }
             Err(e) => return Err(format!("target config: {e}")),
