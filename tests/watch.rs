@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{nats, redis, stream, ManifestDir, Watch, API_SECTION};
+use support::{free_port, nats, ofctl, redis, stream, ManifestDir, Watch, API_SECTION, API_TOKEN};
 
 fn config(nats: &str, redis: &str, interval: &str) -> String {
     format!(
@@ -468,4 +468,53 @@ async fn tenant_folders_are_picked_up_and_dropped_while_running() {
 
     assert_eq!(watch.terminate(), Some(0), "{}", watch.log());
     assert!(redis_keys(&redis_url).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_port_already_taken_ends_watch_before_any_tenant_reads_or_changes_anything() {
+    let (_n, nats_url) = nats();
+    let (_r, redis_url) = redis();
+    // Enough tenants that starting them yields to the runtime (tokio's cooperative budget):
+    // a loop that may run then would read, and could change, before the listeners are bound.
+    const TENANTS: usize = 300;
+    let root = ManifestDir::new();
+    for i in 0..TENANTS {
+        let config = config(&nats_url, &redis_url, "1s")
+            .replace("tenant = \"t1\"", &format!("tenant = \"early{i}\""));
+        root.write(&format!("early{i}/ofctl.toml"), &config).write(
+            &format!("early{i}/s.yaml"),
+            &stream(&format!("EARLY{i}"), &format!("  subjects: [early{i}.>]")),
+        );
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let management = format!("127.0.0.1:{}", free_port());
+    let run = ofctl(
+        &[
+            "watch",
+            "--listen",
+            &listen,
+            "--management-listen",
+            &management,
+            "--tenants-dir",
+            root.arg(),
+        ],
+        &[("OFCTL_API_TOKEN", API_TOKEN), ("OFCTL_LOG", "ofctl=debug")],
+    );
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("cannot listen on {listen}")),
+        "{run:?}"
+    );
+    // The cause once (not again from the error's chain), and what to do.
+    assert_eq!(run.stderr.matches("os error 98").count(), 1, "{run:?}");
+    assert!(run.stderr.contains("choose another address"), "{run:?}");
+    // The tenants were set up (their configs may choose the addresses) and stopped without a
+    // pass: no line of their own, nothing created.
+    assert!(!run.stderr.contains("tenant=early"), "{run:?}");
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url.as_str()).await.unwrap());
+    let streams: Vec<String> = futures::TryStreamExt::try_collect(js.stream_names())
+        .await
+        .unwrap();
+    assert!(streams.is_empty(), "{streams:?}\n{run:?}");
 }

@@ -104,15 +104,14 @@ pub enum WatchError {
     Config(#[from] ConfigError),
     #[error("two targets are both tenant `{0}`; each tenant needs its own target config")]
     DuplicateTenant(String),
-    #[error("cannot list the tenants folder {dir} (--tenants-dir): {source}; check that it exists and is readable")]
-    TenantsDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot listen on {addr}: {source}")]
+    // The I/O errors are in the message, not a `source`: the CLI prints the chain, which would
+    // say them twice.
+    #[error("cannot list the tenants folder {dir} (--tenants-dir): {cause}; check that it exists and is readable")]
+    TenantsDir { dir: PathBuf, cause: std::io::Error },
+    #[error("cannot listen on {addr}: {cause}; stop what holds it or choose another address (--listen, --management-listen, or `[api] listen`, `management_listen`)")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("tenants disagree on `[api] {key}` ({found}); one process has one listener: set it in one place, or pass --{flag}")]
     ListenConflict {
@@ -273,7 +272,7 @@ fn policy_of(address: &crate::resource::Address, manifest: &Manifest) -> DriftPo
 struct LoopContext {
     shared: Arc<Shared>,
     interval_override: Option<Duration>,
-    /// [`MAX_CONCURRENT_PASSES`] slots.
+    /// [`MAX_CONCURRENT_PASSES`] slots, given once the listeners are bound (see [`run`]).
     passes: Arc<Semaphore>,
 }
 
@@ -877,6 +876,11 @@ impl TenantLoop {
     /// Boxed: an async fn keeps its arguments and their moved copies side by side, and a
     /// thousand loops wait at once.
     async fn run(mut self: Box<Self>) {
+        // Nothing of a tenant runs before the process's listeners are bound (see [`run`]).
+        tokio::select! {
+            _ = self.passes_gate.acquire() => {}
+            _ = self.stop.cancelled() => return,
+        }
         let mut trigger = "startup";
         let mut due = None;
         self.announce_locks();
@@ -1289,9 +1293,9 @@ impl Fleet {
     /// is gone. A subfolder whose config does not load (or whose tenant id is taken) is
     /// retried at the next rescan; changes inside it trigger one.
     async fn scan(&mut self, root: &Path) -> Result<(), WatchError> {
-        let listing = std::fs::read_dir(root).map_err(|source| WatchError::TenantsDir {
+        let listing = std::fs::read_dir(root).map_err(|cause| WatchError::TenantsDir {
             dir: root.to_path_buf(),
-            source,
+            cause,
         })?;
         let mut present = BTreeSet::new();
         for entry in listing.flatten() {
@@ -1436,7 +1440,7 @@ async fn listeners(
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| WatchError::Listen { addr, source })
+            .map_err(|cause| WatchError::Listen { addr, cause })
     };
     let api = bind(api_addr).await?;
     let management = bind(management_addr).await?;
@@ -1456,7 +1460,11 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
         ctx: LoopContext {
             shared: Arc::clone(&shared),
             interval_override: options.interval,
-            passes: Arc::new(Semaphore::new(MAX_CONCURRENT_PASSES)),
+            // No slot until both listeners are bound: tenants start first, since their configs
+            // may choose the addresses, but none runs a pass or a job before then, so a port
+            // already taken ends the process before anything was read or changed (and a
+            // thousand tenants' outgoing connections cannot take a port meant for a listener).
+            passes: Arc::new(Semaphore::new(0)),
         },
         router,
         running: BTreeMap::new(),
@@ -1493,6 +1501,7 @@ pub async fn run(options: WatchOptions, shared: Arc<Shared>) -> Result<(), Watch
             return Err(e);
         }
     };
+    fleet.ctx.passes.add_permits(MAX_CONCURRENT_PASSES);
     let api_server = tokio::spawn(http::serve(
         api,
         http::api_router(Arc::clone(&shared)),
