@@ -308,15 +308,7 @@ fn answered_reads(sb: &Sandbox) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_read_sends_again_only_the_requests_that_failed() {
     let m = ManifestDir::new();
-    let mut docs = String::new();
-    for i in 0..4 {
-        docs.push_str(&format!(
-            "apiVersion: ofctl.openframe.io/v1\nkind: TacticalScript\nmetadata:\n  name: Retried read {i}\nspec:\n  shell: shell\n  script_body: \"echo {i}\\n\"\n---\n\
-             apiVersion: ofctl.openframe.io/v1\nkind: PinotSchema\nmetadata:\n  name: retried{i}\nspec:\n  dimensionFieldSpecs: [{{name: id, dataType: STRING}}]\n---\n\
-             apiVersion: ofctl.openframe.io/v1\nkind: KafkaConnector\nmetadata:\n  name: retried-{i}\nspec:\n  config:\n    connector.class: io.debezium.connector.postgresql.PostgresConnector\n    database.hostname: 127.0.0.1\n    database.user: cdc\n    database.password: ${{env:OFCTL_TEST_PG_PASSWORD}}\n    database.dbname: app\n    topic.prefix: retried{i}\n---\n"
-        ));
-    }
-    m.write("objects.yaml", &docs);
+    m.write("objects.yaml", &http_objects(4, "Retried read", "retried"));
     let env = [
         ("OFCTL_TACTICAL_API_KEY", API_KEY),
         ("OFCTL_TEST_PG_PASSWORD", "retried-read-pw"),
@@ -398,15 +390,7 @@ async fn creates_whose_answers_were_lost_are_not_repeated() {
         ),
     );
     const N: usize = 6;
-    let mut docs = String::new();
-    for i in 0..N {
-        docs.push_str(&format!(
-            "apiVersion: ofctl.openframe.io/v1\nkind: TacticalScript\nmetadata:\n  name: Lost answer {i}\nspec:\n  shell: shell\n  script_body: \"echo {i}\\n\"\n---\n\
-             apiVersion: ofctl.openframe.io/v1\nkind: PinotSchema\nmetadata:\n  name: lost{i}\nspec:\n  dimensionFieldSpecs: [{{name: id, dataType: STRING}}]\n---\n\
-             apiVersion: ofctl.openframe.io/v1\nkind: KafkaConnector\nmetadata:\n  name: lost-{i}\nspec:\n  config:\n    connector.class: io.debezium.connector.postgresql.PostgresConnector\n    database.hostname: 127.0.0.1\n    database.user: cdc\n    database.password: ${{env:OFCTL_TEST_PG_PASSWORD}}\n    database.dbname: app\n    topic.prefix: lost{i}\n---\n"
-        ));
-    }
-    m.write("objects.yaml", &docs);
+    m.write("objects.yaml", &http_objects(N, "Lost answer", "lost"));
     let env = [
         ("OFCTL_TACTICAL_API_KEY", API_KEY),
         ("OFCTL_TEST_PG_PASSWORD", "lost-answer-pw"),
@@ -851,4 +835,18 @@ async fn mongo_stopped_mid_apply_is_reported_change_by_change() {
 
     let _server = start();
     check_against_live_and_rerun(&m, &lines);
+}
+
+/// `n` objects of each kind kept over HTTP (a Tactical script, a Pinot schema, a Debezium
+/// connector), named `{title} {i}`, `{stem}{i}` and `{stem}-{i}`.
+fn http_objects(n: usize, title: &str, stem: &str) -> String {
+    let mut docs = String::new();
+    for i in 0..n {
+        docs.push_str(&format!(
+            "apiVersion: ofctl.openframe.io/v1\nkind: TacticalScript\nmetadata:\n  name: {title} {i}\nspec:\n  shell: shell\n  script_body: \"echo {i}\\n\"\n---\n\
+             apiVersion: ofctl.openframe.io/v1\nkind: PinotSchema\nmetadata:\n  name: {stem}{i}\nspec:\n  dimensionFieldSpecs: [{{name: id, dataType: STRING}}]\n---\n\
+             apiVersion: ofctl.openframe.io/v1\nkind: KafkaConnector\nmetadata:\n  name: {stem}-{i}\nspec:\n  config:\n    connector.class: io.debezium.connector.postgresql.PostgresConnector\n    database.hostname: 127.0.0.1\n    database.user: cdc\n    database.password: ${{env:OFCTL_TEST_PG_PASSWORD}}\n    database.dbname: app\n    topic.prefix: {stem}{i}\n---\n"
+        ));
+    }
+    docs
 }

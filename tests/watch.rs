@@ -21,6 +21,15 @@ async fn subjects(url: &str, name: &str) -> Option<Value> {
         .cloned()
 }
 
+/// How long until the stream `name` has the subjects `want`, if within 5 s.
+async fn until_subjects(url: &str, name: &str, want: Value) -> Option<Duration> {
+    Watch::until(Duration::from_secs(5), || {
+        let want = want.clone();
+        async move { subjects(url, name).await == Some(want) }
+    })
+    .await
+}
+
 async fn redis_query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -51,10 +60,7 @@ async fn file_edits_are_applied_and_deletions_healed() {
 
     // An edit is applied promptly (the closing note reports the measured reaction time).
     m.write("s.yaml", &stream("ORDERS", "  subjects: [orders.v2.>]"));
-    let took = Watch::until(Duration::from_secs(5), || async {
-        subjects(&nats_url, "ORDERS").await == Some(json!(["orders.v2.>"]))
-    })
-    .await;
+    let took = until_subjects(&nats_url, "ORDERS", json!(["orders.v2.>"])).await;
     let took = took.unwrap_or_else(|| panic!("edit not applied:\n{}", watch.log()));
     eprintln!("file change applied after {took:?}");
 
@@ -122,10 +128,7 @@ async fn unchanged_passes_stop_after_reading_and_any_change_is_still_reconciled(
         .clone();
     edited.subjects = vec!["elsewhere.>".into()];
     js.update_stream(&edited).await.unwrap();
-    let healed = Watch::until(Duration::from_secs(5), || async {
-        subjects(&nats_url, "PAYMENTS").await == Some(json!(["payments.>"]))
-    })
-    .await;
+    let healed = until_subjects(&nats_url, "PAYMENTS", json!(["payments.>"])).await;
     assert!(healed.is_some(), "live edit not healed:\n{}", watch.log());
     assert!(until_skips(2).await.is_some(), "{}", watch.log());
 
@@ -140,10 +143,7 @@ async fn unchanged_passes_stop_after_reading_and_any_change_is_still_reconciled(
         "s.yaml",
         &stream("PAYMENTS", "  subjects: [\"payments.${suffix}.>\"]"),
     );
-    let applied = Watch::until(Duration::from_secs(5), || async {
-        subjects(&nats_url, "PAYMENTS").await == Some(json!(["payments.v2.>"]))
-    })
-    .await;
+    let applied = until_subjects(&nats_url, "PAYMENTS", json!(["payments.v2.>"])).await;
     assert!(
         applied.is_some(),
         "manifest edit not applied:\n{}",
@@ -153,10 +153,7 @@ async fn unchanged_passes_stop_after_reading_and_any_change_is_still_reconciled(
 
     // Only the config changed (the variable the manifest uses): applied.
     m.write("ofctl.toml", &with_suffix("v3"));
-    let applied = Watch::until(Duration::from_secs(5), || async {
-        subjects(&nats_url, "PAYMENTS").await == Some(json!(["payments.v3.>"]))
-    })
-    .await;
+    let applied = until_subjects(&nats_url, "PAYMENTS", json!(["payments.v3.>"])).await;
     assert!(
         applied.is_some(),
         "config edit not applied:\n{}",
@@ -174,20 +171,14 @@ async fn unchanged_passes_stop_after_reading_and_any_change_is_still_reconciled(
         value.display()
     );
     m.write("ofctl.toml", &from_file);
-    let applied = Watch::until(Duration::from_secs(5), || async {
-        subjects(&nats_url, "PAYMENTS").await == Some(json!(["payments.v4.>"]))
-    })
-    .await;
+    let applied = until_subjects(&nats_url, "PAYMENTS", json!(["payments.v4.>"])).await;
     assert!(applied.is_some(), "{}", watch.log());
     std::fs::write(&value, "v5").unwrap();
     m.write(
         "s.yaml",
         &stream("PAYMENTS", "  subjects: [\"payments.${suffix}.>\"]"),
     );
-    let applied = Watch::until(Duration::from_secs(5), || async {
-        subjects(&nats_url, "PAYMENTS").await == Some(json!(["payments.v5.>"]))
-    })
-    .await;
+    let applied = until_subjects(&nats_url, "PAYMENTS", json!(["payments.v5.>"])).await;
     assert!(
         applied.is_some(),
         "a variable's new value not applied:\n{}",
@@ -249,10 +240,7 @@ async fn report_only_drift_is_reported_not_healed_and_broken_manifests_keep_the_
 
     // Fixing the file clears the error and applies the edit.
     m.write("b.yaml", &stream("KEPT", "  subjects: [kept.v2.>]"));
-    let fixed = Watch::until(Duration::from_secs(5), || async {
-        subjects(&nats_url, "KEPT").await == Some(json!(["kept.v2.>"]))
-    })
-    .await;
+    let fixed = until_subjects(&nats_url, "KEPT", json!(["kept.v2.>"])).await;
     assert!(fixed.is_some(), "{}", watch.log());
     assert!(watch.log().contains("manifest not applied"));
 }
@@ -460,10 +448,7 @@ async fn tenant_folders_are_picked_up_and_dropped_while_running() {
     let keys = redis_keys(&redis_url).await;
     assert!(!keys.iter().any(|k| k.contains("alpha")), "{keys:?}");
     root.write("beta/s.yaml", &stream("BETA", "  subjects: [beta.v3.>]"));
-    let still = Watch::until(Duration::from_secs(5), || async {
-        subjects(&nats_url, "BETA").await == Some(json!(["beta.v3.>"]))
-    })
-    .await;
+    let still = until_subjects(&nats_url, "BETA", json!(["beta.v3.>"])).await;
     assert!(still.is_some(), "{}", watch.log());
 
     assert_eq!(watch.terminate(), Some(0), "{}", watch.log());
