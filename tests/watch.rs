@@ -9,8 +9,12 @@ use serde_json::{json, Value};
 use support::{free_port, nats, ofctl, redis, stream, ManifestDir, Watch, API_SECTION, API_TOKEN};
 
 fn config(nats: &str, redis: &str, interval: &str) -> String {
+    tenant_config("t1", nats, redis, interval)
+}
+
+fn tenant_config(tenant: &str, nats: &str, redis: &str, interval: &str) -> String {
     format!(
-        "tenant = \"t1\"\n[nats]\nurl = \"{nats}\"\n[redis]\nurl = \"{redis}\"\n[watch]\ninterval = \"{interval}\"\ndebounce = \"100ms\"\n{API_SECTION}"
+        "tenant = \"{tenant}\"\n[nats]\nurl = \"{nats}\"\n[redis]\nurl = \"{redis}\"\n[watch]\ninterval = \"{interval}\"\ndebounce = \"100ms\"\n{API_SECTION}"
     )
 }
 
@@ -165,12 +169,10 @@ async fn unchanged_passes_stop_after_reading_and_any_change_is_still_reconciled(
     let outside = tempfile::tempdir().unwrap();
     let value = outside.path().join("suffix");
     std::fs::write(&value, "v4").unwrap();
-    let from_file = format!(
-        "{}\n[variables]\nsuffix = \"${{file:{}}}\"\n",
-        config(&nats_url, &redis_url, "1s"),
-        value.display()
+    m.write(
+        "ofctl.toml",
+        &with_suffix(&format!("${{file:{}}}", value.display())),
     );
-    m.write("ofctl.toml", &from_file);
     let applied = until_subjects(&nats_url, "PAYMENTS", json!(["payments.v4.>"])).await;
     assert!(applied.is_some(), "{}", watch.log());
     std::fs::write(&value, "v5").unwrap();
@@ -374,11 +376,8 @@ async fn tenant_folders_are_picked_up_and_dropped_while_running() {
     let (_n, nats_url) = nats();
     let (_r, redis_url) = redis();
     let root = ManifestDir::new();
-    let tenant_config = |id: &str| {
-        config(&nats_url, &redis_url, "60s")
-            .replace("tenant = \"t1\"", &format!("tenant = \"{id}\""))
-    };
-    root.write("alpha/ofctl.toml", &tenant_config("alpha"))
+    let folder_config = |id: &str| tenant_config(id, &nats_url, &redis_url, "60s");
+    root.write("alpha/ofctl.toml", &folder_config("alpha"))
         .write("alpha/s.yaml", &stream("ALPHA", "  subjects: [alpha.>]"));
     let mut watch = Watch::start(&["--tenants-dir", root.arg()]);
     let ready = Watch::until(Duration::from_secs(10), || async {
@@ -391,7 +390,7 @@ async fn tenant_folders_are_picked_up_and_dropped_while_running() {
     // A new folder, its manifest first and its config a moment later (as a copy would).
     root.write("beta/s.yaml", &stream("BETA", "  subjects: [beta.>]"));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    root.write("beta/ofctl.toml", &tenant_config("beta"));
+    root.write("beta/ofctl.toml", &folder_config("beta"));
     let started = Watch::until(Duration::from_secs(10), || async {
         subjects(&nats_url, "BETA").await == Some(json!(["beta.>"]))
     })
@@ -464,8 +463,7 @@ async fn a_port_already_taken_ends_watch_before_any_tenant_reads_or_changes_anyt
     const TENANTS: usize = 300;
     let root = ManifestDir::new();
     for i in 0..TENANTS {
-        let config = config(&nats_url, &redis_url, "1s")
-            .replace("tenant = \"t1\"", &format!("tenant = \"early{i}\""));
+        let config = tenant_config(&format!("early{i}"), &nats_url, &redis_url, "1s");
         root.write(&format!("early{i}/ofctl.toml"), &config).write(
             &format!("early{i}/s.yaml"),
             &stream(&format!("EARLY{i}"), &format!("  subjects: [early{i}.>]")),
