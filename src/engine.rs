@@ -14,7 +14,7 @@ use crate::config::{ConfigError, TargetConfig};
 use crate::kind::System;
 use crate::manifest::Manifest;
 use crate::plan::{self, Action, Change, Declared, Plan, PlanOptions, Summary, FORMAT_VERSION};
-use crate::provider::{Provider, ProviderError, ReadPass, ReadScope, RequestReport};
+use crate::provider::{Fetched, Provider, ProviderError, ReadPass, ReadScope, RequestReport};
 use crate::resource::{Address, Observed, Resource, Span};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,34 +61,81 @@ struct KindRead {
     observed: Vec<Observed>,
 }
 
-fn joined_read(
-    joined: Result<Result<KindRead, EngineError>, tokio::task::JoinError>,
-) -> Result<KindRead, EngineError> {
+/// One kind's fetch: the objects its provider observed, or the answers it got for them.
+struct KindFetch {
+    kind: &'static str,
+    provider: Arc<dyn Provider>,
+    names: Vec<String>,
+    all: bool,
+    fetched: Fetched,
+}
+
+impl KindFetch {
+    /// The kind's observed objects, normalized from its answers if it fetched answers.
+    fn observe(self) -> Result<KindRead, EngineError> {
+        let KindFetch {
+            kind,
+            provider,
+            names,
+            all,
+            fetched,
+        } = self;
+        let observed = fetched
+            .into_observed(provider.as_ref(), kind, &names, all)
+            .map_err(|error| EngineError::Read {
+                kind: kind.to_string(),
+                system: provider.system(),
+                error,
+            })?;
+        Ok(KindRead {
+            kind,
+            provider,
+            observed,
+        })
+    }
+}
+
+fn joined_fetch(
+    joined: Result<Result<KindFetch, EngineError>, tokio::task::JoinError>,
+) -> Result<KindFetch, EngineError> {
     match joined {
         Ok(result) => result,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 
-/// Live state as [`Engine::read_live`] read it: every kind's objects, in a fixed order.
+/// Live state as [`Engine::read_live`] fetched it: every kind's objects or answers, in a
+/// fixed order, not yet normalized where they are answers.
 pub struct LiveState {
-    kinds: Vec<KindRead>,
+    kinds: Vec<KindFetch>,
 }
 
 impl LiveState {
-    /// Feeds every object read (kind, name, spec, ownership, notes) to `digester`: two reads
-    /// that feed the same are the same live state.
+    /// Feeds everything fetched to `digester`: each observed object (kind, name, spec,
+    /// ownership, notes) and each answer (request, status, body as sent). Two fetches that feed
+    /// the same are the same live state: a provider observes equal answers alike.
     pub fn digest_into(&self, digester: &mut crate::json::Digester) {
         for read in &self.kinds {
             digester.text(read.kind);
-            for o in &read.observed {
-                digester.text(&o.name);
-                digester.value(&o.spec);
-                digester.text(if o.managed { "managed" } else { "unmanaged" });
-                for note in &o.notes {
-                    digester.text(note);
+            match &read.fetched {
+                Fetched::Observed(observed) => {
+                    for o in observed {
+                        digester.text(&o.name);
+                        digester.value(&o.spec);
+                        digester.text(if o.managed { "managed" } else { "unmanaged" });
+                        for note in &o.notes {
+                            digester.text(note);
+                        }
+                        digester.text("");
+                    }
                 }
-                digester.text("");
+                Fetched::Answers(answers) => {
+                    for (request, answer) in answers {
+                        digester.text(request);
+                        digester.text(&answer.status.to_string());
+                        digester.bytes(&answer.body);
+                    }
+                }
             }
         }
     }
@@ -222,7 +269,7 @@ impl Engine {
         // In the order reads finish; an error ends the observation (dropping the set aborts the
         // other reads).
         while let Some(joined) = reads.join_next().await {
-            compared.add(joined_read(joined)?);
+            compared.add(joined_fetch(joined)?.observe()?);
         }
         self.finish(manifest, compared)
     }
@@ -239,12 +286,14 @@ impl Engine {
         let mut reads = self.start_reads(pass, declared, prune).await?;
         let mut kinds = Vec::new();
         while let Some(joined) = reads.join_next().await {
-            kinds.push(joined_read(joined)?);
+            kinds.push(joined_fetch(joined)?);
         }
-        // Completion order varies; the digest must not.
+        // Completion order varies; the digest must not (answers are kept in request order).
         kinds.sort_by_key(|read| read.kind);
         for read in &mut kinds {
-            read.observed.sort_by(|a, b| a.name.cmp(&b.name));
+            if let Fetched::Observed(observed) = &mut read.fetched {
+                observed.sort_by(|a, b| a.name.cmp(&b.name));
+            }
         }
         Ok(LiveState { kinds })
     }
@@ -257,7 +306,7 @@ impl Engine {
     ) -> Result<Observation, EngineError> {
         let mut compared = Compared::new(self.normalize_all(&manifest)?);
         for read in live.kinds {
-            compared.add(read);
+            compared.add(read.observe()?);
         }
         self.finish(manifest, compared)
     }
@@ -268,7 +317,7 @@ impl Engine {
         pass: &Arc<ReadPass>,
         declared: &[&Address],
         prune: bool,
-    ) -> Result<JoinSet<Result<KindRead, EngineError>>, EngineError> {
+    ) -> Result<JoinSet<Result<KindFetch, EngineError>>, EngineError> {
         let mut kinds: BTreeSet<&'static str> = BTreeSet::new();
         for address in declared {
             if let Some(info) = crate::registry::kind_info(&address.kind) {
@@ -304,9 +353,9 @@ impl Engine {
                 .collect();
             let pass = Arc::clone(pass);
             reads.spawn(async move {
-                let read = || async {
+                let fetch = || async {
                     provider
-                        .read(
+                        .fetch(
                             kind,
                             ReadScope {
                                 names: &names,
@@ -316,7 +365,7 @@ impl Engine {
                         )
                         .await
                 };
-                let observed = read
+                let fetched = fetch
                     .retry(apply::backoff(retry_base, max_attempts))
                     .when(|e: &ProviderError| e.transient)
                     .await
@@ -325,10 +374,12 @@ impl Engine {
                         system: info.system,
                         error,
                     })?;
-                Ok::<_, EngineError>(KindRead {
+                Ok::<_, EngineError>(KindFetch {
                     kind,
                     provider,
-                    observed,
+                    names,
+                    all: prune,
+                    fetched,
                 })
             });
         }

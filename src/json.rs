@@ -71,6 +71,13 @@ impl Digester {
         self.0.update(text.as_bytes());
     }
 
+    /// Bytes as they are (e.g. an answer's body as sent).
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        self.0.update(b"b");
+        self.len(bytes.len());
+        self.0.update(bytes);
+    }
+
     fn len(&mut self, len: usize) {
         self.0.update((len as u64).to_le_bytes());
     }

@@ -34,6 +34,22 @@ async fn until_subjects(url: &str, name: &str, want: Value) -> Option<Duration> 
     .await
 }
 
+/// How long until `watch` has logged `more` passes that stopped after reading (their inputs
+/// those of the last pass that planned no change), if within 10 s.
+async fn until_skips(watch: &Watch, more: usize) -> Option<Duration> {
+    let skips = || {
+        watch
+            .log()
+            .matches("which planned no change: nothing to compare")
+            .count()
+    };
+    let from = skips();
+    Watch::until(Duration::from_secs(10), move || async move {
+        skips() >= from + more
+    })
+    .await
+}
+
 async fn redis_query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -111,15 +127,7 @@ async fn unchanged_passes_stop_after_reading_and_any_change_is_still_reconciled(
     m.write("ofctl.toml", &config(&nats_url, &redis_url, "1s"))
         .write("s.yaml", &stream("PAYMENTS", "  subjects: [payments.>]"));
     let watch = Watch::start_with_env(&["-f", m.arg()], &[("OFCTL_LOG", "ofctl=debug")]);
-    let skipped = "which planned no change: nothing to compare";
-    let skips = || watch.log().matches(skipped).count();
-    let until_skips = |more: usize| {
-        let from = skips();
-        Watch::until(Duration::from_secs(10), move || async move {
-            skips() >= from + more
-        })
-    };
-    assert!(until_skips(2).await.is_some(), "{}", watch.log());
+    assert!(until_skips(&watch, 2).await.is_some(), "{}", watch.log());
 
     // Live state changed out of band: healed by the next interval pass.
     let js = async_nats::jetstream::new(async_nats::connect(nats_url.as_str()).await.unwrap());
@@ -134,7 +142,7 @@ async fn unchanged_passes_stop_after_reading_and_any_change_is_still_reconciled(
     js.update_stream(&edited).await.unwrap();
     let healed = until_subjects(&nats_url, "PAYMENTS", json!(["payments.>"])).await;
     assert!(healed.is_some(), "live edit not healed:\n{}", watch.log());
-    assert!(until_skips(2).await.is_some(), "{}", watch.log());
+    assert!(until_skips(&watch, 2).await.is_some(), "{}", watch.log());
 
     // The manifest changed while live state did not: applied.
     let with_suffix = |suffix: &str| {
@@ -153,7 +161,7 @@ async fn unchanged_passes_stop_after_reading_and_any_change_is_still_reconciled(
         "manifest edit not applied:\n{}",
         watch.log()
     );
-    assert!(until_skips(2).await.is_some(), "{}", watch.log());
+    assert!(until_skips(&watch, 2).await.is_some(), "{}", watch.log());
 
     // Only the config changed (the variable the manifest uses): applied.
     m.write("ofctl.toml", &with_suffix("v3"));
@@ -500,4 +508,85 @@ async fn a_port_already_taken_ends_watch_before_any_tenant_reads_or_changes_anyt
         .await
         .unwrap();
     assert!(streams.is_empty(), "{streams:?}\n{run:?}");
+}
+
+/// Pinot's and Connect's watch passes fetch answers as sent (`provider::Fetched::Answers`): a
+/// pass whose answers equal those of the last pass that planned no change stops before parsing
+/// them, and an edit made out of band changes an answer, so it is still healed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_over_unchanged_answers_stop_early_and_out_of_band_edits_of_tables_and_connectors_are_healed(
+) {
+    let sb = support::emulators(None, Default::default()).await;
+    let (_r, redis_url) = redis();
+    let m = ManifestDir::new();
+    let header = "apiVersion: ofctl.openframe.io/v1";
+    m.write(
+        "ofctl.toml",
+        &format!(
+            "tenant = \"t1\"\n[pinot]\nurl = \"{}\"\n[connect]\nurl = \"{}\"\n[redis]\nurl = \"{redis_url}\"\n[watch]\ninterval = \"1s\"\ndebounce = \"100ms\"\n{API_SECTION}",
+            sb.pinot_url, sb.connect_url
+        ),
+    )
+    .write(
+        "r.yaml",
+        &format!(
+            "{header}\nkind: PinotSchema\nmetadata:\n  name: app\nspec:\n  dimensionFieldSpecs:\n  - {{name: device, dataType: STRING}}\n  dateTimeFieldSpecs:\n  - {{name: ts, dataType: LONG, format: 1:MILLISECONDS:EPOCH, granularity: 1:MILLISECONDS}}\n---\n\
+             {header}\nkind: PinotTable\nmetadata:\n  name: app_OFFLINE\nspec:\n  segmentsConfig: {{timeColumnName: ts, replication: \"1\", retentionTimeUnit: DAYS, retentionTimeValue: \"1\"}}\n  tableIndexConfig: {{loadMode: MMAP}}\n---\n\
+             {header}\nkind: KafkaConnector\nmetadata:\n  name: cdc\nspec:\n  config:\n    connector.class: io.debezium.connector.postgresql.PostgresConnector\n    tasks.max: 1\n    database.hostname: db.local\n    database.port: 5432\n    database.user: cdc\n    database.dbname: app\n    topic.prefix: cdc\n    poll.interval.ms: 1000\n"
+        ),
+    );
+    let watch = Watch::start_with_env(&["-f", m.arg()], &[("OFCTL_LOG", "ofctl=debug")]);
+    assert!(until_skips(&watch, 2).await.is_some(), "{}", watch.log());
+
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let put = |url: String, body: Value| {
+        let http = http.clone();
+        async move {
+            let response = http.put(url).json(&body).send().await.unwrap();
+            assert!(response.status().is_success(), "{response:?}");
+        }
+    };
+
+    // A connector's config edited out of band: the next interval pass puts it back.
+    let config_url = format!("{}/connectors/cdc/config", sb.connect_url);
+    let mut config = get(config_url.clone()).await;
+    config["poll.interval.ms"] = json!("9000");
+    put(config_url.clone(), config).await;
+    let healed = Watch::until(Duration::from_secs(5), || async {
+        get(config_url.clone()).await["poll.interval.ms"] == json!("1000")
+    })
+    .await;
+    assert!(
+        healed.is_some(),
+        "connector edit not healed:\n{}",
+        watch.log()
+    );
+    assert!(until_skips(&watch, 2).await.is_some(), "{}", watch.log());
+
+    // A table's retention edited out of band: put back too.
+    let table_url = format!("{}/tables/app?type=offline", sb.pinot_url);
+    let retention =
+        |tables: Value| tables["OFFLINE"]["segmentsConfig"]["retentionTimeValue"].clone();
+    let mut table = get(table_url.clone()).await["OFFLINE"].clone();
+    table["segmentsConfig"]["retentionTimeValue"] = json!("9");
+    put(format!("{}/tables/app_OFFLINE", sb.pinot_url), table).await;
+    assert_eq!(retention(get(table_url.clone()).await), json!("9"));
+    let healed = Watch::until(Duration::from_secs(5), || async {
+        retention(get(table_url.clone()).await) == json!("1")
+    })
+    .await;
+    assert!(healed.is_some(), "table edit not healed:\n{}", watch.log());
+    assert!(until_skips(&watch, 2).await.is_some(), "{}", watch.log());
 }

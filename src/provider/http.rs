@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use super::{ProviderError, ReadPass, RequestCount, RequestCounter};
+use super::{Answer, ProviderError, ReadPass, RequestCount, RequestCounter};
 use crate::config::{ConfigError, TargetConfig};
 use crate::kind::System;
 use crate::redact::redact;
@@ -75,6 +75,16 @@ pub struct HttpClient {
 pub struct Response {
     pub status: u16,
     pub body: Value,
+}
+
+impl Answer {
+    /// The answer with its body parsed (for a status's error message).
+    pub fn response(&self) -> Response {
+        Response {
+            status: self.status,
+            body: self.json(),
+        }
+    }
 }
 
 impl Response {
@@ -161,6 +171,25 @@ impl HttpClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Response, ProviderError> {
+        let answer = self.send_for_answer(method, path, body).await?;
+        Ok(Response {
+            status: answer.status,
+            body: answer.json(),
+        })
+    }
+
+    /// [`Self::send`] of a body-less request, the answer's body left as sent.
+    pub async fn answer(&self, method: Method, path: &str) -> Result<Answer, ProviderError> {
+        self.send_for_answer(method, path, None).await
+    }
+
+    /// [`Self::send`], the body left as sent.
+    async fn send_for_answer(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, ProviderError> {
         // Never closed, so acquiring only waits for a free slot.
         let _permit = self.in_flight.acquire().await.ok();
         if method == Method::GET {
@@ -234,13 +263,10 @@ impl HttpClient {
                 ),
             )
         })?;
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        Ok(Response { status, body })
+        Ok(Answer {
+            status,
+            body: bytes,
+        })
     }
 
     /// A GET of a read, sent once per read pass: `answer` turns the response into what the
@@ -263,6 +289,27 @@ impl HttpClient {
             answer(self.send(Method::GET, path, None).await?)
         })
         .await
+    }
+
+    /// A GET of a fetch, sent once per read pass as in [`Self::get_in`], its answer kept as
+    /// sent: `accept` says whether its status is an answer (e.g. 200 or 404) or an error.
+    pub async fn answer_in<F>(
+        &self,
+        pass: &ReadPass,
+        path: &str,
+        accept: F,
+    ) -> Result<Answer, ProviderError>
+    where
+        F: FnOnce(&Answer) -> Result<(), ProviderError>,
+    {
+        let key = format!("{} GET {path}", self.system);
+        let answer = pass
+            .once(&key, || async {
+                let answer = self.send_for_answer(Method::GET, path, None).await?;
+                accept(&answer).map(|()| answer)
+            })
+            .await?;
+        Ok(Answer::clone(&answer))
     }
 
     /// Runs `reads` (made of [`Self::get_in`] GETs), as many at a time as the concurrency

@@ -59,6 +59,58 @@ impl ProviderError {
     }
 }
 
+/// One answer of a live system, as it was sent: the status and the body's bytes.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    /// The body as JSON: `null` when empty, a JSON string of the text when it is not JSON.
+    pub fn json(&self) -> Value {
+        if self.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into_owned()))
+        }
+    }
+}
+
+/// The answers of one kind's fetch, by request (e.g. `GET /connectors/x`).
+pub type Answers = BTreeMap<String, Answer>;
+
+/// What [`Provider::fetch`] got for one kind.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Read and normalized at once.
+    Observed(Vec<Observed>),
+    /// The answers as sent, which [`Provider::observe`] turns into observed objects. Equal
+    /// answers observe the same, so a watch pass whose answers equal those of the last pass
+    /// that planned no change stops before parsing and normalizing them. Only for answers that
+    /// stay the same while the objects do: Pinot's configs and Connect's connectors, not NATS's
+    /// stream info, whose message counts change with every message (its normalized specs do
+    /// not, so NATS returns observed objects and keeps the shortcut).
+    Answers(Answers),
+}
+
+impl Fetched {
+    /// The observed objects, normalized from the answers where the provider fetched answers.
+    pub fn into_observed(
+        self,
+        provider: &dyn Provider,
+        kind: &str,
+        names: &[String],
+        all: bool,
+    ) -> Result<Vec<Observed>, ProviderError> {
+        match self {
+            Fetched::Observed(observed) => Ok(observed),
+            Fetched::Answers(answers) => provider.observe(kind, names, all, &answers),
+        }
+    }
+}
+
 /// Which live objects a read must return.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadScope<'a> {
@@ -174,6 +226,28 @@ pub trait Provider: Send + Sync {
 
     /// Live objects of `kind`, normalized so that an unchanged manifest compares equal.
     async fn read(&self, kind: &str, scope: ReadScope<'_>) -> Result<Vec<Observed>, ProviderError>;
+
+    /// What [`Provider::read`] returns, or the answers it would normalize (see [`Fetched`]):
+    /// a provider whose normalizing costs more than its requests returns answers, and
+    /// implements [`Provider::observe`] and its `read` as `fetch` then `observe`.
+    async fn fetch(&self, kind: &str, scope: ReadScope<'_>) -> Result<Fetched, ProviderError> {
+        Ok(Fetched::Observed(self.read(kind, scope).await?))
+    }
+
+    /// The live objects of `kind` in `answers`, which [`Provider::fetch`] returned for the
+    /// same names and `all`: normalized exactly as `read` would have.
+    fn observe(
+        &self,
+        kind: &str,
+        _names: &[String],
+        _all: bool,
+        _answers: &Answers,
+    ) -> Result<Vec<Observed>, ProviderError> {
+        Err(ProviderError::permanent(format!(
+            "{}: {kind} is read, not fetched as answers",
+            self.system()
+        )))
+    }
 
     /// The desired spec in the same normalized form as `read` returns (server defaults filled).
     fn normalize_desired(&self, _kind: &str, _name: &str, spec: &Value) -> Result<Value, String> {

@@ -1,13 +1,14 @@
 //! Kafka Connect connectors (the platform's Debezium CDC sources), through Connect's REST API
 //! (apis.md §2).
 //!
-//! One bulk read (`GET /connectors?expand=info&expand=status`, KIP-465) returns every
-//! connector's config and status. A write is made only when something differs, because every
-//! `PUT …/config` restarts the connector and its tasks even when nothing changed (§2.7).
+//! A read of the declared connectors GETs each one's info and status while they fit one round
+//! of concurrent requests; a larger read, or a prune, makes one bulk read
+//! (`GET /connectors?expand=info&expand=status`, KIP-465) of every connector's config and
+//! status. Reads keep the answers as sent until they must be compared (`Fetched::Answers`). A
+//! write is made only when something differs, because every `PUT …/config` restarts the
+//! connector and its tasks even when nothing changed (§2.7).
 
 mod normalize;
-
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -19,7 +20,8 @@ use crate::kind::{Compare, Effect, FieldRule, Finding, KindInfo, System, Trigger
 use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::section::{self, Section, SectionInfo};
 use crate::provider::{
-    OpAction, Operation, Provider, ProviderError, ReadPass, ReadScope, RequestCount,
+    Answer, Answers, Fetched, OpAction, Operation, Provider, ProviderError, ReadPass, ReadScope,
+    RequestCount,
 };
 use crate::resource::Observed;
 
@@ -69,6 +71,9 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// Every connector with its config and status (KIP-465).
+const LIST_PATH: &str = "/connectors?expand=info&expand=status";
 
 fn connector_path(name: &str, suffix: &str) -> String {
     format!(
@@ -134,41 +139,90 @@ impl ConnectProvider {
         }
     }
 
-    /// `names` one by one, when they take no more than one round of concurrent requests: the
-    /// expanded list holds every connector of the cluster (all tenants' on a shared Connect,
-    /// megabytes a pass), two GETs per declared connector do not grow with the cluster.
-    async fn read_named(
+    /// The answers for `names` one by one, when they take no more than one round of
+    /// concurrent requests: the expanded list holds every connector of the cluster (all
+    /// tenants' on a shared Connect, megabytes a pass), two GETs per declared connector do not
+    /// grow with the cluster.
+    async fn fetch_named(
         &self,
         pass: &ReadPass,
         names: &[String],
-    ) -> Result<Vec<Observed>, ProviderError> {
+    ) -> Result<Answers, ProviderError> {
         // (Owned names: a borrowed one trips rustc's higher-ranked lifetime check on the
         // `Send` future, as in Pinot's table read.)
-        let observed: Vec<Option<Observed>> = self
+        let answers: Vec<Vec<(String, Answer)>> = self
             .http
             .read_each(names.iter().cloned().map(|name| async move {
-                let info = self.get(pass, &connector_path(&name, "")).await?;
-                let Some(info) = info.as_ref() else {
-                    return Ok(None);
-                };
-                // Deleted between the two GETs: observed without a status, as the list shows
-                // a connector whose status is not known yet.
-                let status = self.get(pass, &connector_path(&name, "/status")).await?;
-                Ok::<_, ProviderError>(Some(self.observed(&name, info, status.as_ref().as_ref())))
+                let info_path = connector_path(&name, "");
+                let info = self.get(pass, &info_path).await?;
+                let mut answers = Vec::new();
+                if info.status != 404 {
+                    let status_path = connector_path(&name, "/status");
+                    answers.push((status_path.clone(), self.get(pass, &status_path).await?));
+                }
+                answers.push((info_path, info));
+                Ok::<_, ProviderError>(answers)
             }))
             .await?;
-        Ok(observed.into_iter().flatten().collect())
+        Ok(answers.into_iter().flatten().collect())
     }
 
-    /// A GET of a read, whose 404 means the connector does not exist.
-    async fn get(&self, pass: &ReadPass, path: &str) -> Result<Arc<Option<Value>>, ProviderError> {
+    /// A GET of a fetch, whose 404 means the connector does not exist.
+    async fn get(&self, pass: &ReadPass, path: &str) -> Result<Answer, ProviderError> {
         self.http
-            .get_in(pass, path, |response| match response.status {
-                404 => Ok(None),
-                _ if response.is_success() => Ok(Some(response.body)),
-                _ => Err(error(&Method::GET, path, &response)),
+            .answer_in(pass, path, |answer| match answer.status {
+                404 | 200..=299 => Ok(()),
+                _ => Err(error(&Method::GET, path, &answer.response())),
             })
             .await
+    }
+
+    /// The connectors of [`Self::fetch_named`]'s answers.
+    fn observe_named(&self, names: &[String], answers: &Answers) -> Vec<Observed> {
+        let found = |path: &str| {
+            answers
+                .get(path)
+                .filter(|a| a.status != 404)
+                .map(Answer::json)
+        };
+        names
+            .iter()
+            .filter_map(|name| {
+                let info = found(&connector_path(name, ""))?;
+                // Deleted between the two GETs: observed without a status, as the list shows
+                // a connector whose status is not known yet.
+                let status = found(&connector_path(name, "/status"));
+                Some(self.observed(name, &info, status.as_ref()))
+            })
+            .collect()
+    }
+
+    /// The connectors of the expanded list's answer (`names` only, unless `all`).
+    fn observe_list(
+        &self,
+        names: &[String],
+        all: bool,
+        list: &Answer,
+    ) -> Result<Vec<Observed>, ProviderError> {
+        let body = list.json();
+        let Some(connectors) = body.as_object() else {
+            return Err(ProviderError::permanent(format!(
+                "connect GET {LIST_PATH}: expected a map of connectors (Kafka Connect 2.3+, KIP-465), got {body}"
+            )));
+        };
+        let mut observed = Vec::new();
+        for (name, entry) in connectors {
+            if !all && !names.contains(name) {
+                continue;
+            }
+            let Some(info) = entry.get("info") else {
+                return Err(ProviderError::permanent(format!(
+                    "connect GET {LIST_PATH}: connector {name} came without its `info`"
+                )));
+            };
+            observed.push(self.observed(name, info, entry.get("status")));
+        }
+        Ok(observed)
     }
 
     fn observed(&self, name: &str, info: &Value, status: Option<&Value>) -> Observed {
@@ -253,35 +307,39 @@ impl Provider for ConnectProvider {
         System::Connect
     }
 
-    async fn read(
+    async fn read(&self, kind: &str, scope: ReadScope<'_>) -> Result<Vec<Observed>, ProviderError> {
+        self.fetch(kind, scope)
+            .await?
+            .into_observed(self, kind, scope.names, scope.all)
+    }
+
+    async fn fetch(&self, _kind: &str, scope: ReadScope<'_>) -> Result<Fetched, ProviderError> {
+        if !scope.all && scope.names.len() <= self.http.concurrency() {
+            return Ok(Fetched::Answers(
+                self.fetch_named(scope.pass, scope.names).await?,
+            ));
+        }
+        let response = self.http.answer(Method::GET, LIST_PATH).await?;
+        if !(200..300).contains(&response.status) {
+            return Err(error(&Method::GET, LIST_PATH, &response.response()));
+        }
+        Ok(Fetched::Answers(Answers::from([(
+            LIST_PATH.to_string(),
+            response,
+        )])))
+    }
+
+    fn observe(
         &self,
         _kind: &str,
-        scope: ReadScope<'_>,
+        names: &[String],
+        all: bool,
+        answers: &Answers,
     ) -> Result<Vec<Observed>, ProviderError> {
-        if !scope.all && scope.names.len() <= self.http.concurrency() {
-            return self.read_named(scope.pass, scope.names).await;
+        match answers.get(LIST_PATH) {
+            Some(list) => self.observe_list(names, all, list),
+            None => Ok(self.observe_named(names, answers)),
         }
-        let path = "/connectors?expand=info&expand=status";
-        let response = self.call(Method::GET, path, None).await?;
-        let Some(connectors) = response.body.as_object() else {
-            return Err(ProviderError::permanent(format!(
-                "connect GET {path}: expected a map of connectors (Kafka Connect 2.3+, KIP-465), got {}",
-                response.body
-            )));
-        };
-        let mut observed = Vec::new();
-        for (name, entry) in connectors {
-            if !scope.all && !scope.names.contains(name) {
-                continue;
-            }
-            let Some(info) = entry.get("info") else {
-                return Err(ProviderError::permanent(format!(
-                    "connect GET {path}: connector {name} came without its `info`"
-                )));
-            };
-            observed.push(self.observed(name, info, entry.get("status")));
-        }
-        Ok(observed)
     }
 
     fn normalize_desired(&self, _kind: &str, _name: &str, spec: &Value) -> Result<Value, String> {

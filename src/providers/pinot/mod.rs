@@ -21,7 +21,8 @@ use crate::provider::http::{HttpClient, Response, Tls};
 use crate::provider::owner::{Owner, OWNER_KEY};
 use crate::provider::section::{self, Section, SectionInfo};
 use crate::provider::{
-    OpAction, Operation, Provider, ProviderError, ReadPass, ReadScope, RequestCount,
+    Answer, Answers, Fetched, OpAction, Operation, Provider, ProviderError, ReadPass, ReadScope,
+    RequestCount,
 };
 use crate::resource::{Address, Observed};
 
@@ -80,6 +81,94 @@ pub struct PinotProvider {
     owner: Owner,
 }
 
+const SCHEMAS_PATH: &str = "/schemas";
+const TABLES_PATH: &str = "/tables";
+
+fn no_such_kind(kind: &str) -> ProviderError {
+    ProviderError::permanent(format!("pinot has no kind {kind}"))
+}
+
+fn schema_path(name: &str) -> String {
+    format!("{SCHEMAS_PATH}/{}", segment(name))
+}
+
+/// `GET /tables/{raw}`, or with `?type=` for one type of it.
+fn table_path(raw: &str, kind: Option<&str>) -> String {
+    let mut path = format!("{TABLES_PATH}/{}", segment(raw));
+    if let Some(kind) = kind {
+        path.push_str(&format!("?type={}", kind.to_ascii_lowercase()));
+    }
+    path
+}
+
+/// The names a list answer holds: `GET /schemas` answers an array, `GET /tables`
+/// `{"tables": [...]}`; 404 holds none.
+fn listed(list: &Answer) -> Vec<String> {
+    let body = list.json();
+    let names = if list.status != 200 {
+        None
+    } else if body.is_array() {
+        body.as_array()
+    } else {
+        body.get("tables").and_then(Value::as_array)
+    };
+    names
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(String::from)
+        .collect()
+}
+
+/// The schemas a read GETs: every listed one with `all`, else the declared ones (less those
+/// the list lacks, when it was fetched).
+fn schemas_covered(names: &[String], all: bool, list: Option<&Answer>) -> Vec<String> {
+    match list {
+        Some(list) if all => listed(list),
+        Some(list) => {
+            let existing: BTreeSet<String> = listed(list).into_iter().collect();
+            names
+                .iter()
+                .filter(|n| existing.contains(*n))
+                .cloned()
+                .collect()
+        }
+        None => names.to_vec(),
+    }
+}
+
+/// The tables a read GETs, raw name → the type wanted (`None`: all of them, one GET for a
+/// hybrid table): every listed one with `all`, else the declared ones (less those the list
+/// lacks, when it was fetched).
+fn tables_wanted(
+    names: &[String],
+    all: bool,
+    list: Option<&Answer>,
+) -> BTreeMap<String, Option<String>> {
+    let mut wanted: BTreeMap<String, Option<String>> = BTreeMap::new();
+    if all {
+        for raw in list.map(listed).unwrap_or_default() {
+            wanted.insert(raw, None);
+        }
+        return wanted;
+    }
+    for (raw, kind) in names.iter().filter_map(|n| split_table_name(n)) {
+        wanted
+            .entry(raw.to_string())
+            .and_modify(|k| {
+                if k.as_deref() != Some(kind) {
+                    *k = None;
+                }
+            })
+            .or_insert_with(|| Some(kind.to_string()));
+    }
+    if let Some(list) = list {
+        let existing: BTreeSet<String> = listed(list).into_iter().collect();
+        wanted.retain(|raw, _| existing.contains(raw));
+    }
+    wanted
+}
+
 /// Percent-encodes a name read from the controller for use as one path segment.
 fn segment(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -119,31 +208,16 @@ impl PinotProvider {
             .await
     }
 
-    /// `GET /schemas`: every schema name.
-    async fn schema_names(&self, pass: &ReadPass) -> Result<Vec<String>, ProviderError> {
-        let body = self.get(pass, "/schemas").await?;
-        Ok(Option::as_ref(&body)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
+    /// A GET of a fetch (see [`HttpClient::answer_in`]); 404 is an answer: no such object.
+    async fn answer(&self, pass: &ReadPass, path: &str) -> Result<Answer, ProviderError> {
+        self.http
+            .answer_in(pass, path, |answer| match answer.status {
+                200 | 404 => Ok(()),
+                _ => Err(self
+                    .http
+                    .status_error(&Method::GET, path, &answer.response())),
             })
-            .unwrap_or_default())
-    }
-
-    /// `GET /tables`: every table's raw name.
-    async fn table_names(&self, pass: &ReadPass) -> Result<Vec<String>, ProviderError> {
-        let body = self.get(pass, "/tables").await?;
-        Ok(Option::as_ref(&body)
-            .and_then(|b| b.get("tables"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(String::from)
-            .collect())
+            .await
     }
 
     /// Whether to list names before GETting `declared` objects: when they need more than one
@@ -154,24 +228,55 @@ impl PinotProvider {
         declared > self.http.concurrency()
     }
 
-    async fn read_schemas(&self, scope: ReadScope<'_>) -> Result<Vec<Observed>, ProviderError> {
-        let names = if scope.all {
-            self.schema_names(scope.pass).await?
-        } else if self.lists_first(scope.names.len()) {
-            let existing: BTreeSet<String> =
-                self.schema_names(scope.pass).await?.into_iter().collect();
-            let mut names = scope.names.to_vec();
-            names.retain(|n| existing.contains(n));
-            names
+    /// The answer of a list (`GET /schemas` or `GET /tables`), when the read needs it.
+    async fn list(
+        &self,
+        pass: &ReadPass,
+        path: &str,
+        needed: bool,
+    ) -> Result<Option<Answer>, ProviderError> {
+        Ok(if needed {
+            Some(self.answer(pass, path).await?)
         } else {
-            scope.names.to_vec()
-        };
-        // A schema is managed when a managed table uses it (Pinot ties a table to the schema of
-        // its raw name, §1.3): schemas have no metadata of their own to carry a marker. Only a
-        // prune needs this, so only a full read pays for the table read.
-        let managed_raw: BTreeSet<String> = if scope.all {
-            self.read_tables(scope)
-                .await?
+            None
+        })
+    }
+
+    /// The GET answers of `paths`, by path.
+    async fn answers(
+        &self,
+        pass: &ReadPass,
+        paths: Vec<String>,
+    ) -> Result<Vec<(String, Answer)>, ProviderError> {
+        self.http
+            .read_each(paths.into_iter().map(|path| async move {
+                let answer = self.answer(pass, &path).await?;
+                Ok::<_, ProviderError>((path, answer))
+            }))
+            .await
+    }
+
+    async fn fetch_schemas(&self, scope: ReadScope<'_>) -> Result<Answers, ProviderError> {
+        let mut answers = Answers::new();
+        let needed = scope.all || self.lists_first(scope.names.len());
+        if let Some(list) = self.list(scope.pass, SCHEMAS_PATH, needed).await? {
+            answers.insert(SCHEMAS_PATH.into(), list);
+        }
+        // A schema is managed when a managed table uses it (Pinot ties a table to the schema
+        // of its raw name, §1.3): schemas have no metadata of their own to carry a marker.
+        // Only a prune needs this, so only a full read pays for the table read.
+        if scope.all {
+            answers.extend(self.fetch_tables(scope).await?);
+        }
+        let names = schemas_covered(scope.names, scope.all, answers.get(SCHEMAS_PATH));
+        let paths = names.iter().map(|name| schema_path(name)).collect();
+        answers.extend(self.answers(scope.pass, paths).await?);
+        Ok(answers)
+    }
+
+    fn observe_schemas(&self, names: &[String], all: bool, answers: &Answers) -> Vec<Observed> {
+        let managed_raw: BTreeSet<String> = if all {
+            self.observe_tables(names, all, answers)
                 .into_iter()
                 .filter(|t| t.managed)
                 .filter_map(|t| split_table_name(&t.name).map(|(raw, _)| raw.to_string()))
@@ -179,95 +284,70 @@ impl PinotProvider {
         } else {
             BTreeSet::new()
         };
-        let schemas: Vec<Option<Observed>> = self
-            .http
-            .read_each(names.into_iter().map(|name| {
-                let managed = managed_raw.contains(&name);
-                async move {
-                    let body = self
-                        .get(scope.pass, &format!("/schemas/{}", segment(&name)))
-                        .await?;
-                    Ok::<_, ProviderError>(Option::as_ref(&body).map(|schema| Observed {
-                        spec: canonical_schema(schema),
-                        name,
-                        managed,
-                        notes: Vec::new(),
-                    }))
-                }
-            }))
-            .await?;
-        Ok(schemas.into_iter().flatten().collect())
+        schemas_covered(names, all, answers.get(SCHEMAS_PATH))
+            .into_iter()
+            .filter_map(|name| {
+                let schema = answers
+                    .get(&schema_path(&name))
+                    .filter(|a| a.status == 200)?;
+                Some(Observed {
+                    spec: canonical_schema(&schema.json()),
+                    managed: managed_raw.contains(&name),
+                    name,
+                    notes: Vec::new(),
+                })
+            })
+            .collect()
     }
 
-    /// `GET /tables/{raw}[?type=]`: the configs keyed by type, as observed objects.
-    async fn read_table(
-        &self,
-        pass: &ReadPass,
-        raw: &str,
-        kind: Option<&str>,
-    ) -> Result<Vec<Observed>, ProviderError> {
-        let mut path = format!("/tables/{}", segment(raw));
-        if let Some(kind) = kind {
-            path.push_str(&format!("?type={}", kind.to_ascii_lowercase()));
+    async fn fetch_tables(&self, scope: ReadScope<'_>) -> Result<Answers, ProviderError> {
+        let mut answers = Answers::new();
+        let declared = tables_wanted(scope.names, false, None).len();
+        let needed = scope.all || self.lists_first(declared);
+        if let Some(list) = self.list(scope.pass, TABLES_PATH, needed).await? {
+            answers.insert(TABLES_PATH.into(), list);
         }
-        let body = self.get(pass, &path).await?;
-        let Some(configs) = Option::as_ref(&body).and_then(Value::as_object) else {
-            return Ok(Vec::new());
-        };
-        Ok(configs
+        let wanted = tables_wanted(scope.names, scope.all, answers.get(TABLES_PATH));
+        let paths = wanted
             .iter()
-            .filter(|(k, v)| {
-                v.is_object() && (*k == normalize::OFFLINE || *k == normalize::REALTIME)
-            })
-            .map(|(k, config)| {
+            .map(|(raw, kind)| table_path(raw, kind.as_deref()))
+            .collect();
+        answers.extend(self.answers(scope.pass, paths).await?);
+        Ok(answers)
+    }
+
+    /// `GET /tables/{raw}[?type=]` answers hold the configs keyed by type.
+    fn observe_tables(&self, names: &[String], all: bool, answers: &Answers) -> Vec<Observed> {
+        let mut observed = Vec::new();
+        for (raw, kind) in tables_wanted(names, all, answers.get(TABLES_PATH)) {
+            let Some(answer) = answers
+                .get(&table_path(&raw, kind.as_deref()))
+                .filter(|a| a.status == 200)
+            else {
+                continue;
+            };
+            let body = answer.json();
+            let Some(configs) = body.as_object() else {
+                continue;
+            };
+            for (k, config) in configs {
+                if !(config.is_object() && (k == normalize::OFFLINE || k == normalize::REALTIME)) {
+                    continue;
+                }
+                let name = format!("{raw}_{k}");
+                if !all && !names.contains(&name) {
+                    continue;
+                }
                 let (managed, notes) = self.owner.observe(normalize::owner_marker(config));
-                Observed {
-                    name: format!("{raw}_{k}"),
+                observed.push(Observed {
+                    name,
                     managed,
                     spec: canonical_table(config),
                     notes,
-                }
-            })
-            .collect())
-    }
-
-    async fn read_tables(&self, scope: ReadScope<'_>) -> Result<Vec<Observed>, ProviderError> {
-        // Raw name → the types wanted (`None`: all of them, one GET for a hybrid table).
-        // (Owned strings: a borrowed `&'static str` here trips rustc's higher-ranked lifetime
-        // check on the `Send` future.)
-        let mut wanted: BTreeMap<String, Option<String>> = BTreeMap::new();
-        if scope.all {
-            for raw in self.table_names(scope.pass).await? {
-                wanted.insert(raw, None);
-            }
-        } else {
-            for (raw, kind) in scope.names.iter().filter_map(|n| split_table_name(n)) {
-                wanted
-                    .entry(raw.to_string())
-                    .and_modify(|k| {
-                        if k.as_deref() != Some(kind) {
-                            *k = None;
-                        }
-                    })
-                    .or_insert_with(|| Some(kind.to_string()));
-            }
-            if self.lists_first(wanted.len()) {
-                let existing: BTreeSet<String> =
-                    self.table_names(scope.pass).await?.into_iter().collect();
-                wanted.retain(|raw, _| existing.contains(raw));
+                });
             }
         }
-        let tables: Vec<Vec<Observed>> = self
-            .http
-            .read_each(wanted.into_iter().map(|(raw, kind)| async move {
-                self.read_table(scope.pass, &raw, kind.as_deref()).await
-            }))
-            .await?;
-        Ok(tables
-            .into_iter()
-            .flatten()
-            .filter(|t| scope.all || scope.names.contains(&t.name))
-            .collect())
+        observed
     }
 
     /// A write whose acceptable answers are 200 and, for a DELETE, 404 (already gone).
@@ -336,10 +416,7 @@ impl PinotProvider {
             all: false,
             pass: &pass,
         };
-        let live = match op.kind {
-            SCHEMA => self.read_schemas(scope).await?,
-            _ => self.read_tables(scope).await?,
-        };
+        let live = self.read(op.kind, scope).await?;
         let (Some(live), Some(desired)) =
             (live.into_iter().find(|o| o.name == op.name), op.desired)
         else {
@@ -453,12 +530,30 @@ impl Provider for PinotProvider {
     }
 
     async fn read(&self, kind: &str, scope: ReadScope<'_>) -> Result<Vec<Observed>, ProviderError> {
+        self.fetch(kind, scope)
+            .await?
+            .into_observed(self, kind, scope.names, scope.all)
+    }
+
+    async fn fetch(&self, kind: &str, scope: ReadScope<'_>) -> Result<Fetched, ProviderError> {
+        Ok(Fetched::Answers(match kind {
+            SCHEMA => self.fetch_schemas(scope).await?,
+            TABLE => self.fetch_tables(scope).await?,
+            other => return Err(no_such_kind(other)),
+        }))
+    }
+
+    fn observe(
+        &self,
+        kind: &str,
+        names: &[String],
+        all: bool,
+        answers: &Answers,
+    ) -> Result<Vec<Observed>, ProviderError> {
         match kind {
-            SCHEMA => self.read_schemas(scope).await,
-            TABLE => self.read_tables(scope).await,
-            other => Err(ProviderError::permanent(format!(
-                "pinot has no kind {other}"
-            ))),
+            SCHEMA => Ok(self.observe_schemas(names, all, answers)),
+            TABLE => Ok(self.observe_tables(names, all, answers)),
+            other => Err(no_such_kind(other)),
         }
     }
 
