@@ -288,7 +288,7 @@ impl Engine {
         while let Some(joined) = reads.join_next().await {
             kinds.push(joined_fetch(joined)?);
         }
-        // Completion order varies; the digest must not (answers are kept in request order).
+        // Completion order varies; the digest must not (answers are already keyed by request).
         kinds.sort_by_key(|read| read.kind);
         for read in &mut kinds {
             if let Fetched::Observed(observed) = &mut read.fetched {
