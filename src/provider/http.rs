@@ -171,11 +171,7 @@ impl HttpClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Response, ProviderError> {
-        let answer = self.send_for_answer(method, path, body).await?;
-        Ok(Response {
-            status: answer.status,
-            body: answer.json(),
-        })
+        Ok(self.send_for_answer(method, path, body).await?.response())
     }
 
     /// [`Self::send`] of a body-less request, the answer's body left as sent.

@@ -9,7 +9,6 @@
 mod normalize;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use reqwest::Method;
@@ -104,15 +103,12 @@ fn table_path(raw: &str, kind: Option<&str>) -> String {
 /// The names a list answer holds: `GET /schemas` answers an array, `GET /tables`
 /// `{"tables": [...]}`; 404 holds none.
 fn listed(list: &Answer) -> Vec<String> {
+    if list.status != 200 {
+        return Vec::new();
+    }
     let body = list.json();
-    let names = if list.status != 200 {
-        None
-    } else if body.is_array() {
-        body.as_array()
-    } else {
-        body.get("tables").and_then(Value::as_array)
-    };
-    names
+    body.as_array()
+        .or_else(|| body.get("tables").and_then(Value::as_array))
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
@@ -195,17 +191,6 @@ impl PinotProvider {
             http: HttpClient::new(System::Pinot, url, &[], concurrency, tls)?,
             owner,
         })
-    }
-
-    /// A GET of a read (see [`HttpClient::get_in`]); 404 is `None`.
-    async fn get(&self, pass: &ReadPass, path: &str) -> Result<Arc<Option<Value>>, ProviderError> {
-        self.http
-            .get_in(pass, path, |response| match response.status {
-                200 => Ok(Some(response.body)),
-                404 => Ok(None),
-                _ => Err(self.http.status_error(&Method::GET, path, &response)),
-            })
-            .await
     }
 
     /// A GET of a fetch (see [`HttpClient::answer_in`]); 404 is an answer: no such object.
@@ -449,9 +434,10 @@ impl PinotProvider {
                 // table uses (§1.2): check both, so a table is never left without its schema.
                 let path = format!("/tables/{name}");
                 // As the tables are now, not as this pass's read saw them.
-                let tables = self.get(&ReadPass::default(), &path).await?;
-                if let Some(tables) = Option::as_ref(&tables) {
+                let tables = self.answer(&ReadPass::default(), &path).await?;
+                if tables.status == 200 {
                     let users: Vec<String> = tables
+                        .json()
                         .as_object()
                         .map(|m| m.keys().map(|k| format!("{}_{k}", op.name)).collect())
                         .unwrap_or_default();
