@@ -589,3 +589,41 @@ async fn fixture_replay_plans_exactly_the_upstream_differences() {
         Some(&newest("schema-logs.json")),
     );
 }
+
+/// Pinot deletes a schema an OFFLINE table still uses (§1.2), so the provider looks at the
+/// schema's tables as they are now and refuses; once the tables are gone, the delete goes
+/// through. Through the provider: a plan never deletes a schema before its managed tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_is_not_deleted_while_a_table_uses_it() {
+    use ofctl::provider::{OpAction, Operation};
+    let sb = emulators(None, Default::default()).await;
+    let m = desired_state(&sb.pinot_url);
+    let run = apply(&m, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let config = ofctl::config::TargetConfig::parse(
+        &target_config(&sb.pinot_url),
+        &m.path().join("ofctl.toml"),
+    )
+    .unwrap();
+    let provider = ofctl::registry::build(ofctl::kind::System::Pinot, &config).unwrap();
+    let delete = |name| Operation {
+        kind: "PinotSchema",
+        name,
+        action: OpAction::Delete,
+        desired: None,
+        live: None,
+        force: false,
+    };
+
+    let err = provider.apply(delete("logs")).await.unwrap_err();
+    assert!(!err.transient, "{err:?}");
+    assert_eq!(
+        err.message,
+        "cannot delete schema logs: table(s) logs_REALTIME still use it"
+    );
+    assert_eq!(get(&sb, "/schemas/logs").await.0, 200);
+
+    delete_logs_table(&sb).await;
+    provider.apply(delete("logs")).await.unwrap();
+    assert_eq!(get(&sb, "/schemas/logs").await.0, 404);
+}
